@@ -1,0 +1,23 @@
+"""PyTorch conversions shared by the torch adapters (a backend helper, not an adapter)."""
+import numpy as np
+import torch
+
+# Correctness tests compare against float64: no TF32 in matrix units on CUDA.
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32,
+          "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def tensor(a, dtype, device, requires_grad=False):
+    t = torch.tensor(np.asarray(a, dtype=np.float64), dtype=DTYPES[dtype], device=device)
+    return t.requires_grad_(requires_grad)
+
+
+def numpy(t):
+    return t.detach().to("cpu", torch.float64).numpy()
+
+
+def devices():
+    return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)

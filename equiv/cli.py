@@ -1,0 +1,265 @@
+"""The ``equiv`` command line. Nothing imports this module; it sits on top."""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from equiv import adapters as registry
+from equiv.core import FrameworkMissing
+
+DESCRIPTION = """\
+bn-equiv: batch norm is "the same layer" in every framework, yet it is not. This tool
+runs each implementation (framework built-ins and the book's from-scratch versions)
+against a NumPy float64 oracle under Hypothesis, measures its conventions (momentum
+meaning, running-variance estimator, default eps, variance algorithm, when running
+stats update, default mode, batch of one) and prints what it found.
+"""
+
+EPILOG = """\
+examples:
+  equiv list                                   adapters, installed or not
+  equiv check                                  every installed adapter
+  equiv check --adapters torch.builtin         one adapter
+  equiv check --adapters mypkg.bn:batch_norm   your own implementation (see README)
+  equiv conventions                            measure and write reference/data/conventions.*
+
+exit status: 0 all properties pass (documented divergences count as pass), 1 a property
+failed or a convention differs from its declaration, 2 a usage error.
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+def _adapter_names(spec):
+    if not spec:
+        names = registry.available()
+        if not names:
+            raise UsageError("no framework is installed, so no adapter can run; install one, e.g. "
+                             f"{registry.TORCH}  (see: equiv list)")
+        return names
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if ":" not in n and n not in registry.REGISTRY]
+    if unknown:
+        raise UsageError(f"unknown adapter(s): {', '.join(unknown)}\nknown adapters: "
+                         f"{', '.join(registry.known_names())}\nor package.module:obj for an external implementation")
+    return names
+
+
+def _load(name):
+    try:
+        return registry.load(name), None
+    except FrameworkMissing as e:
+        return None, f"not installed: {e.install}"
+    except (ValueError, KeyError) as e:
+        raise UsageError(str(e).strip("'\""))
+
+
+def _progress(msg):
+    if sys.stderr.isatty():
+        print(f"\r\033[K{msg}", end="", file=sys.stderr, flush=True)
+    else:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def check_adapter(A, device, profile):
+    """Run every property and probe against one adapter; returns its result record."""
+    from equiv.known import divergences
+    from equiv.probes import PROBES, expected, matches
+    from equiv.properties import PROPERTIES, Unconfigurable, applies, run
+
+    rec = {"adapter": A.name, "framework": A.framework, "version": _version(A),
+           "device": device, "profile": profile, "properties": {}, "conventions": {}, "mismatches": []}
+    for i, (name, p) in enumerate(PROPERTIES.items(), 1):
+        _progress(f"{A.name}: property {i}/{len(PROPERTIES)} {name}")
+        why = applies(p, A)
+        if why:
+            rec["properties"][name] = {"status": "n/a", "reason": why}
+            continue
+        t0 = time.perf_counter()
+        try:
+            stats = run(p, A, device, profile)
+            status = "documented" if divergences(A.name, name) else "pass"
+            rec["properties"][name] = {"status": status, **stats}
+        except Unconfigurable:
+            rec["properties"][name] = {"status": "n/a", "reason": "momentum is hard-coded"}
+        except Exception as e:
+            rec["properties"][name] = {"status": "fail", "error": f"{type(e).__name__}: {e}"[:2000]}
+        rec["properties"][name]["seconds"] = round(time.perf_counter() - t0, 2)
+    for field, probe in PROBES.items():
+        _progress(f"{A.name}: probe {field}")
+        try:
+            measured = probe(A)
+        except Exception as e:
+            measured = f"probe failed: {type(e).__name__}: {e}"[:300]
+        rec["conventions"][field] = measured
+        if not matches(field, measured, expected(A, field)):
+            rec["mismatches"].append(f"{field}: measured {measured!r}, declared {expected(A, field)!r}")
+    rec["conventions"]["mode_switch"] = A.conventions.mode_switch
+    rec["known_divergences"] = [{"id": d.id, "properties": list(d.properties), "reason": d.reason}
+                                for d in divergences(A.name)]
+    _progress("")
+    return rec
+
+
+def _version(A):
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(A.framework)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+SHORT = {"train_forward": "train", "batch_stats": "bstats", "infer_forward": "infer",
+         "running_stats": "running", "gradients": "grads", "affine_invariance": "affine",
+         "output_moments": "moments", "dx_sums_zero": "Σdx=0", "batch_permutation": "perm"}
+MARK = {"pass": "pass", "documented": "pass*", "fail": "FAIL", "n/a": "n/a"}
+
+
+def property_table(records):
+    from equiv.properties import PROPERTIES
+    cols = [SHORT.get(n, n) for n in PROPERTIES]
+    width = max([len(r["adapter"]) for r in records] + [7])
+    lines = ["adapter".ljust(width) + "  " + "  ".join(c.ljust(7) for c in cols)]
+    for r in records:
+        if "missing" in r:
+            lines.append(r["adapter"].ljust(width) + "  " + r["missing"])
+            continue
+        cells = [MARK[r["properties"][n]["status"]].ljust(7) for n in PROPERTIES]
+        lines.append(r["adapter"].ljust(width) + "  " + "  ".join(cells))
+    lines.append("pass* = passes outside the input region of a documented divergence (equiv/known.py)")
+    return "\n".join(lines)
+
+
+CONVENTION_FIELDS = ("new_batch_weight", "running_var", "default_eps", "channel_axis", "variance",
+                     "stats_update", "default_mode", "batch_of_one", "mode_switch")
+
+
+def convention_table(records, markdown=False):
+    rows = [("adapter", "version") + CONVENTION_FIELDS]
+    for r in records:
+        if "missing" in r:
+            continue
+        c = r.get("conventions", r)
+        rows.append((r["adapter"], r.get("version", "")) + tuple(str(c.get(f, "")) for f in CONVENTION_FIELDS))
+    if markdown:
+        out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+        return "\n".join(out)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def cmd_list(args):
+    for name in registry.known_names():
+        state = "installed" if registry.framework_installed(name) else f"missing ({registry.install_command(name)})"
+        if not registry.implemented(name):
+            state = "not yet implemented"
+        print(f"{name:22} {state}")
+    return 0
+
+
+def cmd_check(args):
+    from equiv.strategies import default_profile
+    profile = args.profile or default_profile()
+    names = _adapter_names(args.adapters)
+    records = []
+    for name in names:
+        A, missing = _load(name)
+        if missing:
+            records.append({"adapter": name, "missing": missing})
+            continue
+        if args.device not in A.devices:
+            raise UsageError(f"{name} cannot run on device {args.device!r} (it has {', '.join(A.devices)})")
+        records.append(check_adapter(A, args.device, profile))
+    print(f"properties (Hypothesis profile {profile!r}, device {args.device}):")
+    print(property_table(records))
+    print()
+    print("measured conventions:")
+    print(convention_table(records))
+    failed = False
+    for r in records:
+        for name, res in r.get("properties", {}).items():
+            if res["status"] == "fail":
+                failed = True
+                print(f"\nFAIL {r['adapter']} {name}: {res['error']}")
+        for m in r.get("mismatches", []):
+            failed = True
+            print(f"\nCONVENTION {r['adapter']}: {m}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        tag = os.environ.get("TOX_ENV_NAME") or "-".join(n.replace(":", "_") for n in names)
+        path = out / f"check-{tag}.json"
+        path.write_text(json.dumps({"profile": profile, "device": args.device, "records": records}, indent=1))
+        print(f"\nresults written to {path}")
+    return 1 if failed else 0
+
+
+def cmd_conventions(args):
+    from equiv.probes import measure
+    names = _adapter_names(args.adapters)
+    path = Path(args.data) / "conventions.json"
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    for name in names:
+        A, missing = _load(name)
+        if missing:
+            print(f"{name}: {missing}", file=sys.stderr)
+            continue
+        _progress(f"measuring {name}")
+        rec = measure(A)
+        rec["version"] = _version(A)
+        merged[name] = rec
+    _progress("")
+    records = [merged[k] for k in sorted(merged)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
+    md = Path(args.data) / "conventions.md"
+    md.write_text("# Measured batch-norm conventions\n\nGenerated by `equiv conventions`: every value is "
+                  "measured by running the implementation (equiv/probes.py), not read from its "
+                  "declaration.\n\n" + convention_table(records, markdown=True) + "\n")
+    print(convention_table(records))
+    print(f"\nwritten: {path}, {md}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="equiv", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("list", help="list the adapters and whether their framework is installed")
+    p.set_defaults(fn=cmd_list)
+    adapters_help = ("comma-separated adapter names, or package.module:obj for an external "
+                     "implementation; default: every adapter whose framework is installed")
+    p = sub.add_parser("check", help="run every property and probe; print the pass/fail and convention tables",
+                       description="Runs every property (equiv/properties.py) under Hypothesis and every "
+                                   "convention probe (equiv/probes.py) against each adapter.")
+    p.add_argument("--adapters", help=adapters_help)
+    p.add_argument("--device", default=os.environ.get("EQUIV_DEVICE", "cpu"), help="cpu or cuda (default cpu)")
+    p.add_argument("--profile", choices=("dev", "ci", "thorough"),
+                   help="Hypothesis profile (default: ci when CI is set, else dev; env EQUIV_PROFILE)")
+    p.add_argument("--out", default=None, help="folder for the JSON results (one file per run)")
+    p.set_defaults(fn=cmd_check)
+    p = sub.add_parser("conventions", help="measure conventions and write conventions.json / .md",
+                       description="Measures the conventions of each installed adapter by probing and "
+                                   "merges them into DATA/conventions.json and DATA/conventions.md.")
+    p.add_argument("--adapters", help=adapters_help)
+    p.add_argument("--data", default="reference/data", help="folder to write (default reference/data)")
+    p.set_defaults(fn=cmd_conventions)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "fn", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.fn(args)
+    except UsageError as e:
+        print(f"equiv: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,55 @@
+"""The declared conventions of every implementation: one table.
+
+Each row is what an adapter claims; ``equiv.probes`` measures the same fields by
+running the implementation, and tests assert the two agree. Field meanings are in
+``equiv.core.Conventions``.
+"""
+from equiv.core import Conventions
+
+C = Conventions
+DECLARED = {
+    "torch.builtin": C(momentum_is="new_batch_weight", default_momentum=0.1, running_var="unbiased",
+                       default_eps=1e-5, channel_axis=1, variance="two-pass", stats_update="forward",
+                       default_mode="training", mode_switch="module.train() / module.eval()",
+                       batch_of_one="error"),
+    "torch.scratch": C(momentum_is="new_batch_weight", default_momentum=0.1, running_var="biased",
+                       default_eps=1e-5, channel_axis=1, variance="two-pass", stats_update="forward",
+                       default_mode="training", mode_switch="torch.is_grad_enabled()",
+                       batch_of_one="beta", configurable=False),
+    "tf.keras": C(momentum_is="old_weight", default_momentum=0.99, running_var="biased",
+                  default_eps=1e-3, channel_axis=-1, variance="two-pass", stats_update="forward",
+                  default_mode="inference", mode_switch="layer(x, training=True/False)",
+                  batch_of_one="beta"),
+    "tf.scratch": C(momentum_is="new_batch_weight", default_momentum=0.1, running_var="biased",
+                    default_eps=1e-5, channel_axis=-1, variance="two-pass", stats_update="forward",
+                    default_mode="inference", mode_switch="layer(x, training=True/False)",
+                    batch_of_one="beta", configurable=False),
+    "flax.linen": C(momentum_is="old_weight", default_momentum=0.99, running_var="biased",
+                    default_eps=1e-5, channel_axis=-1, variance="fast", stats_update="forward",
+                    default_mode="error",
+                    mode_switch="use_running_average=True/False, mutable=['batch_stats']",
+                    batch_of_one="beta"),
+    "flax.linen.two_pass": C(momentum_is="old_weight", default_momentum=0.99, running_var="biased",
+                             default_eps=1e-5, channel_axis=-1, variance="two-pass",
+                             stats_update="forward", default_mode="error",
+                             mode_switch="use_running_average=True/False, mutable=['batch_stats']",
+                             batch_of_one="beta"),
+    "flax.nnx": C(momentum_is="old_weight", default_momentum=0.99, running_var="biased",
+                  default_eps=1e-5, channel_axis=-1, variance="fast", stats_update="forward",
+                  default_mode="training", mode_switch="model.train() / model.eval()",
+                  batch_of_one="beta"),
+    "jax.scratch": C(momentum_is="old_weight", default_momentum=0.9, running_var="biased",
+                     default_eps=1e-5, channel_axis=-1, variance="two-pass",
+                     stats_update="forward+init", default_mode="training",
+                     mode_switch="BatchNorm(deterministic=True/False)", batch_of_one="beta",
+                     configurable=False),
+    "mxnet.gluon": C(momentum_is="old_weight", default_momentum=0.9, running_var="biased",
+                     default_eps=1e-5, channel_axis=1, variance="two-pass", stats_update="backward",
+                     default_mode="inference",
+                     mode_switch="autograd.record() (train_mode) / predict_mode",
+                     batch_of_one="beta"),
+    "mxnet.scratch": C(momentum_is="new_batch_weight", default_momentum=0.1, running_var="biased",
+                       default_eps=1e-12, channel_axis=1, variance="two-pass", stats_update="forward",
+                       default_mode="inference", mode_switch="autograd.is_training()",
+                       batch_of_one="beta", configurable=False),
+}

@@ -1,0 +1,159 @@
+"""The adapter protocol and the declared conventions.
+
+Canonical data crossing the protocol is NumPy, channel-first: (N, C) or (N, C, H, W).
+An adapter converts layout, dtype and device on the way in and returns float64
+NumPy arrays on the way out. It translates; it never re-derives batch norm.
+"""
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+class FrameworkMissing(Exception):
+    """The adapter's framework is not installed; ``install`` is the command that fixes it."""
+
+    def __init__(self, adapter, install, cause=""):
+        super().__init__(f"{adapter}: framework not installed ({cause}); install it with: {install}")
+        self.adapter, self.install = adapter, install
+
+
+class Unsupported(Exception):
+    """The implementation does not offer this operation, dtype or device."""
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """What an implementation does, declared as data. ``equiv.probes`` measures each field.
+
+    momentum_is:    "new_batch_weight" when the framework's momentum m weighs the new batch
+                    (new = (1−m)·old + m·batch, PyTorch); "old_weight" when it weighs the
+                    old value (new = m·old + (1−m)·batch, Keras, Flax, MXNet).
+    default_momentum: the framework's own default momentum value.
+    running_var:    "unbiased" (÷(m−1)) or "biased" (÷m) batch variance in the running stats.
+    default_eps:    eps when none is given (always inside the square root).
+    channel_axis:   channel axis of the framework's native layout (1: NCHW, -1: NHWC).
+    variance:       "two-pass" (numerically stable) or "fast" (E[x²] − E[x]²).
+    stats_update:   when the running stats change in a training step: "forward",
+                    "backward" (only when gradients are computed), "forward+init".
+    default_mode:   what a plain call of a freshly built layer does: "training",
+                    "inference" or "error" (the mode must be given).
+    mode_switch:    how the user selects the mode, in the framework's words.
+    batch_of_one:   a training forward with one value per channel: "error", "beta"
+                    (the output is beta) or "nan".
+    configurable:   whether momentum and eps can be set on the layer (False: hard-coded).
+    """
+
+    momentum_is: str
+    default_momentum: float
+    running_var: str
+    default_eps: float
+    channel_axis: int
+    variance: str
+    stats_update: str
+    default_mode: str
+    mode_switch: str
+    batch_of_one: str
+    configurable: bool = True
+
+    # --- the translation, in one place -------------------------------------------------
+    def new_batch_weight(self, momentum):
+        """Weight w of the new batch given the framework's own momentum value."""
+        return momentum if self.momentum_is == "new_batch_weight" else 1.0 - momentum
+
+    def momentum_for(self, new_batch_weight):
+        """The framework's own momentum value that gives new-batch weight w."""
+        return new_batch_weight if self.momentum_is == "new_batch_weight" else 1.0 - new_batch_weight
+
+    @property
+    def default_new_batch_weight(self):
+        return self.new_batch_weight(self.default_momentum)
+
+    def as_dict(self):
+        d = asdict(self)
+        d["new_batch_weight"] = round(self.default_new_batch_weight, 12)
+        return d
+
+
+class Adapter:
+    """One implementation of batch norm behind one protocol.
+
+    Subclasses set the class attributes and implement the six methods below. The
+    constructor takes the canonical setting (new-batch weight, eps); ``build`` gets it
+    already translated to the framework's own momentum.
+    """
+
+    name = ""            # "torch.builtin"
+    framework = ""       # distribution name, for the version: "torch"
+    install = ""         # command that installs the framework
+    conventions: Conventions = None
+    dtypes = ("float64", "float32")
+    devices = ("cpu",)
+    has_gradients = True
+
+    def __init__(self, num_features, ndim, *, dtype="float32", device="cpu",
+                 new_batch_weight=None, eps=None):
+        if ndim not in (2, 4):
+            raise ValueError("ndim must be 2 (N, C) or 4 (N, C, H, W)")
+        if dtype not in self.dtypes:
+            raise Unsupported(f"{self.name} does not support dtype {dtype}")
+        if device not in self.devices:
+            raise Unsupported(f"{self.name} does not support device {device}")
+        conv = self.conventions
+        self.num_features, self.ndim, self.dtype, self.device = num_features, ndim, dtype, device
+        self.new_batch_weight = conv.default_new_batch_weight if new_batch_weight is None else float(new_batch_weight)
+        self.eps = conv.default_eps if eps is None else float(eps)
+        self.build(conv.momentum_for(self.new_batch_weight), self.eps)
+
+    # --- to implement ------------------------------------------------------------------
+    def build(self, momentum, eps):
+        """Create the layer with the framework's own momentum and eps."""
+        raise NotImplementedError
+
+    def set_state(self, gamma, beta, running_mean, running_var):
+        """Load per-channel vectors (length C) into the layer."""
+        raise NotImplementedError
+
+    def get_state(self):
+        """Dict of float64 vectors: gamma, beta, running_mean, running_var."""
+        raise NotImplementedError
+
+    def forward_train(self, x):
+        """Training-mode forward only (running stats change only if the framework does so here)."""
+        raise NotImplementedError
+
+    def forward_infer(self, x):
+        """Inference-mode forward from the running statistics."""
+        raise NotImplementedError
+
+    def forward_default(self, x):
+        """The call a user makes without choosing a mode (on a freshly built layer)."""
+        raise NotImplementedError
+
+    def forward_native(self, x):
+        """Training-mode call of the native layer on x exactly as given: no layout conversion
+        (the channel-axis probe uses it)."""
+        raise NotImplementedError
+
+    def train_step(self, x, dy):
+        """One training iteration: training forward, then backward of sum(y·dy).
+
+        Returns (y, dx, dgamma, dbeta); the running stats change as in a real training step.
+        """
+        raise NotImplementedError
+
+    # --- shared helpers ----------------------------------------------------------------
+    def version(self):
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return version(self.framework)
+        except PackageNotFoundError:
+            return "unknown"
+
+    def __repr__(self):
+        return (f"<{self.name} C={self.num_features} ndim={self.ndim} {self.dtype} {self.device} "
+                f"w={self.new_batch_weight:g} eps={self.eps:g}>")
+
+
+def to_numpy(a):
+    """Float64 NumPy copy of a framework array (already on the host)."""
+    return np.array(a, dtype=np.float64)

@@ -1,0 +1,183 @@
+"""Measure an adapter's conventions by running it, never by reading its declaration.
+
+Each probe builds fresh layers, feeds inputs designed so that the convention is the
+only unknown, and returns the measured value in the vocabulary of
+``equiv.core.Conventions``. ``measure(adapter_cls)`` returns one record.
+"""
+import numpy as np
+
+import reference as ref
+
+# float64 where the adapter offers it: the probes then resolve 1e-12 eps and 1e-2 weights.
+def _dtype(A):
+    return "float64" if "float64" in A.dtypes else "float32"
+
+
+def _batch(shape, seed=0, mean=0.0, std=1.0):
+    x = np.random.default_rng(seed).standard_normal(shape)
+    red = (0,) + tuple(range(2, len(shape)))
+    x = (x - x.mean(axis=red, keepdims=True)) / x.std(axis=red, keepdims=True)
+    return mean + std * x
+
+
+def _fresh(A, ndim=2, c=3, **kw):
+    a = A(c, ndim, dtype=_dtype(A), **kw)
+    a.set_state(gamma=np.ones(c), beta=np.zeros(c), running_mean=np.zeros(c), running_var=np.ones(c))
+    return a
+
+
+def new_batch_weight(A):
+    """Weight of the new batch with the default momentum: running mean after one step from 0
+    on a batch of mean 1."""
+    a = _fresh(A)
+    x = _batch((8, 3), mean=1.0)
+    a.train_step(x, np.zeros_like(x))
+    return float(np.round(a.get_state()["running_mean"].mean(), 6))
+
+
+def running_var(A):
+    """"unbiased" or "biased": the running var after one step with new-batch weight w, solved
+    for the batch variance and compared with m/(m−1) (m = 4, so 4/3 apart)."""
+    a = _fresh(A)
+    w = a.new_batch_weight
+    x = _batch((4, 3), std=2.0)                     # biased var exactly 4
+    a.train_step(x, np.zeros_like(x))
+    est = (a.get_state()["running_var"].mean() - (1 - w)) / w
+    return "unbiased" if abs(est - 4 * 4 / 3) < abs(est - 4) else "biased"
+
+
+def default_eps(A):
+    """Solve y = x̂·gamma with x̂ = (x − mean)/sqrt(var + eps) for eps, on channels of
+    variance 1e-14 … 1, and keep the estimate from the best-conditioned channel."""
+    variances = 10.0 ** np.arange(-14, 1, 1.0)
+    c = len(variances)
+    a = _fresh(A, c=c)
+    x = _batch((4, c)) * np.sqrt(variances)          # biased var exactly `variances`
+    y = a.forward_train(x)
+    x_hat = y[0] / (x[0] - x.mean(axis=0))           # = 1/sqrt(var + eps)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        est = 1.0 / x_hat ** 2 - variances
+    share = est / (est + variances)                  # how much eps matters in var + eps
+    ok = np.isfinite(est) & (share > 0.05) & (share < 0.95)
+    if not ok.any():
+        return float("nan")
+    best = np.argmin(np.abs(share - 0.5) + ~ok)
+    return float(f"{est[best]:.2g}")
+
+
+def variance_algorithm(A):
+    """"two-pass" or "fast", from the output of a float32 training forward on a batch with
+    |mean|/std = 1e3: the output's std is sqrt(var/(var̂ + eps)), and E[x²] − E[x]² misses
+    var by ~u·1e6 ≈ 6e-2 where a stable algorithm is within ~1e-5."""
+    a = A(1, 2, dtype="float32")
+    a.set_state(gamma=np.ones(1), beta=np.zeros(1), running_mean=np.zeros(1), running_var=np.ones(1))
+    x = _batch((64, 1), seed=3, mean=1e3).astype(np.float32).astype(np.float64)
+    y = a.forward_train(x)
+    return "fast" if abs(np.std(y) * np.sqrt(1 + a.eps / x.var()) - 1.0) > 1e-3 else "two-pass"
+
+
+def stats_update(A):
+    """When the running stats change: after a training forward alone ("forward"), only after
+    a full training step ("backward"); "+init" when building the layer changed them already."""
+    c = 3
+    a = A(c, 2, dtype=_dtype(A))
+    s0 = a.get_state()
+    at_init = not (np.allclose(s0["running_mean"], 0) and np.allclose(s0["running_var"], 1))
+    a = _fresh(A, c=c)
+    x = _batch((8, c), mean=1.0, std=2.0)
+    a.forward_train(x)
+    if not np.allclose(a.get_state()["running_mean"], 0):
+        when = "forward"
+    else:
+        a.train_step(x, np.ones_like(x))
+        when = "backward" if not np.allclose(a.get_state()["running_mean"], 0) else "never"
+    return when + ("+init" if at_init else "")
+
+
+def default_mode(A):
+    """What a plain call of a freshly built layer does: "training" (batch stats),
+    "inference" (running stats) or "error"."""
+    a = _fresh(A)
+    a.set_state(gamma=np.ones(3), beta=np.zeros(3), running_mean=np.full(3, 5.0), running_var=np.full(3, 4.0))
+    x = _batch((8, 3), mean=1.0)
+    try:
+        y = a.forward_default(x)
+    except Exception:
+        return "error"
+    y_train, _, _ = ref.batch_norm_train(x, np.ones(3), np.zeros(3), eps=a.eps)
+    y_infer = ref.batch_norm_infer(x, np.ones(3), np.zeros(3), np.full(3, 5.0), np.full(3, 4.0), eps=a.eps)
+    if np.allclose(y, y_train, atol=1e-3):
+        return "training"
+    if np.allclose(y, y_infer, atol=1e-3):
+        return "inference"
+    return "other"
+
+
+def batch_of_one(A):
+    """A training forward with one value per channel (2-D input of one row)."""
+    a = _fresh(A)
+    a.set_state(gamma=np.ones(3), beta=np.full(3, 0.5), running_mean=np.zeros(3), running_var=np.ones(3))
+    try:
+        y = a.forward_train(np.array([[1.0, 2.0, 3.0]]))
+    except Exception:
+        return "error"
+    if np.isnan(y).any():
+        return "nan"
+    return "beta" if np.allclose(y, 0.5) else "other"
+
+
+def channel_axis(A):
+    """The axis the native layer normalizes over: a training forward of the native layer on
+    (6, 3, 4, 5) and on (6, 4, 5, 3) for a 3-channel layer; the layout it accepts and
+    normalizes per channel is its own."""
+    a = A(3, 4, dtype=_dtype(A))
+    a.set_state(gamma=np.ones(3), beta=np.zeros(3), running_mean=np.zeros(3), running_var=np.ones(3))
+    found = []
+    for axis, shape in ((1, (6, 3, 4, 5)), (-1, (6, 4, 5, 3))):
+        x = np.random.default_rng(axis % 7).standard_normal(shape)
+        try:
+            y = a.forward_native(x)
+        except Exception:
+            continue
+        expected, _, _ = ref.batch_norm_train(x, np.ones(3), np.zeros(3), eps=a.eps, axis=axis)
+        if np.shape(y) == expected.shape and np.allclose(y, expected, atol=1e-3):
+            found.append(axis)
+    return found[0] if len(found) == 1 else f"unclear: {found}"
+
+
+PROBES = {
+    "new_batch_weight": new_batch_weight,
+    "running_var": running_var,
+    "default_eps": default_eps,
+    "variance": variance_algorithm,
+    "stats_update": stats_update,
+    "default_mode": default_mode,
+    "batch_of_one": batch_of_one,
+    "channel_axis": channel_axis,
+}
+
+
+def expected(A, field):
+    """The declared value of a probed field."""
+    conv = A.conventions
+    return conv.default_new_batch_weight if field == "new_batch_weight" else getattr(conv, field)
+
+
+def matches(field, measured, declared):
+    if declared == "n/a":          # not claimed (an external function has no default mode)
+        return True
+    if isinstance(declared, float):
+        return bool(np.isclose(measured, declared, rtol=0.05, atol=0))
+    return measured == declared
+
+
+def measure(A):
+    """One record of measured conventions for an adapter class."""
+    rec = {"adapter": A.name, "framework": A.framework}
+    for field, probe in PROBES.items():
+        try:
+            rec[field] = probe(A)
+        except Exception as e:   # a probe that cannot run is reported, not hidden
+            rec[field] = f"probe failed: {type(e).__name__}: {e}"[:200]
+    rec["mode_switch"] = A.conventions.mode_switch
+    return rec

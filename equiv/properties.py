@@ -1,0 +1,231 @@
+"""The properties every adapter is held to, each a plain function of (adapter class, case, device).
+
+Against the oracle: training forward, batch statistics, inference forward, running
+statistics after k steps, gradients. Metamorphic (no oracle): invariance to a
+per-channel a·x + b, output moments, per-channel sums of dx, batch permutation.
+A check raises AssertionError with the measured error when it fails, and returns
+the largest error/bound ratio it saw (the error distribution in reports).
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+import reference as ref
+from equiv.dtypes import representable
+from equiv import tolerance as tol
+from equiv.strategies import cases
+
+
+class Rejected(Exception):
+    """The case says nothing about the implementation (e.g. its exact output overflows the dtype)."""
+
+
+def require(condition):
+    if not condition:
+        raise Rejected()
+
+
+class Unconfigurable(Exception):
+    """The adapter's momentum or eps is hard-coded: a property needing another value does not apply."""
+
+
+@dataclass(frozen=True)
+class Property:
+    name: str
+    doc: str
+    check: Callable
+    needs_gradients: bool = False
+    max_steps: int = 1
+
+
+PROPERTIES = {}
+
+
+def prop(name, doc, *, needs_gradients=False, max_steps=1):
+    def register(fn):
+        PROPERTIES[name] = Property(name, doc, fn, needs_gradients, max_steps)
+        return fn
+    return register
+
+
+def strategy_for(p, adapter_cls):
+    return cases(dtypes=adapter_cls.dtypes, max_steps=p.max_steps)
+
+
+def build(adapter_cls, case, device, **overrides):
+    settings = dict(new_batch_weight=case.new_batch_weight, eps=case.eps)
+    settings.update(overrides)
+    a = adapter_cls(case.channels, case.ndim, dtype=case.dtype, device=device, **settings)
+    # a case whose exact output the dtype cannot hold says nothing about the implementation
+    require(representable(case.dtype, ref.batch_norm_train(case.x, case.gamma, case.beta, eps=a.eps)[0]))
+    a.set_state(**case.state)
+    return a
+
+
+def _unbiased(a):
+    return a.conventions.running_var == "unbiased"
+
+
+@prop("train_forward", "training-mode output equals the oracle's")
+def train_forward(A, case, device):
+    a = build(A, case, device)
+    y, _, _ = ref.batch_norm_train(case.x, case.gamma, case.beta, eps=a.eps)
+    require(representable(case.dtype, y))
+    return tol.assert_close("y", a.forward_train(case.x), y,
+                            tol.train_forward(case.x, case.gamma, case.beta, a.eps, case.dtype))
+
+
+@prop("batch_stats", "with new-batch weight 1 the running stats become the batch mean and (un)biased variance")
+def batch_stats(A, case, device):
+    a = build(A, case, device, new_batch_weight=1.0)
+    if a.new_batch_weight != 1.0:
+        raise Unconfigurable()
+    a.train_step(case.x, case.dy)
+    _, mean, var = ref.batch_norm_train(case.x, case.gamma, case.beta, eps=a.eps)
+    exp_mean, exp_var = ref.update_running_stats(case.running_mean, case.running_var, mean, var,
+                                                 case.count, new_batch_weight=1.0, unbiased=_unbiased(a))
+    s = a.get_state()
+    bm, bv = tol.running_stats(case.x, 0.0, 0.0, exp_mean, exp_var, 1.0, case.dtype)
+    return max(tol.assert_close("batch mean", s["running_mean"], exp_mean, bm),
+               tol.assert_close("batch var", s["running_var"], exp_var, bv))
+
+
+@prop("infer_forward", "inference-mode output from given running stats equals the oracle's")
+def infer_forward(A, case, device):
+    a = build(A, case, device)
+    y = ref.batch_norm_infer(case.x, case.gamma, case.beta, case.running_mean, case.running_var, eps=a.eps)
+    require(representable(case.dtype, y))
+    return tol.assert_close("y", a.forward_infer(case.x), y,
+                            tol.infer_forward(case.x, case.gamma, case.beta, case.running_mean,
+                                              case.running_var, a.eps, case.dtype))
+
+
+@prop("running_stats", "running mean and variance after k ≥ 1 training steps equal the oracle's",
+      max_steps=4)
+def running_stats(A, case, device):
+    a = build(A, case, device)
+    mean, var = case.running_mean, case.running_var
+    bound_m = bound_v = 0.0
+    worst = 0.0
+    for i in range(case.steps):
+        x = case.batch(i)
+        a.train_step(x, case.dy)
+        _, bmean, bvar = ref.batch_norm_train(x, case.gamma, case.beta, eps=a.eps)
+        new_mean, new_var = ref.update_running_stats(mean, var, bmean, bvar, case.count,
+                                                      new_batch_weight=a.new_batch_weight,
+                                                      unbiased=_unbiased(a))
+        dm, dv = tol.running_stats(x, mean, var, new_mean, new_var, a.new_batch_weight, case.dtype)
+        # earlier errors are carried forward with factor (1 − w) ≤ 1
+        bound_m, bound_v = bound_m + dm, bound_v + dv
+        mean, var = new_mean, new_var
+        s = a.get_state()
+        worst = max(worst, tol.assert_close(f"running mean after step {i + 1}", s["running_mean"], mean, bound_m),
+                    tol.assert_close(f"running var after step {i + 1}", s["running_var"], var, bound_v))
+    return worst
+
+
+@prop("gradients", "dx, dgamma, dbeta for a random upstream dy equal the oracle's", needs_gradients=True)
+def gradients(A, case, device):
+    a = build(A, case, device)
+    rdx, rdgamma, rdbeta = ref.batch_norm_backward(case.x, case.gamma, case.dy, eps=a.eps)
+    require(representable(case.dtype, rdx, rdgamma, rdbeta))
+    _, dx, dgamma, dbeta = a.train_step(case.x, case.dy)
+    bdx, bdgamma, bdbeta = tol.gradients(case.x, case.gamma, case.dy, a.eps, case.dtype)
+    return max(tol.assert_close("dx", dx, rdx, bdx),
+               tol.assert_close("dgamma", dgamma, rdgamma, bdgamma),
+               tol.assert_close("dbeta", dbeta, rdbeta, bdbeta))
+
+
+@prop("affine_invariance", "a·x + b (a > 0, b per channel) leaves the training output unchanged, "
+      "eps scaled by a²")
+def affine_invariance(A, case, device):
+    # Exact statement: BN_eps(x) = BN_{a²·eps}(a·x + b). A hard-coded eps admits a = 1 only.
+    from equiv.dtypes import round_to
+    rng = np.random.default_rng([case.seed, 99])
+    a = build(A, case, device)
+    scale = 10.0 ** rng.uniform(0, 1)   # a ≥ 1: var + eps only grows, no new underflow
+    b = build(A, case, device, eps=a.eps * scale ** 2)
+    if b.eps != a.eps * scale ** 2:   # eps is hard-coded: only a = 1 keeps the statement exact
+        scale, b = 1.0, build(A, case, device)
+    shift = rng.standard_normal((1, case.channels) + (1,) * (case.ndim - 2)) * np.abs(case.x).max()
+    x2 = round_to(scale * case.x + shift, case.dtype)
+    eps2 = b.eps
+    y1 = a.forward_train(case.x)
+    y2 = b.forward_train(x2)
+    bound = (tol.train_forward(case.x, case.gamma, case.beta, a.eps, case.dtype)
+             + tol.train_forward(x2, case.gamma, case.beta, eps2, case.dtype))
+    return tol.assert_close("y(a·x+b) vs y(x)", y2, y1, bound)
+
+
+@prop("output_moments", "per channel, the training output has mean beta and biased variance "
+      "gamma²·var/(var + eps)")
+def output_moments(A, case, device):
+    a = build(A, case, device)
+    y = a.forward_train(case.x)
+    x = case.x
+    red = (0,) + tuple(range(2, case.ndim))
+    var = x.var(axis=red)
+    e = tol.train_forward(x, case.gamma, case.beta, a.eps, case.dtype).max(axis=red)
+    sd = np.abs(case.gamma) * np.sqrt(var / (var + a.eps))
+    f64 = tol.K * tol.UNIT_ROUNDOFF["float64"] * tol.growth(case.count) * (np.abs(case.beta) + sd) ** 2
+    return max(tol.assert_close("mean(y)", y.mean(axis=red), case.beta, e + f64),
+               tol.assert_close("var(y)", y.var(axis=red), sd ** 2, 2 * sd * e + e ** 2 + f64))
+
+
+@prop("dx_sums_zero", "per channel, Σ dx = 0", needs_gradients=True)
+def dx_sums_zero(A, case, device):
+    a = build(A, case, device)
+    require(representable(case.dtype, *ref.batch_norm_backward(case.x, case.gamma, case.dy, eps=a.eps)))
+    _, dx, _, _ = a.train_step(case.x, case.dy)
+    red = (0,) + tuple(range(2, case.ndim))
+    e = tol.gradients(case.x, case.gamma, case.dy, a.eps, case.dtype)[0].max(axis=red)
+    return tol.assert_close("Σ dx", dx.sum(axis=red), np.zeros(case.channels), case.count * e)
+
+
+@prop("batch_permutation", "permuting the batch permutes the training output")
+def batch_permutation(A, case, device):
+    perm = np.random.default_rng([case.seed, 7]).permutation(case.shape[0])
+    a = build(A, case, device)
+    y = a.forward_train(case.x)
+    y_perm = build(A, case, device).forward_train(case.x[perm])
+    bound = 2 * tol.train_forward(case.x, case.gamma, case.beta, a.eps, case.dtype)[perm]
+    return tol.assert_close("y(x[perm]) vs y(x)[perm]", y_perm, y[perm], bound)
+
+
+def applies(p, adapter_cls):
+    """None when the property applies to the adapter, else the reason it does not."""
+    if p.needs_gradients and not adapter_cls.has_gradients:
+        return f"{adapter_cls.name} computes no gradients"
+    return None
+
+
+def run(p, adapter_cls, device="cpu", profile=None):
+    """Run one property under Hypothesis against one adapter; raises on a counterexample.
+
+    Cases in the region of a known divergence (``equiv.known``) are left out and counted.
+    Returns {"examples", "excluded", "worst"}; worst is the largest error/bound ratio seen.
+    """
+    from hypothesis import assume, given, settings
+
+    from equiv.known import excluded
+
+    stats = {"examples": 0, "excluded": 0, "worst": 0.0}
+
+    def test(case):
+        if excluded(adapter_cls.name, p.name, case) is not None:
+            stats["excluded"] += 1
+            assume(False)
+        try:
+            ratio = p.check(adapter_cls, case, device)
+        except Rejected:
+            assume(False)
+        stats["examples"] += 1
+        stats["worst"] = max(stats["worst"], ratio)
+
+    test.__name__ = test.__qualname__ = p.name
+    test = given(case=strategy_for(p, adapter_cls))(test)
+    if profile is not None:
+        test = settings(settings.get_profile(profile))(test)
+    test()
+    return stats

@@ -1,0 +1,152 @@
+"""Hypothesis strategies: every random input the properties see is drawn here.
+
+A drawn ``Case`` holds a few scalars (shape, dtype, scale, offset, eps, weight, seed);
+the arrays are generated from them with NumPy, so a failing example prints as a short,
+reproducible line (``Case(...)``) and shrinks on the scalars. Data are rounded to the
+case's dtype before anyone sees them, so the oracle gets exactly the framework's input.
+
+Profiles: ``dev`` (quick, random), ``ci`` (derandomized, fixed example budget),
+``thorough`` (many examples). Chosen by ``--hypothesis-profile`` or ``EQUIV_PROFILE``;
+the default is ``ci`` when ``CI`` is set, else ``dev``.
+"""
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+from equiv.dtypes import round_to
+
+_common = dict(deadline=None, print_blob=True,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                      HealthCheck.filter_too_much])
+settings.register_profile("dev", max_examples=25, **_common)
+settings.register_profile("ci", max_examples=40, derandomize=True, database=None, **_common)
+settings.register_profile("thorough", max_examples=400, **_common)
+# for the tests that plant bugs: deterministic, and enough examples to reach the rare regions
+settings.register_profile("mutation", max_examples=200, derandomize=True, database=None, **_common)
+
+
+def default_profile():
+    return os.environ.get("EQUIV_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+
+
+# Ranges per dtype: log10 of the data scale, and the largest |value| the data may reach.
+SCALE_RANGE = {"float64": (-3, 3), "float32": (-3, 3), "float16": (-2, 2), "bfloat16": (-3, 3)}
+MAX_ABS = {"float64": 1e12, "float32": 1e12, "float16": 3e4, "bfloat16": 1e12}
+
+
+@dataclass
+class Case:
+    dtype: str
+    shape: tuple
+    seed: int
+    log10_scale: float           # data std ~ 10**log10_scale
+    log10_offset: float          # per-channel |mean|/std ~ 10**log10_offset; None for zero mean
+    constant_channel: bool       # channel 0 has zero variance
+    eps: float
+    new_batch_weight: float
+    steps: int = 1
+    arrays: dict = field(default=None, repr=False, compare=False)
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def channels(self):
+        return self.shape[1]
+
+    @property
+    def count(self):
+        """Values per channel (N·H·W)."""
+        return int(np.prod(self.shape)) // self.shape[1]
+
+    def batch(self, i=0):
+        """Batch i (0 ≤ i < steps) as float64 data rounded to the dtype."""
+        rng = np.random.default_rng([self.seed, 1 + i])
+        c = self.channels
+        scale = 10.0 ** self.log10_scale
+        bshape = (1, c) + (1,) * (self.ndim - 2)
+        std = scale * 10.0 ** rng.uniform(-0.5, 0.5, size=c)
+        mean = np.zeros(c) if self.log10_offset is None else \
+            rng.choice([-1.0, 1.0], size=c) * std * 10.0 ** (self.log10_offset + rng.uniform(-0.3, 0))
+        x = mean.reshape(bshape) + std.reshape(bshape) * rng.standard_normal(self.shape)
+        if self.constant_channel:
+            x[:, 0] = mean[0] if mean[0] != 0 else scale
+        return round_to(x, self.dtype)
+
+    @property
+    def x(self):
+        return self.batch(0)
+
+    def _vectors(self):
+        if self.arrays is None:
+            rng = np.random.default_rng([self.seed, 0])
+            c = self.channels
+            r = lambda a: round_to(a, self.dtype)  # noqa: E731
+            self.arrays = dict(
+                gamma=r(rng.choice([-1.0, 1.0], size=c) * 10.0 ** rng.uniform(-1, 1, size=c)),
+                beta=r(rng.standard_normal(c) * 10.0 ** rng.uniform(-1, 1, size=c)),
+                running_mean=r(rng.standard_normal(c) * 10.0 ** rng.uniform(-1, 1, size=c)),
+                running_var=r(10.0 ** rng.uniform(-1, 1, size=c)),
+                dy=r(rng.standard_normal(self.shape) * 10.0 ** rng.uniform(-1, 1)),
+            )
+        return self.arrays
+
+    @property
+    def gamma(self):
+        return self._vectors()["gamma"]
+
+    @property
+    def beta(self):
+        return self._vectors()["beta"]
+
+    @property
+    def running_mean(self):
+        return self._vectors()["running_mean"]
+
+    @property
+    def running_var(self):
+        return self._vectors()["running_var"]
+
+    @property
+    def dy(self):
+        return self._vectors()["dy"]
+
+    @property
+    def state(self):
+        return dict(gamma=self.gamma, beta=self.beta, running_mean=self.running_mean,
+                    running_var=self.running_var)
+
+    def max_kappa(self):
+        from equiv.tolerance import kappa
+        return float(max(kappa(self.batch(i), self.eps).max() for i in range(self.steps)))
+
+
+@st.composite
+def cases(draw, dtypes=("float64", "float32"), ndims=(2, 4), max_steps=1, min_count=2):
+    """A batch-norm case: shape, dtype, data scale and offset, eps, new-batch weight."""
+    dtype = draw(st.sampled_from(dtypes))
+    ndim = draw(st.sampled_from(ndims))
+    c = draw(st.integers(1, 5))
+    if ndim == 2:
+        n = draw(st.integers(max(min_count, 1), 16))
+        shape = (n, c)
+    else:
+        n = draw(st.integers(1, 6))
+        h = draw(st.integers(1, 6))
+        w = draw(st.integers(1 if n * h >= min_count else min_count, 6))
+        shape = (n, c, h, w)
+    lo, hi = SCALE_RANGE[dtype]
+    log10_scale = draw(st.floats(lo, hi))
+    log10_offset = draw(st.one_of(st.none(), st.floats(-1, 4)))
+    if log10_offset is not None:   # keep |x| within what the dtype can hold
+        log10_offset = min(log10_offset, np.log10(MAX_ABS[dtype]) - log10_scale - 1)
+    eps = 10.0 ** draw(st.floats(-12, -1))
+    weight = draw(st.one_of(st.sampled_from([0.0, 1.0, 0.1, 0.01]), st.floats(0, 1)))
+    return Case(dtype=dtype, shape=shape, seed=draw(st.integers(0, 2**32 - 1)),
+                log10_scale=log10_scale, log10_offset=log10_offset,
+                constant_channel=draw(st.booleans()), eps=eps, new_batch_weight=weight,
+                steps=draw(st.integers(1, max_steps)))

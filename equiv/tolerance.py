@@ -1,0 +1,130 @@
+"""Tolerances: from the dtype's unit roundoff and the input's conditioning, nothing else.
+
+Every bound is elementwise (or per channel) and has the form
+
+    K · u · growth(m) · scale
+
+where u is the unit roundoff of the dtype the implementation computes in, m the
+number of values reduced per channel, and ``scale`` the magnitude the error is
+relative to. The conditioning of a channel is
+
+    kappa = (max|x| + |mean|) / sqrt(var + eps)
+
+the size of the input relative to the scale that normalization divides by: a large
+offset (|mean|/std up to 1e4) or a channel whose variance is far below eps makes kappa
+large, and the bounds grow with it, never with a hand-widened constant.
+
+Derivation, briefly (Higham, *Accuracy and Stability of Numerical Algorithms*, ch. 4):
+a sum of m terms computed in floating point has error ≲ growth(m)·u·Σ|terms| with
+growth(m) = 2 + sqrt(m) for the blocked/pairwise or statistically rounded summation
+that frameworks use (a worst-case recursive sum would be m). The mean is then off by
+δ ≈ growth·u·max|x|; x − mean is off by δ + u|x|, which normalization divides by
+sqrt(var + eps): an error of growth·u·kappa in x̂. A stable (two-pass or Welford)
+variance has relative error growth·u plus the second-order δ². The "fast" variance
+E[x²] − E[x]² loses growth·u·kappa² of it: that algorithm fails these bounds on large
+offsets, by design; it is a finding, not a tolerance to widen.
+
+K is a safety factor for the handful of roundings in each formula (subtract, divide,
+square root, multiply, add). It is the only free constant and it is small.
+"""
+import numpy as np
+
+from equiv.dtypes import UNIT_ROUNDOFF
+
+K = 4.0
+
+
+def growth(m):
+    return 2.0 + np.sqrt(m)
+
+
+def _stats(x, eps, axis=1):
+    x = np.asarray(x, dtype=np.float64)
+    axis = axis % x.ndim
+    red = tuple(i for i in range(x.ndim) if i != axis)
+    m = x.size // x.shape[axis]
+    mean = x.mean(axis=red)
+    var = x.var(axis=red)
+    max_abs = np.abs(x).max(axis=red)
+    return x, red, m, mean, var, max_abs
+
+
+def _bcast(v, x, axis=1):
+    shape = [1] * x.ndim
+    shape[axis % x.ndim] = -1
+    return np.asarray(v, dtype=np.float64).reshape(shape)
+
+
+def kappa(x, eps, axis=1):
+    """Per-channel conditioning (max|x| + |mean|) / sqrt(var + eps)."""
+    _, _, _, mean, var, max_abs = _stats(x, eps, axis)
+    return (max_abs + np.abs(mean)) / np.sqrt(var + eps)
+
+
+def train_forward(x, gamma, beta, eps, dtype, axis=1):
+    """Elementwise bound on |y − y_oracle| for the training forward."""
+    u = UNIT_ROUNDOFF[dtype]
+    x, _, m, _, _, _ = _stats(x, eps, axis)
+    k = kappa(x, eps, axis)
+    per_channel = K * u * (growth(m) * np.abs(gamma) * k + np.abs(beta))
+    return np.broadcast_to(_bcast(per_channel, x, axis), x.shape)
+
+
+def infer_forward(x, gamma, beta, running_mean, running_var, eps, dtype, axis=1):
+    """Elementwise bound on |y − y_oracle| for the inference forward."""
+    u = UNIT_ROUNDOFF[dtype]
+    x = np.asarray(x, dtype=np.float64)
+    b = lambda v: _bcast(v, x, axis)  # noqa: E731
+    scale = np.abs(b(gamma)) * (np.abs(x) + np.abs(b(running_mean))) / np.sqrt(b(running_var) + eps)
+    return K * u * (growth(1) * scale + np.abs(b(beta)))
+
+
+def running_stats(x, old_mean, old_var, new_mean, new_var, new_batch_weight, dtype, axis=1):
+    """Per-channel bounds (on mean, on var) after one update from batch x."""
+    u = UNIT_ROUNDOFF[dtype]
+    x, _, m, mean, var, max_abs = _stats(x, 0.0, axis)
+    w = abs(new_batch_weight)
+    g = growth(m)
+    mean_bound = K * u * (np.abs(old_mean) + np.abs(new_mean) + w * g * max_abs)
+    # m/(m-1) ≤ 2 for the unbiased estimator.
+    var_bound = K * u * (np.abs(old_var) + np.abs(new_var) + 2 * w * g * (var + K * u * g * max_abs ** 2))
+    return mean_bound, var_bound
+
+
+def gradients(x, gamma, dy, eps, dtype, axis=1):
+    """Bounds on (dx elementwise, dgamma per channel, dbeta per channel)."""
+    u = UNIT_ROUNDOFF[dtype]
+    x, red, m, _, var, _ = _stats(x, eps, axis)
+    dy = np.asarray(dy, dtype=np.float64)
+    g = growth(m)
+    k = kappa(x, eps, axis)
+    dy_max = np.abs(dy).max(axis=red)
+    dy_sum = np.abs(dy).sum(axis=red)
+    dx = K * u * g * (1 + k) * np.abs(gamma) / np.sqrt(var + eps) * dy_max
+    dgamma = K * u * (1 + 2 * g) * k * dy_sum
+    dbeta = K * u * g * dy_sum
+    return np.broadcast_to(_bcast(dx, x, axis), x.shape), dgamma, dbeta
+
+
+def excess(actual, expected, bound):
+    """max(|actual − expected| / bound): ≤ 1 passes. NaN where either side is NaN counts as inf."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        raise AssertionError(f"shape {actual.shape} != expected {expected.shape}")
+    err = np.abs(actual - expected)
+    err = np.where(np.isnan(err) | np.isinf(err), np.inf, err)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(err == 0, 0.0, err / np.broadcast_to(bound, err.shape))
+    return float(ratio.max()) if ratio.size else 0.0
+
+
+def assert_close(what, actual, expected, bound):
+    """Fail with the measured error and the bound when any element is out of bound."""
+    r = excess(actual, expected, bound)
+    if not r <= 1.0:
+        err = np.abs(np.asarray(actual, dtype=np.float64) - np.asarray(expected, dtype=np.float64))
+        worst = "NaN" if np.isnan(err).any() else f"{err.max():.3g}"
+        raise AssertionError(f"{what}: max |error| {worst} is "
+                             f"{r:.3g}× the bound (max bound {np.max(bound):.3g})")
+    return r

@@ -1,0 +1,98 @@
+"""Batch normalization, written as the math (Ioffe & Szegedy 2015).
+
+For each channel c, over the m = N·H·W values x_i of that channel in the batch:
+
+    mu      = (1/m) Σ x_i
+    var     = (1/m) Σ (x_i − mu)²             (biased: divide by m; two-pass)
+    x̂_i     = (x_i − mu) / sqrt(var + eps)    (eps inside the square root)
+    y_i     = gamma · x̂_i + beta
+
+Inference replaces (mu, var) by the running statistics.
+"""
+import numpy as np
+
+
+def _channel_view(x, axis):
+    """x as float64, the axes to reduce over, and the shape a per-channel vector broadcasts to."""
+    x = np.asarray(x, dtype=np.float64)
+    axis = axis % x.ndim
+    reduce_axes = tuple(i for i in range(x.ndim) if i != axis)
+    shape = [1] * x.ndim
+    shape[axis] = x.shape[axis]
+    return x, reduce_axes, tuple(shape)
+
+
+def _per_channel(v, shape):
+    return np.asarray(v, dtype=np.float64).reshape(shape)
+
+
+def batch_norm_train(x, gamma, beta, *, eps, axis=1):
+    """Training-mode forward. Returns (y, batch_mean, batch_var); batch_var is biased (÷m)."""
+    x, red, shape = _channel_view(x, axis)
+    mean = x.mean(axis=red)
+    var = ((x - mean.reshape(shape)) ** 2).mean(axis=red)
+    x_hat = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+    y = _per_channel(gamma, shape) * x_hat + _per_channel(beta, shape)
+    return y, mean, var
+
+
+def batch_norm_infer(x, gamma, beta, running_mean, running_var, *, eps, axis=1):
+    """Inference-mode forward from given running statistics."""
+    x, _, shape = _channel_view(x, axis)
+    x_hat = (x - _per_channel(running_mean, shape)) / np.sqrt(_per_channel(running_var, shape) + eps)
+    return _per_channel(gamma, shape) * x_hat + _per_channel(beta, shape)
+
+
+def update_running_stats(running_mean, running_var, batch_mean, batch_var, count, *,
+                         new_batch_weight, unbiased):
+    """One running-statistics update: new = (1 − w)·old + w·batch.
+
+    ``new_batch_weight`` w is the weight of the new batch: PyTorch's ``momentum``,
+    ``1 − momentum`` in Keras, Flax and MXNet. ``batch_var`` is the biased batch
+    variance; ``unbiased=True`` multiplies it by count/(count − 1) first (PyTorch),
+    where ``count`` is the number of values per channel (N·H·W).
+    """
+    w = float(new_batch_weight)
+    batch_var = np.asarray(batch_var, dtype=np.float64)
+    if unbiased:
+        if count < 2:
+            raise ValueError("the unbiased running variance needs at least 2 values per channel")
+        batch_var = batch_var * (count / (count - 1))
+    mean = (1.0 - w) * np.asarray(running_mean, dtype=np.float64) + w * np.asarray(batch_mean, dtype=np.float64)
+    var = (1.0 - w) * np.asarray(running_var, dtype=np.float64) + w * batch_var
+    return mean, var
+
+
+def cumulative_weight(num_batches_tracked):
+    """New-batch weight of PyTorch's ``momentum=None`` (cumulative moving average).
+
+    The k-th update (k = 1, 2, …, counted after the increment) weighs the new batch
+    by 1/k, so after k updates the running statistics are the plain average of the k
+    batch statistics and the initial values are forgotten at the first update.
+    Use with ``update_running_stats(..., new_batch_weight=cumulative_weight(k))``.
+    """
+    if num_batches_tracked < 1:
+        raise ValueError("num_batches_tracked counts updates and starts at 1")
+    return 1.0 / num_batches_tracked
+
+
+def batch_norm_backward(x, gamma, dy, *, eps, axis=1):
+    """Analytic gradients of the training-mode forward for upstream gradient dy.
+
+        dbeta  = Σ dy
+        dgamma = Σ dy · x̂
+        dx     = gamma / sqrt(var + eps) · (dy − mean(dy) − x̂ · mean(dy · x̂))
+
+    Returns (dx, dgamma, dbeta).
+    """
+    x, red, shape = _channel_view(x, axis)
+    dy = np.asarray(dy, dtype=np.float64)
+    mean = x.mean(axis=red, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=red, keepdims=True)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    x_hat = (x - mean) * inv_std
+    dbeta = dy.sum(axis=red)
+    dgamma = (dy * x_hat).sum(axis=red)
+    dx = _per_channel(gamma, shape) * inv_std * (
+        dy - dy.mean(axis=red, keepdims=True) - x_hat * (dy * x_hat).mean(axis=red, keepdims=True))
+    return dx, dgamma, dbeta
