@@ -56,6 +56,7 @@ _FORWARD = ("train_forward", "gradients", "affine_invariance", "output_moments",
             "batch_permutation")
 
 KNOWN = [
+    # --- torch -----------------------------------------------------------------------
     Divergence(
         id="torch-fp16-invstd-overflow",
         adapters=("torch.builtin",),
@@ -103,6 +104,9 @@ KNOWN = [
         witness=Case(dtype="float16", shape=(2, 1), seed=2, log10_scale=2.0, log10_offset=None,
                      constant_channel=False, eps=0.1, new_batch_weight=0.0),
         witness_property="running_stats"),
+    # --- tensorflow (tf.keras, tf.scratch) -------------------------------------------
+    # --- jax / flax (flax.linen, flax.linen.two_pass, flax.nnx, jax.scratch) ----------
+    # --- mxnet (mxnet.gluon, mxnet.scratch) -------------------------------------------
 ]
 
 
