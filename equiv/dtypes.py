@@ -8,6 +8,14 @@ UNIT_ROUNDOFF = {
     "float16": 2.0 ** -11,
     "bfloat16": 2.0 ** -8,
 }
+# Underflow: absolute error of one rounding in the subnormal range (half the smallest
+# subnormal); below the smallest normal number, rounding error is absolute, not relative.
+UNDERFLOW = {
+    "float64": 2.0 ** -1075,
+    "float32": 2.0 ** -150,
+    "float16": 2.0 ** -25,
+    "bfloat16": 2.0 ** -134,
+}
 # Largest finite value, for strategies that must stay in range.
 MAX_VALUE = {"float64": 1.8e308, "float32": 3.4e38, "float16": 65504.0, "bfloat16": 3.39e38}
 DTYPES = tuple(UNIT_ROUNDOFF)

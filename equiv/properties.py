@@ -85,6 +85,7 @@ def batch_stats(A, case, device):
     _, mean, var = ref.batch_norm_train(case.x, case.gamma, case.beta, eps=a.eps)
     exp_mean, exp_var = ref.update_running_stats(case.running_mean, case.running_var, mean, var,
                                                  case.count, new_batch_weight=1.0, unbiased=_unbiased(a))
+    require(representable(case.dtype, exp_mean, exp_var))
     s = a.get_state()
     bm, bv = tol.running_stats(case.x, 0.0, 0.0, exp_mean, exp_var, 1.0, case.dtype)
     return max(tol.assert_close("batch mean", s["running_mean"], exp_mean, bm),
@@ -115,6 +116,7 @@ def running_stats(A, case, device):
         new_mean, new_var = ref.update_running_stats(mean, var, bmean, bvar, case.count,
                                                       new_batch_weight=a.new_batch_weight,
                                                       unbiased=_unbiased(a))
+        require(representable(case.dtype, new_mean, new_var))
         dm, dv = tol.running_stats(x, mean, var, new_mean, new_var, a.new_batch_weight, case.dtype)
         # earlier errors are carried forward with factor (1 − w) ≤ 1
         bound_m, bound_v = bound_m + dm, bound_v + dv

@@ -24,12 +24,17 @@ variance has relative error growth·u plus the second-order δ². The "fast" var
 E[x²] − E[x]² loses growth·u·kappa² of it: that algorithm fails these bounds on large
 offsets, by design; it is a finding, not a tolerance to widen.
 
+Below the smallest normal number rounding error is absolute: each rounding may add up
+to eta (half the smallest subnormal; 3e-8 in float16, negligible in float32/64). The
+bounds add growth·eta where a value, or the variance a value is divided by, can be
+that small (Higham's model fl(x op y) = (x op y)(1 + δ) + η).
+
 K is a safety factor for the handful of roundings in each formula (subtract, divide,
 square root, multiply, add). It is the only free constant and it is small.
 """
 import numpy as np
 
-from equiv.dtypes import UNIT_ROUNDOFF
+from equiv.dtypes import UNDERFLOW, UNIT_ROUNDOFF
 
 K = 4.0
 
@@ -63,10 +68,13 @@ def kappa(x, eps, axis=1):
 
 def train_forward(x, gamma, beta, eps, dtype, axis=1):
     """Elementwise bound on |y − y_oracle| for the training forward."""
-    u = UNIT_ROUNDOFF[dtype]
-    x, _, m, _, _, _ = _stats(x, eps, axis)
+    u, eta = UNIT_ROUNDOFF[dtype], UNDERFLOW[dtype]
+    x, _, m, _, var, _ = _stats(x, eps, axis)
     k = kappa(x, eps, axis)
-    per_channel = K * u * (growth(m) * np.abs(gamma) * k + np.abs(beta))
+    sigma = np.sqrt(var + eps)
+    # an absolute error g·eta in the mean (÷sigma) and in the variance (·|x̂|/(2σ²)) moves y by:
+    underflow = growth(m) * eta * np.abs(gamma) * (1 / sigma + k / (2 * sigma ** 2))
+    per_channel = K * (u * (growth(m) * np.abs(gamma) * k + np.abs(beta)) + underflow + eta)
     return np.broadcast_to(_bcast(per_channel, x, axis), x.shape)
 
 
@@ -76,7 +84,7 @@ def infer_forward(x, gamma, beta, running_mean, running_var, eps, dtype, axis=1)
     x = np.asarray(x, dtype=np.float64)
     b = lambda v: _bcast(v, x, axis)  # noqa: E731
     scale = np.abs(b(gamma)) * (np.abs(x) + np.abs(b(running_mean))) / np.sqrt(b(running_var) + eps)
-    return K * u * (growth(1) * scale + np.abs(b(beta)))
+    return K * (u * (growth(1) * scale + np.abs(b(beta))) + UNDERFLOW[dtype] * (1 + np.abs(b(gamma)) / np.sqrt(b(running_var) + eps)))
 
 
 def running_stats(x, old_mean, old_var, new_mean, new_var, new_batch_weight, dtype, axis=1):
@@ -85,9 +93,11 @@ def running_stats(x, old_mean, old_var, new_mean, new_var, new_batch_weight, dty
     x, _, m, mean, var, max_abs = _stats(x, 0.0, axis)
     w = abs(new_batch_weight)
     g = growth(m)
-    mean_bound = K * u * (np.abs(old_mean) + np.abs(new_mean) + w * g * max_abs)
+    eta = UNDERFLOW[dtype]
+    mean_bound = K * (u * (np.abs(old_mean) + np.abs(new_mean) + w * g * max_abs) + g * eta)
     # m/(m-1) ≤ 2 for the unbiased estimator.
-    var_bound = K * u * (np.abs(old_var) + np.abs(new_var) + 2 * w * g * (var + K * u * g * max_abs ** 2))
+    var_bound = K * (u * (np.abs(old_var) + np.abs(new_var) + 2 * w * g * (var + K * u * g * max_abs ** 2))
+                     + g * eta)
     return mean_bound, var_bound
 
 
@@ -100,9 +110,10 @@ def gradients(x, gamma, dy, eps, dtype, axis=1):
     k = kappa(x, eps, axis)
     dy_max = np.abs(dy).max(axis=red)
     dy_sum = np.abs(dy).sum(axis=red)
-    dx = K * u * g * (1 + k) * np.abs(gamma) / np.sqrt(var + eps) * dy_max
-    dgamma = K * u * (1 + 2 * g) * k * dy_sum
-    dbeta = K * u * g * dy_sum
+    eta = UNDERFLOW[dtype]
+    dx = K * (u * g * (1 + k) * np.abs(gamma) / np.sqrt(var + eps) * dy_max + g * eta)
+    dgamma = K * (u * (1 + 2 * g) * k * dy_sum + g * eta)
+    dbeta = K * (u * g * dy_sum + g * eta)
     return np.broadcast_to(_bcast(dx, x, axis), x.shape), dgamma, dbeta
 
 
