@@ -206,13 +206,14 @@ def run(p, adapter_cls, device="cpu", profile=None):
     """Run one property under Hypothesis against one adapter; raises on a counterexample.
 
     Cases in the region of a known divergence (``equiv.known``) are left out and counted.
-    Returns {"examples", "excluded", "worst"}; worst is the largest error/bound ratio seen.
+    Returns {"examples", "excluded", "worst", "ratios"}: worst is the largest error/bound
+    ratio seen, ratios the ratio of every example by dtype (the error distributions).
     """
     from hypothesis import assume, given, settings
 
     from equiv.known import excluded
 
-    stats = {"examples": 0, "excluded": 0, "worst": 0.0}
+    stats = {"examples": 0, "excluded": 0, "worst": 0.0, "ratios": {}}
 
     def test(case):
         if excluded(adapter_cls.name, p.name, case) is not None:
@@ -224,6 +225,7 @@ def run(p, adapter_cls, device="cpu", profile=None):
             assume(False)
         stats["examples"] += 1
         stats["worst"] = max(stats["worst"], ratio)
+        stats["ratios"].setdefault(case.dtype, []).append(float(f"{ratio:.3g}"))
 
     test.__name__ = test.__qualname__ = p.name
     test = given(case=strategy_for(p, adapter_cls))(test)

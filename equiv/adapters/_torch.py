@@ -16,7 +16,7 @@ def tensor(a, dtype, device, requires_grad=False):
 
 
 def numpy(t):
-    return t.detach().to("cpu", torch.float64).numpy()
+    return t.detach().to("cpu", torch.float64).numpy().copy()   # never a view of a live buffer
 
 
 def devices():

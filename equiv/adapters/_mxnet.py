@@ -1,0 +1,19 @@
+"""MXNet conversions shared by the mxnet adapters (a backend helper, not an adapter).
+
+Both adapters run with the book's NumPy semantics (``npx.set_np()``, set on import of
+``equiv.book.d2l_mxnet`` too): arrays are ``mxnet.np.ndarray`` on the CPU.
+"""
+import numpy as onp
+from mxnet import np, npx
+
+npx.set_np()
+
+DTYPES = ("float64", "float32", "float16")   # no bfloat16 in mxnet.np
+
+
+def array(a, dtype):
+    return np.array(onp.asarray(a, dtype=onp.float64), dtype=dtype)
+
+
+def numpy(a):
+    return onp.array(a.asnumpy(), dtype=onp.float64)
