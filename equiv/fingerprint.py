@@ -1,0 +1,92 @@
+"""Framework fingerprints: an implementation's measured conventions and its outputs on the
+golden cases (reference/data/vectors), stored per adapter and framework version under
+reference/data/fingerprints/<adapter>/<version>.json.
+
+A new release is compared with the fingerprint of the same version, or else of the
+nearest older one, and every difference is said in plain words: "running_var changed
+from unbiased to biased", "max |Δy| 3e-07 on case train-f32-2d". Outputs count as
+unchanged within 8 units of roundoff of the case's dtype (relative to the largest stored
+value of that output); conventions compare as the probes do.
+"""
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+import reference
+from equiv.dtypes import UNIT_ROUNDOFF
+
+DIR = Path(reference.__file__).parent / "data" / "fingerprints"
+ULPS = 8
+
+
+def take(adapter_cls, device="cpu"):
+    """The fingerprint of the installed version of an adapter's framework."""
+    from equiv.probes import measure
+    from equiv.vectors import DEFAULT_DIR, load_arrays, load_index, run_case
+    conventions = {k: v for k, v in measure(adapter_cls).items() if k not in ("adapter", "framework")}
+    cases = {}
+    for rec in load_index()["cases"]:
+        status, reason, out = run_case(adapter_cls, rec, load_arrays(DEFAULT_DIR, rec), device)
+        entry = {"status": status, "dtype": rec["settings"]["dtype"]}
+        if status == "ran":
+            entry["outputs"] = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in out.items()}
+        else:
+            entry["reason"] = reason
+        cases[rec["name"]] = entry
+    from importlib.metadata import version
+    return {"adapter": adapter_cls.name, "framework": adapter_cls.framework,
+            "version": version(adapter_cls.framework), "conventions": conventions, "cases": cases}
+
+
+def path_for(adapter, version, root=DIR):
+    return Path(root) / adapter / f"{version}.json"
+
+
+def save(fp, root=DIR):
+    path = path_for(fp["adapter"], fp["version"], root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fp, sort_keys=True) + "\n")
+    return path
+
+
+def _key(version):
+    """Sortable release key: 2.13.0+cpu -> (2, 13, 0); pre-release tags sort as their numbers."""
+    return tuple(int(n) for n in re.findall(r"\d+", version.split("+")[0]))
+
+
+def baseline(adapter, version, root=DIR):
+    """(version, fingerprint) stored for this version, else the nearest older one, else (None, None)."""
+    folder = Path(root) / adapter
+    stored = sorted((p.stem for p in folder.glob("*.json")), key=_key) if folder.is_dir() else []
+    older = [v for v in stored if _key(v) <= _key(version)]
+    exact = [v for v in older if v == version]
+    pick = exact[0] if exact else (older[-1] if older else None)
+    return (pick, json.loads(path_for(adapter, pick, root).read_text())) if pick else (None, None)
+
+
+def compare(old, new):
+    """Plain-word differences between two fingerprints of one adapter (empty: identical)."""
+    from equiv.probes import matches
+    changes = []
+    for field, before in old["conventions"].items():
+        after = new["conventions"].get(field)
+        if not matches(field, after, before) if not isinstance(before, str) else after != before:
+            changes.append(f"{field} changed from {before} to {after}")
+    for name, before in old["cases"].items():
+        after = new["cases"].get(name)
+        if after is None:
+            changes.append(f"case {name} is no longer run")
+            continue
+        if after["status"] != before["status"]:
+            changes.append(f"case {name}: {before['status']} -> {after['status']}")
+            continue
+        u = UNIT_ROUNDOFF[before["dtype"]]
+        for key, values in before.get("outputs", {}).items():
+            a, b = np.asarray(values, dtype=np.float64), np.asarray(after["outputs"][key], dtype=np.float64)
+            scale = max(1e-300, float(np.nanmax(np.abs(a))) if a.size else 0.0)
+            delta = float(np.nanmax(np.abs(a - b))) if a.size else 0.0
+            if np.isnan(a).any() != np.isnan(b).any() or delta > ULPS * u * scale:
+                changes.append(f"max |Δ{key}| {delta:.1g} on case {name}")
+    return changes

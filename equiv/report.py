@@ -1,0 +1,187 @@
+"""`equiv report`: one Markdown file and one self-contained HTML page from what the tox
+environments produced.
+
+Inputs: the JSON files of `equiv check --out DIR` (one per environment), the measured
+conventions (reference/data/conventions.json), the documented divergences
+(equiv/known.py) and BN-LeNet training runs (reference/data/runs/*.json, when present:
+{"label": ..., "history": [{"epoch", "train_loss", "train_acc", "test_acc", "seconds"}]}).
+Plots are PNG files made with matplotlib, beside the Markdown and embedded in the HTML.
+"""
+import base64
+import html
+import json
+from pathlib import Path
+
+STATUS = {"pass": ("pass", "#2e7d32"), "documented": ("documented divergence", "#f9a825"),
+          "fail": ("FAIL", "#c62828"), "n/a": ("n/a", "#9e9e9e")}
+
+
+def load_results(results_dir):
+    """{adapter: record} merged from every check-*.json in the folder (later files win)."""
+    merged = {}
+    for path in sorted(Path(results_dir).glob("check-*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); rerun `equiv check --out`") from e
+        for rec in data.get("records", []):
+            if "missing" not in rec:
+                merged[rec["adapter"]] = rec
+    return merged
+
+
+def load_runs(runs_dir):
+    runs = []
+    for path in sorted(Path(runs_dir).glob("*.json")) if Path(runs_dir).is_dir() else []:
+        data = json.loads(path.read_text())
+        for run in data if isinstance(data, list) else [data]:
+            if run.get("history"):
+                runs.append(run)
+    return runs
+
+
+def _plot_errors(records, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    names = sorted(records)
+    fig, ax = plt.subplots(figsize=(10, 1.6 + 0.6 * max(1, len(names))))
+    seen = set()
+    colors = {"float64": "#1565c0", "float32": "#2e7d32", "float16": "#ef6c00", "bfloat16": "#6a1b9a"}
+    for i, name in enumerate(names):
+        by_dtype = {}
+        for res in records[name]["properties"].values():
+            for dtype, ratios in res.get("ratios", {}).items():
+                by_dtype.setdefault(dtype, []).extend(ratios)
+        for j, (dtype, ratios) in enumerate(sorted(by_dtype.items())):
+            r = np.log10(np.maximum(np.asarray(ratios), 1e-8))
+            y = i + (j - 1.5) * 0.15 + np.random.default_rng(i * 10 + j).uniform(-0.05, 0.05, len(r))
+            ax.scatter(r, y, s=4, alpha=0.5, color=colors.get(dtype, "k"),
+                       label=None if dtype in seen else dtype)
+            seen.add(dtype)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, markerscale=3)
+    ax.axvline(0, color="#c62828", lw=1)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("log10(error / bound) per example (≤ 0 passes)")
+    ax.set_title("Error against the oracle, relative to the tolerance bound")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_runs(runs, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for run in runs:
+        h = run["history"]
+        ep = [e["epoch"] for e in h]
+        for ax, key in zip(axes, ("train_loss", "train_acc", "test_acc")):
+            ax.plot(ep, [e[key] for e in h], marker=".", label=run.get("label", "?"))
+    for ax, title in zip(axes, ("train loss", "train accuracy", "test accuracy")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def build(results_dir, out_dir, conventions=None, known=(), runs_dir=None):
+    """Write report.md, report.html and the PNG plots into out_dir; returns their paths."""
+    from equiv.properties import PROPERTIES
+    from equiv.tables import CONVENTION_FIELDS
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records = load_results(results_dir)
+    if not records:
+        raise ValueError(f"no results in {results_dir}: run `equiv check --out {results_dir}` first")
+    runs = load_runs(runs_dir) if runs_dir else []
+    images = []
+    _plot_errors(records, out / "errors.png")
+    images.append(("Error distributions", "errors.png"))
+    if runs:
+        _plot_runs(runs, out / "training.png")
+        images.append(("BN-LeNet training curves", "training.png"))
+
+    names = sorted(records)
+    props = list(PROPERTIES)
+    matrix = [[records[n]["properties"].get(p, {}).get("status", "n/a") for p in props] for n in names]
+    versions = [(n, records[n]["framework"], records[n]["version"], records[n].get("device", "cpu"),
+                 records[n].get("profile", "")) for n in names]
+    conv = conventions or {n: records[n]["conventions"] for n in names}
+    conv_rows = [[n] + [str(conv[n].get(f, "")) for f in CONVENTION_FIELDS] for n in sorted(conv)]
+    timing = [(n, f"{sum(r.get('seconds', 0) for r in records[n]['properties'].values()):.1f}",
+               str(sum(r.get("examples", 0) for r in records[n]["properties"].values()))) for n in names]
+    failures = [(n, p, records[n]["properties"][p].get("error", "")) for n in names for p in props
+                if records[n]["properties"].get(p, {}).get("status") == "fail"]
+    findings = [(d.id, ", ".join(d.adapters), d.reason) for d in known]
+
+    # --- Markdown -------------------------------------------------------------------------
+    def md_table(header, rows):
+        return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                         + ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows])
+    md = ["# bn-equiv report", "",
+          f"{len(names)} implementations, {len(props)} properties, {len(findings)} documented divergences, "
+          f"{len(failures)} failures.", "",
+          "## Properties (implementation × property)", "",
+          md_table(["adapter"] + props, [[n] + [STATUS[s][0] for s in row] for n, row in zip(names, matrix)]), "",
+          "## Measured conventions", "", md_table(["adapter"] + list(CONVENTION_FIELDS), conv_rows), "",
+          "## Documented divergences", ""]
+    md += [f"- **{i}** ({a}): {r}" for i, a, r in findings] or ["none"]
+    if failures:
+        md += ["", "## Failures", ""] + [f"- **{n} {p}**: {e}" for n, p, e in failures]
+    for title, png in images:
+        md += ["", f"## {title}", "", f"![{title}]({png})"]
+    if not runs:
+        md += ["", "## BN-LeNet training curves", "", "No training runs in reference/data/runs yet."]
+    md += ["", "## Timings and versions", "",
+           md_table(["adapter", "property seconds", "examples"], timing), "",
+           md_table(["adapter", "framework", "version", "device", "Hypothesis profile"], versions), ""]
+    (out / "report.md").write_text("\n".join(md))
+
+    # --- HTML -----------------------------------------------------------------------------
+    e = html.escape
+
+    def h_table(header, rows, colour=None):
+        head = "".join(f"<th>{e(h)}</th>" for h in header)
+        body = ""
+        for r in rows:
+            cells = ""
+            for j, c in enumerate(r):
+                style = f' style="background:{colour(c)};color:white"' if colour and j and colour(c) else ""
+                cells += f"<td{style}>{e(str(c))}</td>"
+            body += f"<tr>{cells}</tr>"
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    colour_of = {v[0]: v[1] for v in STATUS.values()}
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>bn-equiv report</title><style>",
+             "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;"
+             "margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}",
+             "</style></head><body><h1>bn-equiv report</h1>",
+             f"<p>{len(names)} implementations, {len(props)} properties, {len(findings)} documented divergences, "
+             f"{len(failures)} failures.</p>",
+             "<h2>Properties</h2>",
+             h_table(["adapter"] + props, [[n] + [STATUS[s][0] for s in row] for n, row in zip(names, matrix)],
+                     colour=colour_of.get),
+             "<h2>Measured conventions</h2>", h_table(["adapter"] + list(CONVENTION_FIELDS), conv_rows),
+             "<h2>Documented divergences</h2><ul>"]
+    parts += [f"<li><b>{e(i)}</b> ({e(a)}): {e(r)}</li>" for i, a, r in findings] + ["</ul>"]
+    if failures:
+        parts += ["<h2>Failures</h2><ul>"] + [f"<li><b>{e(n)} {e(p)}</b>: {e(x)}</li>" for n, p, x in failures] + ["</ul>"]
+    for title, png in images:
+        data = base64.b64encode((out / png).read_bytes()).decode()
+        parts += [f"<h2>{e(title)}</h2>", f"<img alt='{e(title)}' src='data:image/png;base64,{data}'>"]
+    if not runs:
+        parts += ["<h2>BN-LeNet training curves</h2><p>No training runs in reference/data/runs yet.</p>"]
+    parts += ["<h2>Timings and versions</h2>", h_table(["adapter", "property seconds", "examples"], timing),
+              h_table(["adapter", "framework", "version", "device", "Hypothesis profile"], versions),
+              # a self-check a headless browser can read back: how many plots decoded
+              "<script>window.addEventListener('load',function(){var n=0;"
+              "document.querySelectorAll('img').forEach(function(i){if(i.naturalWidth>0)n++;});"
+              "document.body.setAttribute('data-images-loaded',n);});</script>",
+              "</body></html>"]
+    (out / "report.html").write_text("\n".join(parts))
+    return [out / "report.md", out / "report.html"] + [out / png for _, png in images]

@@ -1,0 +1,63 @@
+"""Framework fingerprints: the installed release is compared with the fingerprint stored for
+the same version (must be unchanged) or the nearest older one (changes are reported in
+plain words); the comparison itself is tested on synthetic fingerprints."""
+import copy
+import warnings
+
+
+from equiv import fingerprint as fpr
+
+
+def _fp(version="1.0"):
+    return {"adapter": "x", "framework": "x", "version": version,
+            "conventions": {"new_batch_weight": 0.1, "running_var": "unbiased", "default_eps": 1e-5},
+            "cases": {"train-f32": {"status": "ran", "dtype": "float32", "outputs": {"y": [0.5, -1.0, 2.0]}},
+                      "grad-f64": {"status": "skipped", "dtype": "float64", "reason": "no gradients"}}}
+
+
+def test_compare_names_changes_in_plain_words():
+    old, new = _fp(), _fp("1.1")
+    assert fpr.compare(old, new) == []
+    new["conventions"]["running_var"] = "biased"
+    new["cases"]["train-f32"]["outputs"]["y"][1] = -1.000003
+    changes = fpr.compare(old, new)
+    assert "running_var changed from unbiased to biased" in changes
+    assert "max |Δy| 3e-06 on case train-f32" in changes
+
+
+def test_compare_tolerates_a_few_ulps_only():
+    old, new = _fp(), _fp()
+    new["cases"]["train-f32"]["outputs"]["y"][2] = 2.0 * (1 + 4 * 2.0 ** -24)   # 4 ulps of float32
+    assert fpr.compare(old, new) == []
+    new["cases"]["train-f32"]["outputs"]["y"][2] = 2.0 * (1 + 64 * 2.0 ** -24)
+    assert fpr.compare(old, new) == ["max |Δy| 8e-06 on case train-f32"]
+
+
+def test_compare_reports_status_and_eps_changes():
+    old, new = _fp(), copy.deepcopy(_fp())
+    new["cases"]["grad-f64"] = {"status": "ran", "dtype": "float64", "outputs": {"dx": [0.0]}}
+    new["conventions"]["default_eps"] = 1e-3
+    changes = fpr.compare(old, new)
+    assert "case grad-f64: skipped -> ran" in changes
+    assert "default_eps changed from 1e-05 to 0.001" in changes
+
+
+def test_baseline_picks_same_or_nearest_older(tmp_path):
+    for v in ("0.9.0", "0.10.2", "0.12.8"):
+        fpr.save(dict(_fp(v), adapter="a"), tmp_path)
+    assert fpr.baseline("a", "0.10.2", tmp_path)[0] == "0.10.2"
+    assert fpr.baseline("a", "0.11.0", tmp_path)[0] == "0.10.2"      # numeric, not string, order
+    assert fpr.baseline("a", "0.13.0", tmp_path)[0] == "0.12.8"
+    assert fpr.baseline("a", "0.8.0", tmp_path) == (None, None)
+
+
+def test_installed_release_matches_its_fingerprint(adapter):
+    fp = fpr.take(adapter)
+    version, stored = fpr.baseline(adapter.name, fp["version"])
+    assert stored is not None, (f"no fingerprint for {adapter.name} {fp['version']} or older: "
+                                f"run `equiv fingerprint --save --adapters {adapter.name}`")
+    changes = fpr.compare(stored, fp)
+    if version == fp["version"]:
+        assert not changes, f"{adapter.name} {version} changed: " + "; ".join(changes)
+    elif changes:
+        warnings.warn(f"{adapter.name} {fp['version']} against {version}: " + "; ".join(changes))
