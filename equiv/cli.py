@@ -28,6 +28,8 @@ examples:
   equiv findings                               write reference/data/findings.md
   equiv vectors                                regenerate reference/data/vectors/
   equiv data [--data-dir D] [--download]       find and verify Fashion-MNIST
+  equiv lockstep --impls torch.builtin         BN-LeNet beside the NumPy reference, per layer
+  equiv train --impl torch.builtin --epochs 10 full Fashion-MNIST run, JSON + PNG
   equiv report                                 results/*.json -> report/report.md, report.html
   equiv fingerprint [--save]                   compare installed frameworks with stored fingerprints
 
@@ -275,6 +277,16 @@ def cmd_data(args):
     return 0
 
 
+def _lenet(fn_name):
+    def run(args):
+        from equiv.lenet import cli_glue
+        try:
+            return getattr(cli_glue, fn_name)(args)
+        except ValueError as e:
+            raise UsageError(str(e))
+    return run
+
+
 def cmd_vectors(args):
     from equiv import vectors
     return vectors.main([args.out] if args.out else [])
@@ -330,6 +342,22 @@ def build_parser():
     p.add_argument("--data-dir", default=None, help="folder with the four IDX files (.gz or raw)")
     p.add_argument("--download", action="store_true", help="download into the cache when no folder has them")
     p.set_defaults(fn=cmd_data)
+    from equiv.lenet import cli_glue
+    p = sub.add_parser("lockstep", help="BN-LeNet step by step beside the NumPy reference; names the first divergent layer",
+                       description="Runs K SGD steps of each BN-LeNet implementation beside the NumPy float64 "
+                                   "reference network (reference/lenet.py) from the same initial weights and "
+                                   "batches, compares loss, logits, every activation, parameter and running "
+                                   "stat per step, and reports the first step and layer that leave tolerance "
+                                   "with per-layer divergence δ_l and its rate of change R_l (LEMON).")
+    cli_glue.add_lockstep_args(p)
+    p.set_defaults(fn=_lenet("lockstep_main"))
+    p = sub.add_parser("train", help="train BN-LeNet on Fashion-MNIST; per-epoch JSON and PNG curves",
+                       description="The book's setting: batch 128, lr 0.1 (the book's TensorFlow tab uses 0.5), "
+                                   "10 epochs, shared initialization and batch order from the seed. Writes "
+                                   "per-epoch train loss, train accuracy, test accuracy and time to JSON and "
+                                   "plots all runs in the folder.")
+    cli_glue.add_train_args(p)
+    p.set_defaults(fn=_lenet("train_main"))
     p = sub.add_parser("vectors", help="regenerate the golden vectors from the oracle",
                        description="Writes the golden cases (inputs, settings, the oracle's outputs and "
                                    "tolerance bounds) as .npz files plus index.json; tests only read them.")

@@ -1,0 +1,89 @@
+"""BN-LeNet across frameworks: lockstep comparison with the NumPy reference and training.
+
+An *implementation module* (``equiv.lenet.torch_net``, one per framework) offers, for each
+of its variants ``impl`` (``"builtin"``, ``"scratch"``):
+
+    FRAMEWORK, IMPLS, version(), devices()
+    build(impl, dtype, device) -> net
+    load_params(net, params)          params: dict of reference.lenet (PyTorch layouts)
+    get_params(net) -> dict           float64 NumPy, names and shapes of reference.lenet
+    get_state(net) -> dict            BN running stats, names of reference.lenet.init_state
+    as_arrays(net, x, y) -> (X, Y)    NumPy -> framework arrays on the net's device and dtype
+    step(net, x, y, lr, capture=True) -> (loss, activations)
+                                      one SGD step in training mode; activations: name ->
+                                      NumPy, names and order of reference.lenet.ACTIVATIONS
+                                      (capture=False: only "fc3", the logits)
+    evaluate(net, x, y, batch) -> (loss, acc) in inference mode
+
+``lockstep.run`` and ``train.train`` drive such a module and know nothing of the framework.
+
+BN conventions of each implementation, for the reference (``reference.lenet`` takes them as
+arguments): read from the declared table ``equiv.conventions.DECLARED``. The book's PyTorch
+``BatchNorm`` hard-codes eps 1e-5 and momentum 0.1 (new-batch weight 0.1), which are exactly
+``torch.nn.BatchNorm*``'s defaults; the two differ only in the running variance (the book's
+is biased, torch's unbiased).
+"""
+import importlib
+
+import numpy as np
+
+from equiv.conventions import DECLARED
+
+# framework -> (implementation module, install command)
+FRAMEWORKS = {"torch": ("equiv.lenet.torch_net", "pip install torch==2.13.0")}
+IMPLS = {"torch": ("builtin", "scratch")}
+
+
+def _bn_conventions(label):
+    c = DECLARED[label]
+    return dict(eps=c.default_eps, new_batch_weight=c.default_new_batch_weight,
+                unbiased=c.running_var == "unbiased")
+
+
+# label -> keyword arguments of reference.lenet.forward / loss_and_grads
+CONVENTIONS = {label: _bn_conventions(label) for label in ("torch.builtin", "torch.scratch")}
+# torch.builtin: eps 1e-5, new-batch weight 0.1, unbiased running var
+# torch.scratch: eps 1e-5, new-batch weight 0.1, biased running var (hard-coded in the book)
+
+
+def labels():
+    return [f"{fw}.{impl}" for fw, impls in IMPLS.items() for impl in impls]
+
+
+def load(label):
+    """(implementation module, impl) for "framework.impl"; ValueError when unknown or missing."""
+    fw, _, impl = label.partition(".")
+    if fw not in FRAMEWORKS or impl not in IMPLS[fw]:
+        raise ValueError(f"unknown BN-LeNet implementation {label!r}; known: {', '.join(labels())}")
+    module, install = FRAMEWORKS[fw]
+    try:
+        return importlib.import_module(module), impl
+    except ImportError as e:
+        raise ValueError(f"{label} needs {fw}, which is not installed ({e}); install it with: {install}") from None
+
+
+def epoch_order(n, seed, epoch):
+    """The shuffled example order of one epoch: the same for every framework."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def scale_images(images, dtype="float64"):
+    """uint8 (N, 28, 28) -> (N, 1, 28, 28) in [0, 1], divided by 255 in ``dtype``
+    (correctly rounded there); float images are passed through, reshaped."""
+    a = np.asarray(images)
+    if a.dtype == np.uint8:
+        a = a.astype(dtype) / np.asarray(255.0, dtype=dtype)
+    return a.reshape(-1, 1, 28, 28)
+
+
+def synthetic(n, seed):
+    """n deterministic synthetic examples (images in [0, 1], labels 0..9) from the seed.
+
+    Each class has its own mean image; examples are it plus noise, clipped to [0, 1], so the
+    net has something to learn while no real data is needed.
+    """
+    rng = np.random.default_rng([seed, 12345])
+    means = rng.uniform(0.0, 1.0, size=(10, 1, 28, 28))
+    y = rng.integers(0, 10, size=n)
+    x = np.clip(means[y] + rng.normal(0.0, 0.3, size=(n, 1, 28, 28)), 0.0, 1.0)
+    return x, y

@@ -1,0 +1,181 @@
+"""BN-LeNet lockstep against the NumPy reference, planted differences, the training loop."""
+import argparse
+import json
+import os
+import types
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="install it with: pip install torch==2.13.0")
+
+from equiv.data import write_idx  # noqa: E402
+from equiv.dtypes import round_to  # noqa: E402
+from equiv.lenet import CONVENTIONS, cli_glue, lockstep, torch_net, train  # noqa: E402
+from reference import lenet as ref  # noqa: E402
+
+STEPS, BATCH = 5, 16
+
+
+@pytest.fixture
+def device(request):
+    d = request.config.getoption("--device") or os.environ.get("EQUIV_DEVICE") or "cpu"
+    if d.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    return d
+
+
+def _patched(**overrides):
+    """torch_net with some protocol functions replaced (a planted difference)."""
+    return types.SimpleNamespace(**{**vars(torch_net), **overrides})
+
+
+@pytest.mark.parametrize("impl", torch_net.IMPLS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_agrees_with_reference(impl, dtype, device):
+    r = lockstep.run(torch_net, impl, steps=STEPS, dtype=dtype, seed=3, batch=BATCH, device=device)
+    assert r["first_divergence"] is None, r["first_divergence"]
+    assert r["passed"] and len(r["per_step"]) == STEPS
+    tol = lockstep.tolerance(dtype, BATCH)
+    assert tol < (1e-12 if dtype == "float64" else 1e-4)
+    assert max(r["max_rel_error"].values()) <= tol
+    # every quantity was compared: 16 activations, the loss, 18 parameters, 8 running stats
+    assert len(r["max_rel_error"]) == len(ref.ACTIVATIONS) + 1 + len(ref.PARAM_NAMES) + 8
+    assert r["conventions"] == CONVENTIONS[f"torch.{impl}"]
+    json.dumps(r, allow_nan=False)                       # JSON-able, no NaN/inf
+
+
+def test_planted_eps_is_named_at_its_layer():
+    """bn2's eps 1e-5 -> 1e-3 in the torch net: step 1, layer bn2 (not conv1, not the output)."""
+    def build(impl, dtype, device):
+        net = torch_net.build(impl, dtype, device)
+        net.bn2.eps = 1e-3
+        return net
+    r = lockstep.run(_patched(build=build), "builtin", steps=2, dtype="float64", batch=BATCH)
+    f = r["first_divergence"]
+    assert (f["step"], f["kind"], f["layer"]) == (1, "act", "bn2")
+    assert not r["passed"]
+    step1 = r["per_step"][0]
+    tol = lockstep.tolerance("float64", BATCH)
+    for upstream in ("conv1", "bn1", "sig1", "pool1", "conv2"):
+        assert step1["delta"][upstream] <= tol
+    assert step1["delta"]["bn2"] > 1e3 * tol
+    assert step1["rate"]["bn2"] == max(step1["rate"][k] for k in ref.ACTIVATIONS[1:])  # LEMON's R peaks there
+
+
+def test_planted_weight_scale_is_named_at_its_layer():
+    """fc2.weight scaled by 1 + 1e-4 after loading (scratch, float32): step 1, layer fc2."""
+    def load_params(net, params):
+        torch_net.load_params(net, params)
+        with torch.no_grad():
+            net.fc2.weight.mul_(1 + 1e-4)
+    r = lockstep.run(_patched(load_params=load_params), "scratch", steps=2, dtype="float32", batch=BATCH)
+    f = r["first_divergence"]
+    assert (f["step"], f["kind"], f["layer"]) == (1, "act", "fc2")
+
+
+def test_wrong_running_var_convention_is_named_in_the_state():
+    """torch.scratch (biased running var) checked against torch's unbiased convention: the
+    activations and parameters agree; bn1's running variance differs at step 1."""
+    r = lockstep.run(torch_net, "scratch", steps=2, dtype="float64", batch=BATCH,
+                     conventions=CONVENTIONS["torch.builtin"])
+    f = r["first_divergence"]
+    assert (f["step"], f["kind"], f["layer"]) == (1, "state", "bn1.running_var")
+    tol = lockstep.tolerance("float64", BATCH)
+    assert all(v <= tol for k, v in r["max_rel_error"].items() if not k.startswith("state:"))
+
+
+@pytest.mark.parametrize("impl", torch_net.IMPLS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_weight_transfer_is_exact(impl, dtype):
+    params = ref.init_params(7)
+    net = torch_net.build(impl, dtype, "cpu")
+    torch_net.load_params(net, params)
+    got = torch_net.get_params(net)
+    assert list(got) == list(ref.PARAM_NAMES)
+    for k, v in params.items():
+        assert got[k].shape == v.shape, k
+        np.testing.assert_array_equal(got[k], round_to(v, dtype), err_msg=k)
+    state = torch_net.get_state(net)
+    assert list(state) == list(ref.init_state())
+    for k, v in ref.init_state().items():
+        np.testing.assert_array_equal(state[k], v, err_msg=k)
+
+
+def _tiny_idx(folder, n_train=256, n_test=64):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{name}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), gz=False)
+        write_idx(folder / f"{name}-labels-idx1-ubyte", rng.integers(0, 10, n), gz=False)
+    return folder
+
+
+def test_training_writes_json_and_plot(tmp_path):
+    from equiv.data import read_idx
+    d = _tiny_idx(tmp_path / "data")
+    data = {k: read_idx(d / f) for k, f in (("train_x", "train-images-idx3-ubyte"),
+                                             ("train_y", "train-labels-idx1-ubyte"),
+                                             ("test_x", "t10k-images-idx3-ubyte"),
+                                             ("test_y", "t10k-labels-idx1-ubyte"))}
+    run = train.train(torch_net, "builtin", data, epochs=1, lr=0.1, batch=64, seed=0, progress=False)
+    path = train.write_run(run, tmp_path / "runs")
+    saved = json.loads(path.read_text())
+    for key in ("label", "framework", "version", "impl", "device", "seed", "lr", "command", "history"):
+        assert key in saved, key
+    assert saved["label"] == "torch.builtin" and saved["lr"] == 0.1 and saved["seed"] == 0
+    (h,) = saved["history"]
+    assert set(h) == {"epoch", "train_loss", "train_acc", "test_acc", "seconds"}
+    assert h["epoch"] == 1 and np.isfinite(h["train_loss"]) and 0 <= h["test_acc"] <= 1
+    assert 0 <= h["train_acc"] <= 1 and h["seconds"] > 0
+    # same seed, same shuffling and weights: the run is reproducible
+    again = train.train(torch_net, "builtin", data, epochs=1, lr=0.1, batch=64, seed=0, progress=False)
+    assert again["history"][0]["train_loss"] == h["train_loss"]
+
+
+def test_plot_overlays_the_runs_of_a_folder(tmp_path):
+    pytest.importorskip("matplotlib", reason="the plot needs: pip install matplotlib")
+    for label, acc in (("torch.builtin", 0.8), ("torch.scratch", 0.7)):
+        hist = [dict(epoch=e, train_loss=1.0 / e, train_acc=acc, test_acc=acc, seconds=1.0) for e in (1, 2)]
+        train.write_run(dict(label=label, lr=0.1, seed=0, device="cpu", history=hist), tmp_path)
+    png = train.plot_runs(tmp_path)
+    assert png == tmp_path / "runs.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_says_how_to_install(tmp_path, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_mpl(name, *a, **k):
+        if name.startswith("matplotlib"):
+            raise ImportError("no matplotlib")
+        return real_import(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", no_mpl)
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        train.plot_runs(tmp_path)
+
+
+def test_cli_glue_errors_are_value_errors(tmp_path):
+    p = cli_glue.add_lockstep_args(argparse.ArgumentParser())
+    with pytest.raises(ValueError, match="unknown BN-LeNet implementation"):
+        cli_glue.lockstep_main(p.parse_args(["--impls", "torch.nope", "--steps", "1"]))
+    with pytest.raises(ValueError, match="--steps must be positive"):
+        cli_glue.lockstep_main(p.parse_args(["--steps", "0"]))
+    t = cli_glue.add_train_args(argparse.ArgumentParser())
+    with pytest.raises(ValueError, match="does not hold all of"):
+        cli_glue.train_main(t.parse_args(["--data-dir", str(tmp_path), "--epochs", "1"]))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="not available to torch"):
+            cli_glue.train_main(t.parse_args(["--device", "cuda", "--epochs", "1"]))
+
+
+def test_cli_lockstep_prints_and_writes(tmp_path, capsys):
+    p = cli_glue.add_lockstep_args(argparse.ArgumentParser())
+    out = tmp_path / "ls.json"
+    code = cli_glue.lockstep_main(p.parse_args(["--impls", "torch.builtin", "--steps", "2", "--batch", "8",
+                                                "--dtype", "float32", "--out", str(out)]))
+    assert code == 0
+    assert "torch.builtin" in capsys.readouterr().out
+    (res,) = json.loads(out.read_text())
+    assert res["passed"] and res["data"] == "synthetic" and res["batch"] == 8
