@@ -114,11 +114,8 @@ def check_adapter(A, device, profile):
 
 
 def _version(A):
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version(A.framework)
-    except PackageNotFoundError:
-        return "unknown"
+    from equiv.core import framework_version
+    return framework_version(A.framework)
 
 
 SHORT = {"train_forward": "train", "batch_stats": "bstats", "infer_forward": "infer",

@@ -142,16 +142,24 @@ class Adapter:
         raise NotImplementedError
 
     # --- shared helpers ----------------------------------------------------------------
-    def version(self):
-        from importlib.metadata import PackageNotFoundError, version
-        try:
-            return version(self.framework)
-        except PackageNotFoundError:
-            return "unknown"
+    @classmethod
+    def version(cls):
+        return framework_version(cls.framework)
 
     def __repr__(self):
         return (f"<{self.name} C={self.num_features} ndim={self.ndim} {self.dtype} {self.device} "
                 f"w={self.new_batch_weight:g} eps={self.eps:g}>")
+
+
+def framework_version(distribution):
+    """Installed version of a distribution ("tensorflow-cpu" also answers for "tensorflow")."""
+    from importlib.metadata import PackageNotFoundError, version
+    for name in (distribution, distribution.removesuffix("-cpu"), distribution + "-cpu"):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return "unknown"
 
 
 def to_numpy(a):

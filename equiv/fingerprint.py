@@ -35,9 +35,9 @@ def take(adapter_cls, device="cpu"):
         else:
             entry["reason"] = reason
         cases[rec["name"]] = entry
-    from importlib.metadata import version
+    from equiv.core import framework_version
     return {"adapter": adapter_cls.name, "framework": adapter_cls.framework,
-            "version": version(adapter_cls.framework), "conventions": conventions, "cases": cases}
+            "version": framework_version(adapter_cls.framework), "conventions": conventions, "cases": cases}
 
 
 def path_for(adapter, version, root=DIR):
