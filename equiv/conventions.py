@@ -18,11 +18,12 @@ DECLARED = {
                        batch_of_one="beta", configurable=False),
     "tf.keras": C(momentum_is="old_weight", default_momentum=0.99, running_var="biased",
                   default_eps=1e-3, channel_axis=-1, variance="two-pass", stats_update="forward",
-                  default_mode="inference", mode_switch="layer(x, training=True/False)",
+                  default_mode="inference",
+                  mode_switch="layer(x, training=True/False); trainable=False forces inference",
                   batch_of_one="beta"),
     "tf.scratch": C(momentum_is="new_batch_weight", default_momentum=0.1, running_var="biased",
                     default_eps=1e-5, channel_axis=-1, variance="two-pass", stats_update="forward",
-                    default_mode="inference", mode_switch="layer(x, training=True/False)",
+                    default_mode="error", mode_switch="layer(x, training=True/False), required",
                     batch_of_one="beta", configurable=False),
     "flax.linen": C(momentum_is="old_weight", default_momentum=0.99, running_var="biased",
                     default_eps=1e-5, channel_axis=-1, variance="fast", stats_update="forward",
@@ -46,10 +47,26 @@ DECLARED = {
     "mxnet.gluon": C(momentum_is="old_weight", default_momentum=0.9, running_var="biased",
                      default_eps=1e-5, channel_axis=1, variance="two-pass", stats_update="backward",
                      default_mode="inference",
-                     mode_switch="autograd.record() (train_mode) / predict_mode",
+                     mode_switch="autograd.record() / train_mode() (training); predict_mode() or none: inference",
                      batch_of_one="beta"),
     "mxnet.scratch": C(momentum_is="new_batch_weight", default_momentum=0.1, running_var="biased",
                        default_eps=1e-12, channel_axis=1, variance="two-pass", stats_update="forward",
-                       default_mode="inference", mode_switch="autograd.is_training()",
+                       default_mode="inference",
+                       mode_switch="autograd.is_training(): record() / train_mode()",
                        batch_of_one="beta", configurable=False),
+}
+
+# The framework's own constructor arguments for the canonical setting (None: hard-coded in
+# the layer, or no such argument); the channel axis argument takes channel_axis above.
+ARGUMENTS = {
+    "torch.builtin": dict(momentum="momentum", eps="eps", axis=None),
+    "torch.scratch": dict(momentum=None, eps=None, axis=None),
+    "tf.keras": dict(momentum="momentum", eps="epsilon", axis="axis"),
+    "tf.scratch": dict(momentum=None, eps=None, axis=None),
+    "flax.linen": dict(momentum="momentum", eps="epsilon", axis="axis"),
+    "flax.linen.two_pass": dict(momentum="momentum", eps="epsilon", axis="axis"),
+    "flax.nnx": dict(momentum="momentum", eps="epsilon", axis="axis"),
+    "jax.scratch": dict(momentum=None, eps=None, axis=None),
+    "mxnet.gluon": dict(momentum="momentum", eps="epsilon", axis="axis"),
+    "mxnet.scratch": dict(momentum=None, eps=None, axis=None),
 }

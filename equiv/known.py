@@ -25,6 +25,7 @@ class Divergence:
     region: Callable          # (Case, property name) -> bool: the inputs where it shows
     witness: Case             # one case in the region
     witness_property: str     # the property that fails on the witness
+    advice: str = ""          # what a user porting a model or checkpoint must do about it
 
 
 def _min_var_plus_eps(case):
@@ -41,15 +42,33 @@ def _scratch_square_overflows(case, prop):
     return reach * (10 if prop == "affine_invariance" else 1) > 255.0
 
 
-def _scratch_dvar_overflows(case, prop):
-    """|∂L/∂var| = |Σ dy·(x − mean)| / (2 (var + eps)^{3/2}) beyond float16's range, in some channel."""
+def _scratch_grad_overflows(case, prop):
+    """An autograd intermediate beyond float16's range in some channel: ∂L/∂var =
+    Σ dy·gamma·(x − mean) / (2 (var + eps)^{3/2}), ∂L/∂x through the numerator,
+    gamma·dy/sqrt(var + eps), or ∂L/∂mean = −Σ gamma·dy/sqrt(var + eps)."""
     if case.dtype != "float16":
         return False
     red = (0,) + tuple(range(2, case.ndim))
-    x = case.x
+    x, g = case.x, np.abs(case.gamma)
     centred = x - x.mean(axis=red, keepdims=True)
-    dvar = np.abs((case.dy * centred).sum(axis=red)) / (2 * (x.var(axis=red) + case.eps) ** 1.5)
-    return bool(dvar.max() > 65504 / 4)
+    sigma2 = x.var(axis=red) + case.eps
+    dvar = g * np.abs((case.dy * centred).sum(axis=red)) / (2 * sigma2 ** 1.5)
+    dnum = g * np.abs(case.dy).max(axis=red) / np.sqrt(sigma2)
+    dmean = g * np.abs(case.dy.sum(axis=red)) / np.sqrt(sigma2)       # ∂L/∂mean through the numerator
+    return bool(max(dvar.max(), dnum.max(), dmean.max()) > 65504 / 4)
+
+
+def _offset_ratio(case, prop):
+    """max over channels and batches of |mean|/sqrt(var + eps): E[x²] − E[x]² loses ~u·(1 + ratio²)
+    of var + eps. For affine_invariance also over a·x + b, drawn as the property draws them."""
+    red = (0,) + tuple(range(2, case.ndim))
+    xs = [(case.batch(i), case.eps) for i in range(case.steps)]
+    if prop == "affine_invariance":
+        rng = np.random.default_rng([case.seed, 99])
+        a = 10.0 ** rng.uniform(0, 1)
+        b = rng.standard_normal((1, case.channels) + (1,) * (case.ndim - 2)) * np.abs(case.x).max()
+        xs.append((a * case.x + b, case.eps * a * a))
+    return max(float((np.abs(x.mean(axis=red)) / np.sqrt(x.var(axis=red) + e)).max()) for x, e in xs)
 
 
 _FORWARD = ("train_forward", "gradients", "affine_invariance", "output_moments", "dx_sums_zero",
@@ -80,15 +99,16 @@ KNOWN = [
                      constant_channel=True, eps=1e-8, new_batch_weight=0.1),
         witness_property="train_forward"),
     Divergence(
-        id="scratch-fp16-dvar-overflow",
+        id="scratch-fp16-grad-overflow",
         adapters=("torch.scratch",),
         properties=("gradients", "dx_sums_zero"),
-        reason=("float16: the book's code differentiates through the variance with autograd, and the "
-                "intermediate ∂L/∂var = −Σ dy·(x − mean) / (2 (var + eps)^{3/2}) overflows float16 "
-                "(> 65504) when var + eps is small, although dx itself is representable; inf − inf then "
-                "gives NaN in dx (witness: var + eps ≈ 1.4e-5, |dy| ≈ 7, dx all NaN; torch.builtin's "
-                "fused kernel accumulates in float32 and is finite)"),
-        region=_scratch_dvar_overflows,
+        reason=("float16: the book's code is differentiated by autograd term by term, and the "
+                "intermediates ∂L/∂var = −Σ gamma·dy·(x − mean) / (2 (var + eps)^{3/2}) and "
+                "gamma·dy/sqrt(var + eps) overflow float16 (> 65504) when var + eps is small, although "
+                "dx itself is representable; inf − inf then gives NaN in dx (witness: var + eps ≈ "
+                "1.4e-5, |dy| ≈ 7, dx all NaN; torch.builtin's fused kernel accumulates in float32 "
+                "and is finite)"),
+        region=_scratch_grad_overflows,
         witness=Case(dtype="float16", shape=(2, 2), seed=323153949, log10_scale=-2.0, log10_offset=None,
                      constant_channel=False, eps=1e-5, new_batch_weight=0.0),
         witness_property="gradients"),
@@ -105,8 +125,226 @@ KNOWN = [
                      constant_channel=False, eps=0.1, new_batch_weight=0.0),
         witness_property="running_stats"),
     # --- tensorflow (tf.keras, tf.scratch) -------------------------------------------
+    # tf.scratch ignores the case's eps: the book's layer uses 1e-5, so the regions do too.
+    # k: affine_invariance adds a per-channel shift of up to ~5·max|x| to x.
+    Divergence(
+        id="tf-scratch-fp16-sum-overflow",
+        adapters=("tf.scratch",),
+        properties=_FORWARD + ("running_stats",),
+        reason=("float16: the book's code takes the mean and variance with tf.reduce_mean in float16, "
+                "and TensorFlow's CPU kernel accumulates the float16 sum in float16: it overflows when "
+                "Σx or Σ(x − mean)² exceeds 65504 although every square and the mean are representable; "
+                "the variance becomes inf, the output collapses to beta and the moving variance to inf "
+                "(witness: 16 rows, max |x − mean| 123, Σ(x − mean)² 71078: max |error| 0.896, "
+                "58.9× the bound, moving variance inf); tf.keras computes in float32 and is exact here"),
+        region=lambda c, p: c.dtype == "float16" and any(
+            (k * np.abs(x).sum(axis=red)).max() > 6e4
+            or (c.count * (x.var(axis=red) + ((2 + c.count ** 0.5) * 2.0 ** -11 * k * np.abs(x).max(axis=red)) ** 2)).max() > 6e4
+            for red in [(0,) + tuple(range(2, c.ndim))] for k in [6 if p == "affine_invariance" else 1]
+            for x in map(c.batch, range(c.steps))),
+        witness=Case(dtype="float16", shape=(16, 1), seed=6, log10_scale=1.8, log10_offset=None,
+                     constant_channel=False, eps=1e-5, new_batch_weight=0.1),
+        witness_property="train_forward"),
+    Divergence(
+        id="tf-scratch-fp16-affine-overflow",
+        adapters=("tf.scratch",),
+        properties=("train_forward", "affine_invariance", "output_moments", "batch_permutation"),
+        reason=("float16: the book's batch_norm computes y = x·inv + (beta − mean·inv) with "
+                "inv = gamma/sqrt(var + 1e-5), not (x − mean)·inv: x·inv overflows when "
+                "|x|·|gamma|/sqrt(var + eps) > 65504, and inf − inf gives NaN where the exact output is "
+                "small (witness: x = 2136 twice, var 0, x·inv ≈ 2.3e5: output NaN, oracle beta = 0.069)"),
+        region=lambda c, p: c.dtype == "float16" and any(
+            (k * np.abs(x).max(axis=red) * np.abs(c.gamma) / np.sqrt(x.var(axis=red) + 1e-5)).max() > 6e4
+            for red in [(0,) + tuple(range(2, c.ndim))] for k in [6 if p == "affine_invariance" else 1]
+            for x in [c.x]),
+        witness=Case(dtype="float16", shape=(2, 1), seed=0, log10_scale=0.0, log10_offset=3.0,
+                     constant_channel=False, eps=0.1, new_batch_weight=0.0),
+        witness_property="train_forward"),
+    Divergence(
+        id="tf-scratch-fp16-grad-overflow",
+        adapters=("tf.scratch",),
+        properties=("gradients", "dx_sums_zero"),
+        reason=("float16: TensorFlow's rsqrt gradient is −0.5·(g·r)·(r·r) with r = 1/sqrt(var + eps), "
+                "and r·r overflows float16 when var + eps < 1.53e-5, i.e. for every channel of variance "
+                "below 5.3e-6 at the book's eps 1e-5 (a zero-variance channel included): ∂L/∂var = inf "
+                "for any nonzero g, and the book's x·inv − mean·inv leaves g nonzero rounding noise even "
+                "where it is exactly 0; dx = inf·(x − mean) = NaN (witness: zero-variance channel, dx NaN "
+                "where the oracle has ±670.6). Also ∂L/∂inv = Σ dy·x and Σ dy·inv overflow for large data"),
+        region=lambda c, p: c.dtype == "float16" and any(
+            v.min() < 1.6e-5 or max((g * sdx).max(), (g * np.abs(c.dy).sum(axis=red) / np.sqrt(v)).max(),
+                                    (4 * g * (np.abs((c.dy * (c.x - c.x.mean(axis=red, keepdims=True))).sum(axis=red))
+                                              + (2 + c.count ** 0.5) * 2.0 ** -11 * sdx) / v ** 1.5).max()) > 6e4
+            for red in [(0,) + tuple(range(2, c.ndim))] for g in [np.abs(c.gamma)]
+            for v in [c.x.var(axis=red) + 1e-5] for sdx in [np.abs(c.dy * c.x).sum(axis=red)]),
+        witness=Case(dtype="float16", shape=(2, 1), seed=0, log10_scale=1.0, log10_offset=None,
+                     constant_channel=True, eps=0.1, new_batch_weight=0.0),
+        witness_property="gradients"),
     # --- jax / flax (flax.linen, flax.linen.two_pass, flax.nnx, jax.scratch) ----------
-    # --- mxnet (mxnet.gluon, mxnet.scratch) -------------------------------------------
+    Divergence(
+        id="flax-fast-variance-offset",
+        adapters=("flax.linen", "flax.nnx"),
+        properties=_FORWARD + ("running_stats", "batch_stats"),
+        reason=("Flax's default use_fast_variance=True computes var = E[x²] − E[x]² (_compute_stats, "
+                "flax/linen/normalization.py and flax/nnx/nn/normalization.py), which loses "
+                "~4·u·(|mean|/std)² of the variance: float32 relative error 2.2e-3, 0.15, 7.4 at "
+                "|mean|/std 1e2, 1e3, 1e4 (tests/test_jax_findings.py). Measured worst error/bound "
+                "over 12 cases per offset (float32; float64 alike): training output 0.4, 0.9, 2.9, 19, "
+                "102 at |mean|/std ≈ 10^0.5 … 10^3 (∝ ratio: fails above ~10); batch variance 1.8, 6.9, "
+                "283 at 10^0.5 … 10^1.5 (∝ ratio²: fails above ~1.5). Region: float32/float64 with "
+                "max |mean|/sqrt(var + eps) > 3 (output, gradients) or > 1 (running statistics); "
+                "float16/bfloat16 are reduced in float32 and never failed their own bounds (up to "
+                "ratio 1e9). flax.linen.two_pass passes everywhere (witness: float32, |mean|/std ≈ "
+                "900: output off by 0.092, 102× the bound; batch var off by 1.38, 3.1e4×)"),
+        region=lambda c, p: c.dtype in ("float32", "float64") and _offset_ratio(c, p) > (
+            1.0 if p in ("running_stats", "batch_stats") else 3.0),
+        witness=Case(dtype="float32", shape=(16, 2), seed=0, log10_scale=0.0, log10_offset=3.0,
+                     constant_channel=False, eps=1e-5, new_batch_weight=1.0),
+        witness_property="train_forward",
+        advice="use flax.linen.BatchNorm(use_fast_variance=False) (nnx too) for data far from zero mean"),
+    Divergence(
+        id="jax-scratch-4d-reduces-n-w-c",
+        adapters=("jax.scratch",),
+        properties=("train_forward", "batch_stats", "running_stats", "gradients", "affine_invariance",
+                    "output_moments", "dx_sums_zero"),
+        reason=("the book's JAX layer is NHWC but reduces over axes (0, 2, 3), copied from the NCHW "
+                "frameworks: over N, W and C, one mean and variance per row H, not per channel. The "
+                "output is exactly gamma_c·(x − mean_h)/sqrt(var_h + eps) + beta_c (to 1e-15, "
+                "tests/test_jax_findings.py) and the moving statistics become (1, H, 1, C) arrays; "
+                "inference from per-channel statistics and batch permutation are unaffected. Identical "
+                "to batch norm only for C = 1 and H = 1 (witness: (4, 2, 3, 2), output off by 0.312, "
+                "9.6e13× the bound; running stats hold 6 values for 2 channels)"),
+        region=lambda c, p: c.ndim == 4 and (c.channels > 1 or c.shape[2] > 1),
+        witness=Case(dtype="float64", shape=(4, 2, 3, 2), seed=0, log10_scale=0.0, log10_offset=None,
+                     constant_channel=False, eps=1e-5, new_batch_weight=0.1),
+        witness_property="train_forward",
+        advice="in the book's JAX layer reduce over axes (0, 1, 2) for NHWC input"),
+    Divergence(
+        id="mxnet-scratch-fp16-sum-overflow",
+        adapters=("mxnet.scratch",),
+        properties=_FORWARD + ("running_stats", "batch_stats"),
+        reason=("float16: mxnet.np's mean stores the sum in the input dtype before dividing, so "
+                "X.mean() and ((X − mean)**2).mean() are inf when a channel's sum of |x|, or of "
+                "squares, passes 65504, although the mean is representable (np.array([4e4, 4e4], "
+                "'float16').mean() is inf); output and gradients become NaN and the moving "
+                "statistics inf or NaN (witness: 12 values near 6400, Σx ≈ 7.7e4, output NaN)"),
+        region=lambda c, p: c.dtype == "float16" and any(
+            max(float(np.abs(x).sum(axis=r).max()) * (14 if p == "affine_invariance" else 1),
+                float(((x - x.mean(axis=r, keepdims=True)) ** 2).sum(axis=r).max())
+                * (100 if p == "affine_invariance" else 1)) > 6e4
+            for x, r in ((c.batch(i), (0,) + tuple(range(2, c.ndim))) for i in range(c.steps))),
+        witness=Case(dtype="float16", shape=(1, 1, 3, 4), seed=0, log10_scale=0.0,
+                     log10_offset=3.4771212547196626, constant_channel=False, eps=0.1, new_batch_weight=0.0),
+        witness_property="train_forward",
+        advice="run the book's layer in float32: the float16 mean stores its sum in float16"),
+    Divergence(
+        id="gluon-fp16-var-eps-underflow",
+        adapters=("mxnet.gluon",),
+        properties=_FORWARD,
+        reason=("float16 on the CPU: the kernel forms var + DType(eps) in float16 (VARIANCE_TO_INVSTD in "
+                "src/operator/nn/batch_norm-inl.h; float + half_t is half_t), although it accumulates "
+                "in float32; an eps below 2.98e-8 rounds to 0 and a zero-variance channel gives "
+                "0·inf = NaN where the exact output is beta (witness: eps 1e-8, output NaN, oracle beta)"),
+        region=lambda c, p: c.dtype == "float16" and (_min_var_plus_eps(c) < 6e-8 or (
+            p == "affine_invariance" and c.eps < 6e-8 and any(   # a·x + b may round to a constant
+                (x.std(axis=r) < 14 * 2.0 ** -10 * np.abs(x).max(axis=r)).any()
+                for x, r in [(c.x, (0,) + tuple(range(2, c.ndim)))]))),
+        witness=Case(dtype="float16", shape=(4, 2), seed=1, log10_scale=0.0, log10_offset=None,
+                     constant_channel=True, eps=1e-8, new_batch_weight=0.1),
+        witness_property="train_forward",
+        advice="in float16 use eps ≥ 6e-8 (the default 1e-5 is safe), or run BatchNorm in float32"),
+    Divergence(
+        id="gluon-fp16-var-eps-overflow",
+        adapters=("mxnet.gluon",),
+        properties=_FORWARD + ("running_stats", "batch_stats"),
+        reason=("float16 on the CPU: var + eps is formed in float16 (as above) and overflows when "
+                "var + eps > 65504 (|x − mean| ≈ 256 and more), although the sum of squares is float32; "
+                "1/sqrt(inf) = 0, the output collapses to beta and the running variance 1/0² − eps "
+                "becomes inf, or NaN (0·inf) with new-batch weight 0 (witness: var 1.35e5, running var "
+                "NaN where the oracle has 0.2375; output error 0.395 = 86× the bound)"),
+        region=lambda c, p: c.dtype == "float16" and max(
+            float(c.batch(i).var(axis=(0,) + tuple(range(2, c.ndim))).max()) for i in range(c.steps)
+        ) * (100 if p == "affine_invariance" else 1) + c.eps > 6.5e4,
+        witness=Case(dtype="float16", shape=(2, 1), seed=2, log10_scale=2.0, log10_offset=None,
+                     constant_channel=False, eps=0.1, new_batch_weight=0.0),
+        witness_property="running_stats",
+        advice="keep the per-channel std of float16 inputs below 256, or run BatchNorm in float32"),
+    Divergence(
+        id="gluon-momentum-float32",
+        adapters=("mxnet.gluon",),
+        properties=("running_stats",),
+        reason=("the operator keeps momentum as a C++ float (BatchNormParam: `float momentum`, "
+                "src/operator/nn/batch_norm-inl.h): momentum 0.9 is 0.89999998, so the new batch "
+                "weighs 1 − fl32(momentum) = 0.10000002 instead of 0.1, whatever the dtype; float64 "
+                "running statistics are only float32-accurate (witness: float64, weight 0.1, running "
+                "mean off by 3.29e-8 = 9.4e6× the bound)"),
+        region=lambda c, p: float(np.float32(1.0 - c.new_batch_weight)) != 1.0 - c.new_batch_weight,
+        witness=Case(dtype="float64", shape=(2, 1), seed=0, log10_scale=0.0, log10_offset=None,
+                     constant_channel=False, eps=0.1, new_batch_weight=0.1),
+        witness_property="running_stats",
+        advice="expect running statistics accurate to float32 only, even in float64"),
+    Divergence(
+        id="gluon-running-var-from-invstd",
+        adapters=("mxnet.gluon",),
+        properties=("batch_stats", "running_stats"),
+        reason=("the CPU backward does not keep the batch variance: it recovers it from the saved "
+                "1/sqrt(var + eps) as 1/invstd² − eps (INVSTD_TO_VARIANCE, batch_norm-inl.h), with an "
+                "absolute error of a few u·(var + eps); where eps dominates var the running variance "
+                "loses its relative accuracy, and a zero-variance channel gets ±u·eps, even slightly "
+                "negative (witness: float32, eps 0.0316, zero variance: running var 2.48e-9 where the "
+                "oracle has 0, 1.9e3× the bound)"),
+        region=lambda c, p: any(c.eps > float(c.batch(i).var(axis=(0,) + tuple(range(2, c.ndim))).min())
+                                for i in range(c.steps)),
+        witness=Case(dtype="float32", shape=(2, 1), seed=0, log10_scale=0.0, log10_offset=None,
+                     constant_channel=True, eps=0.03162277660168379, new_batch_weight=0.0),
+        witness_property="batch_stats",
+        advice="do not compare running variances far below eps across frameworks; they carry an error of ~u·eps"),
+    Divergence(
+        id="mxnet-scratch-fp16-eps-underflow",
+        adapters=("mxnet.scratch",),
+        properties=_FORWARD,
+        reason=("the book's code computes var + eps in the input dtype: in float16 an eps below "
+                "2.98e-8 rounds away, and a zero-variance channel gives 0/sqrt(0) = NaN where the "
+                "exact output is beta (witness: eps 1e-8, output NaN)"),
+        region=lambda c, p: c.dtype == "float16" and (_min_var_plus_eps(c) < 6e-8 or (
+            p == "affine_invariance" and c.eps < 6e-8 and any(   # a·x + b may round to a constant
+                (x.std(axis=r) < 14 * 2.0 ** -10 * np.abs(x).max(axis=r)).any()
+                for x, r in [(c.x, (0,) + tuple(range(2, c.ndim)))]))),
+        witness=Case(dtype="float16", shape=(4, 2), seed=1, log10_scale=0.0, log10_offset=None,
+                     constant_channel=True, eps=1e-8, new_batch_weight=0.1),
+        witness_property="train_forward",
+        advice="run the book's layer in float32 (its eps 1e-12 vanishes in float16)"),
+    Divergence(
+        id="mxnet-scratch-fp16-square-overflow",
+        adapters=("mxnet.scratch",),
+        properties=_FORWARD + ("running_stats", "batch_stats"),
+        reason=("float16: the book's code squares x − mean in float16, which overflows for "
+                "|x − mean| > 255.9; the variance becomes inf, the output collapses to beta and the "
+                "moving variance to inf, or NaN (0·inf) with new-batch weight 0 (witness: std 100, "
+                "running var NaN where the oracle has 0.2375)"),
+        region=_scratch_square_overflows,
+        witness=Case(dtype="float16", shape=(2, 1), seed=2, log10_scale=2.0, log10_offset=None,
+                     constant_channel=False, eps=0.1, new_batch_weight=0.0),
+        witness_property="running_stats",
+        advice="run the book's layer in float32"),
+    Divergence(
+        id="mxnet-scratch-fp16-grad-overflow",
+        adapters=("mxnet.scratch",),
+        properties=("gradients", "dx_sums_zero"),
+        reason=("float16: the book's code is differentiated by autograd term by term, and the "
+                "intermediates ∂L/∂var = −Σ gamma·dy·(x − mean) / (2 (var + eps)^{3/2}) and "
+                "∂L/∂mean = −Σ gamma·dy/sqrt(var + eps) overflow float16 (> 65504) when var + eps is "
+                "small, although dx itself is representable; x − mean is at least the float16 rounding "
+                "of the mean, so a zero-variance channel with a small eps overflows too (witness: "
+                "var + eps ≈ 1.4e-5, dx NaN; gluon's fused kernel accumulates in float32 and is finite)"),
+        region=lambda c, p: c.dtype == "float16" and any(
+            (g * np.abs(c.dy).sum(axis=r) * (1 / np.sqrt(s2) + (np.abs(x - x.mean(axis=r, keepdims=True)).max(axis=r)
+             + 1e-3 * np.abs(x).max(axis=r)) / (2 * s2 ** 1.5))).max() > 65504 / 4
+            for x, r, g in [(c.x, (0,) + tuple(range(2, c.ndim)), np.abs(c.gamma))]
+            for s2 in [x.var(axis=r) + c.eps]),
+        witness=Case(dtype="float16", shape=(2, 2), seed=323153949, log10_scale=-2.0, log10_offset=None,
+                     constant_channel=False, eps=1e-5, new_batch_weight=0.0),
+        witness_property="gradients",
+        advice="run the book's layer in float32"),
 ]
 
 
