@@ -26,6 +26,7 @@ examples:
   equiv check --adapters mypkg.bn:batch_norm   your own implementation (see README)
   equiv conventions                            measure and write reference/data/conventions.*
   equiv findings                               write reference/data/findings.md
+  equiv porting                                write docs/porting.md from the measured conventions
   equiv vectors                                regenerate reference/data/vectors/
   equiv data [--data-dir D] [--download]       find and verify Fashion-MNIST
   equiv lockstep --impls torch.builtin         BN-LeNet beside the NumPy reference, per layer
@@ -284,6 +285,20 @@ def _lenet(fn_name):
     return run
 
 
+def cmd_porting(args):
+    from equiv.porting import guide
+    path = Path(args.data) / "conventions.json"
+    try:
+        conventions = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read {path} ({e}); run `equiv conventions` first")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(guide(conventions))
+    print(f"written: {out}")
+    return 0
+
+
 def cmd_vectors(args):
     from equiv import vectors
     return vectors.main([args.out] if args.out else [])
@@ -355,6 +370,10 @@ def build_parser():
                                    "plots all runs in the folder.")
     cli_glue.add_train_args(p)
     p.set_defaults(fn=_lenet("train_main"))
+    p = sub.add_parser("porting", help="write docs/porting.md: moving a BatchNorm checkpoint between frameworks")
+    p.add_argument("--data", default="reference/data", help="folder with conventions.json (default reference/data)")
+    p.add_argument("--out", default="docs/porting.md", help="file to write (default docs/porting.md)")
+    p.set_defaults(fn=cmd_porting)
     p = sub.add_parser("vectors", help="regenerate the golden vectors from the oracle",
                        description="Writes the golden cases (inputs, settings, the oracle's outputs and "
                                    "tolerance bounds) as .npz files plus index.json; tests only read them.")

@@ -40,7 +40,7 @@ DECLARED = {
                   default_mode="training", mode_switch="model.train() / model.eval()",
                   batch_of_one="beta"),
     "jax.scratch": C(momentum_is="old_weight", default_momentum=0.9, running_var="biased",
-                     default_eps=1e-5, channel_axis=-1, variance="two-pass",
+                     default_eps=1e-5, channel_axis="none", variance="two-pass",
                      stats_update="forward+init", default_mode="training",
                      mode_switch="BatchNorm(deterministic=True/False)", batch_of_one="beta",
                      configurable=False),
@@ -69,4 +69,14 @@ ARGUMENTS = {
     "jax.scratch": dict(momentum=None, eps=None, axis=None),
     "mxnet.gluon": dict(momentum="momentum", eps="epsilon", axis="axis"),
     "mxnet.scratch": dict(momentum=None, eps=None, axis=None),
+}
+
+# Where each built-in layer keeps its batch-norm state (gamma, beta, running mean, running
+# var), in the framework's own names: what a checkpoint porter reads and writes.
+STATE_NAMES = {
+    "torch.builtin": ("weight", "bias", "running_mean", "running_var"),
+    "tf.keras": ("gamma", "beta", "moving_mean", "moving_variance"),
+    "flax.linen": ("params/scale", "params/bias", "batch_stats/mean", "batch_stats/var"),
+    "flax.nnx": ("scale", "bias", "mean", "var"),
+    "mxnet.gluon": ("gamma", "beta", "running_mean", "running_var"),
 }

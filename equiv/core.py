@@ -31,7 +31,8 @@ class Conventions:
     default_momentum: the framework's own default momentum value.
     running_var:    "unbiased" (÷(m−1)) or "biased" (÷m) batch variance in the running stats.
     default_eps:    eps when none is given (always inside the square root).
-    channel_axis:   channel axis of the framework's native layout (1: NCHW, -1: NHWC).
+    channel_axis:   channel axis of the framework's native layout (1: NCHW, -1: NHWC;
+                    "none": no layout is normalized per channel, as the book's JAX 4-D code).
     variance:       "two-pass" (numerically stable) or "fast" (E[x²] − E[x]²).
     stats_update:   when the running stats change in a training step: "forward",
                     "backward" (only when gradients are computed), "forward+init".

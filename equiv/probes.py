@@ -67,11 +67,12 @@ def default_eps(A):
 
 def variance_algorithm(A):
     """"two-pass" or "fast", from the output of a float32 training forward on a batch with
-    |mean|/std = 1e3: the output's std is sqrt(var/(var̂ + eps)), and E[x²] − E[x]² misses
-    var by ~u·1e6 ≈ 6e-2 where a stable algorithm is within ~1e-5."""
+    |mean|/std = 1e4: the output's std is sqrt(var/(var̂ + eps)), and E[x²] − E[x]² misses
+    var by up to ~u·1e8 ≈ 6 where a stable algorithm is within ~1e-5 (at 1e3 a fast variance
+    can still land within 1e-5 on lucky data: Flax 0.12 did)."""
     a = A(1, 2, dtype="float32")
     a.set_state(gamma=np.ones(1), beta=np.zeros(1), running_mean=np.zeros(1), running_var=np.ones(1))
-    x = _batch((64, 1), seed=3, mean=1e3).astype(np.float32).astype(np.float64)
+    x = _batch((64, 1), seed=3, mean=1e4).astype(np.float32).astype(np.float64)
     y = a.forward_train(x)
     return "fast" if abs(np.std(y) * np.sqrt(1 + a.eps / x.var()) - 1.0) > 1e-3 else "two-pass"
 
@@ -142,7 +143,7 @@ def channel_axis(A):
         expected, _, _ = ref.batch_norm_train(x, np.ones(3), np.zeros(3), eps=a.eps, axis=axis)
         if np.shape(y) == expected.shape and np.allclose(y, expected, atol=1e-3):
             found.append(axis)
-    return found[0] if len(found) == 1 else f"unclear: {found}"
+    return found[0] if len(found) == 1 else ("none" if not found else f"unclear: {found}")
 
 
 PROBES = {

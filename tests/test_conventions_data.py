@@ -43,3 +43,9 @@ def test_findings_md_is_generated_from_data():
     from equiv.known import KNOWN
     assert (DATA / "findings.md").read_text() == render(_committed(), KNOWN), \
         "reference/data/findings.md is stale: run `equiv findings`"
+
+
+def test_porting_guide_is_generated_from_data():
+    from equiv.porting import guide
+    path = Path(reference.__file__).parent.parent / "docs" / "porting.md"
+    assert path.read_text() == guide(_committed()), "docs/porting.md is stale: run `equiv porting`"

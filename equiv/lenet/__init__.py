@@ -30,8 +30,9 @@ import numpy as np
 from equiv.conventions import DECLARED
 
 # framework -> (implementation module, install command)
-FRAMEWORKS = {"torch": ("equiv.lenet.torch_net", "pip install torch==2.13.0")}
-IMPLS = {"torch": ("builtin", "scratch")}
+FRAMEWORKS = {"torch": ("equiv.lenet.torch_net", "pip install torch==2.13.0"),
+              "mxnet": ("equiv.lenet.mxnet_net", "pip install mxnet==1.9.1 'numpy<1.24'")}
+IMPLS = {"torch": ("builtin", "scratch"), "mxnet": ("builtin", "scratch")}
 
 
 def _bn_conventions(label):
@@ -41,9 +42,13 @@ def _bn_conventions(label):
 
 
 # label -> keyword arguments of reference.lenet.forward / loss_and_grads
-CONVENTIONS = {label: _bn_conventions(label) for label in ("torch.builtin", "torch.scratch")}
+CONVENTIONS = {label: _bn_conventions(declared) for label, declared in (
+    ("torch.builtin", "torch.builtin"), ("torch.scratch", "torch.scratch"),
+    ("mxnet.builtin", "mxnet.gluon"), ("mxnet.scratch", "mxnet.scratch"))}
 # torch.builtin: eps 1e-5, new-batch weight 0.1, unbiased running var
 # torch.scratch: eps 1e-5, new-batch weight 0.1, biased running var (hard-coded in the book)
+# mxnet.builtin (gluon.nn.BatchNorm): eps 1e-5, new-batch weight 0.1 (momentum 0.9), biased
+# mxnet.scratch: eps 1e-12, new-batch weight 0.1, biased running var (hard-coded in the book)
 
 
 def labels():

@@ -1,0 +1,99 @@
+"""flax.linen: ``flax.linen.BatchNorm`` (FlaxLinen) and the same with
+``use_fast_variance=False`` (FlaxLinenTwoPass).
+
+Flax's defaults otherwise (axis -1, momentum 0.99, epsilon 1e-5), except that the layer
+is built for the case's dtype: ``dtype`` and ``param_dtype`` are set to it (the default
+param_dtype float32 would round float64 parameters). Batch statistics stay in at least
+float32, as Flax keeps them. Variables live in ``self.variables``; each call is
+a jitted ``module.apply`` with the mode given as ``use_running_average`` and
+``mutable=['batch_stats']``, as a Flax training loop does.
+"""
+from functools import partial
+
+import jax
+import flax.linen as nn
+
+from equiv.adapters import JAX
+from equiv.adapters._jax import DTYPES, array, numpy, sample, stats_dtype, new_layer
+from equiv.conventions import DECLARED
+from equiv.core import Adapter
+
+
+@partial(jax.jit, static_argnums=0)
+def _init(module, x):
+    return module.init(jax.random.key(0), x, use_running_average=False)
+
+
+@partial(jax.jit, static_argnums=(0, 3))
+def _apply(module, variables, x, use_running_average):
+    """One ``module.apply``, jitted (compiled once per module setting and shape)."""
+    return module.apply(variables, x, use_running_average=use_running_average, mutable=["batch_stats"])
+
+
+@partial(jax.jit, static_argnums=0)
+def _step(module, variables, x, dy):
+    """Training forward, the batch stats it writes, and the vjp of dy w.r.t. x and params."""
+    def f(x, params):
+        y, new = module.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                              use_running_average=False, mutable=["batch_stats"])
+        return y, new["batch_stats"]
+    y, vjp, stats = jax.vjp(f, x, variables["params"], has_aux=True)
+    return (y, *vjp(dy), stats)
+
+
+class FlaxLinen(Adapter):
+    name, framework, install = "flax.linen", "flax", JAX
+    conventions = DECLARED[name]
+    dtypes = ("float64", "float32", "float16", "bfloat16")
+    use_fast_variance = True
+
+    def build(self, momentum, eps):
+        new_layer()
+        dt = DTYPES[self.dtype]
+        self.module = nn.BatchNorm(momentum=momentum, epsilon=eps, dtype=dt, param_dtype=dt,
+                                   use_fast_variance=self.use_fast_variance)
+        self.variables = _init(self.module, sample(self.num_features, self.ndim, self.dtype))
+
+    def _x(self, x):
+        return array(x, self.dtype, nhwc=True)
+
+    def set_state(self, gamma, beta, running_mean, running_var):
+        p, s = self.dtype, stats_dtype(self.dtype)
+        self.variables = {"params": {"scale": array(gamma, p), "bias": array(beta, p)},
+                          "batch_stats": {"mean": array(running_mean, "float64").astype(s),
+                                          "var": array(running_var, "float64").astype(s)}}
+
+    def get_state(self):
+        v = self.variables
+        return dict(gamma=numpy(v["params"]["scale"]), beta=numpy(v["params"]["bias"]),
+                    running_mean=numpy(v["batch_stats"]["mean"]), running_var=numpy(v["batch_stats"]["var"]))
+
+    def _train(self, x):
+        y, new = _apply(self.module, self.variables, x, False)
+        self.variables["batch_stats"] = new["batch_stats"]
+        return y
+
+    def forward_train(self, x):
+        return numpy(self._train(self._x(x)), nchw=True)
+
+    def forward_infer(self, x):
+        return numpy(_apply(self.module, self.variables, self._x(x), True)[0], nchw=True)
+
+    def forward_default(self, x):
+        # use_running_average is None in the constructor and the call: Flax raises ValueError
+        return numpy(self.module.apply(self.variables, self._x(x), mutable=["batch_stats"])[0], nchw=True)
+
+    def forward_native(self, x):
+        return numpy(self._train(array(x, self.dtype)))
+
+    def train_step(self, x, dy):
+        y, dx, dparams, self.variables["batch_stats"] = _step(self.module, self.variables, self._x(x),
+                                                              array(dy, self.dtype, nhwc=True))
+        return numpy(y, nchw=True), numpy(dx, nchw=True), numpy(dparams["scale"]), numpy(dparams["bias"])
+
+
+class FlaxLinenTwoPass(FlaxLinen):
+    """The same layer with ``use_fast_variance=False``: var = mean((x − mean)²)."""
+    name = "flax.linen.two_pass"
+    conventions = DECLARED[name]
+    use_fast_variance = False

@@ -1,0 +1,78 @@
+"""flax.nnx: ``flax.nnx.BatchNorm``, a stateful module.
+
+Flax's defaults (axis -1, momentum 0.99, epsilon 1e-5, ``use_running_average=False``:
+a fresh layer trains), except that ``dtype`` and ``param_dtype`` are set to the case's
+dtype (the default param_dtype float32 would round float64 parameters). A fresh layer's
+batch statistics are float32 whatever the dtype, and its in-place update keeps them
+float32 (tests/test_jax_findings.py); ``set_state`` replaces the values, as restoring a
+checkpoint with ``nnx.update`` does, so they are held in max(dtype, float32) like Flax's
+reductions. The mode is
+switched with ``model.train()`` / ``model.eval()``. Calls are ``nnx.jit``-ted; gradients come from
+``nnx.vjp``, which carries the batch-stat update out, as in a real ``nnx`` training step.
+"""
+from flax import nnx
+
+from equiv.adapters import JAX
+from equiv.adapters._jax import DTYPES, array, numpy, stats_dtype, new_layer
+from equiv.conventions import DECLARED
+from equiv.core import Adapter
+
+
+@nnx.jit
+def _call(m, x):
+    return m(x)
+
+
+@nnx.jit
+def _step(m, x, dy):
+    y, vjp = nnx.vjp(lambda m, x: m(x), m, x, graph=False)   # carries the batch-stat update out
+    dm, dx = vjp(dy)
+    return y, dx, dm.scale[...], dm.bias[...]
+
+
+class FlaxNNX(Adapter):
+    name, framework, install = "flax.nnx", "flax", JAX
+    conventions = DECLARED[name]
+    dtypes = ("float64", "float32", "float16", "bfloat16")
+
+    def build(self, momentum, eps):
+        new_layer()
+        dt = DTYPES[self.dtype]
+        self.module = nnx.BatchNorm(self.num_features, momentum=momentum, epsilon=eps, dtype=dt,
+                                    param_dtype=dt, rngs=nnx.Rngs(0))
+
+    def _x(self, x):
+        return array(x, self.dtype, nhwc=True)
+
+    def set_state(self, gamma, beta, running_mean, running_var):
+        # replaces the values, as nnx.update does when a checkpoint is restored
+        m, s = self.module, stats_dtype(self.dtype)
+        m.scale.set_value(array(gamma, self.dtype))
+        m.bias.set_value(array(beta, self.dtype))
+        m.mean.set_value(array(running_mean, "float64").astype(s))
+        m.var.set_value(array(running_var, "float64").astype(s))
+
+    def get_state(self):
+        m = self.module
+        return dict(gamma=numpy(m.scale[...]), beta=numpy(m.bias[...]),
+                    running_mean=numpy(m.mean[...]), running_var=numpy(m.var[...]))
+
+    def forward_train(self, x):
+        self.module.train()
+        return numpy(_call(self.module, self._x(x)), nchw=True)
+
+    def forward_infer(self, x):
+        self.module.eval()
+        return numpy(_call(self.module, self._x(x)), nchw=True)
+
+    def forward_default(self, x):
+        return numpy(_call(self.module, self._x(x)), nchw=True)
+
+    def forward_native(self, x):
+        self.module.train()
+        return numpy(_call(self.module, array(x, self.dtype)))
+
+    def train_step(self, x, dy):
+        self.module.train()
+        y, dx, dgamma, dbeta = _step(self.module, self._x(x), array(dy, self.dtype, nhwc=True))
+        return numpy(y, nchw=True), numpy(dx, nchw=True), numpy(dgamma), numpy(dbeta)

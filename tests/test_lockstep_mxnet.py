@@ -1,0 +1,203 @@
+"""MXNet BN-LeNet (equiv.lenet.mxnet_net) in lockstep with the NumPy reference, planted
+differences, the float32 momentum of gluon seen in a whole net, the training loop."""
+import argparse
+import json
+import types
+
+import numpy as np
+import pytest
+
+mx = pytest.importorskip("mxnet", reason="install it with: pip install mxnet==1.9.1 'numpy<1.24'")
+
+from equiv.dtypes import round_to  # noqa: E402
+from equiv.lenet import CONVENTIONS, cli_glue, lockstep, mxnet_net, synthetic, train  # noqa: E402
+from reference import lenet as ref  # noqa: E402
+
+STEPS, BATCH = 5, 16
+# gluon's momentum 0.9 as the C++ float the operator keeps (equiv.known: gluon-momentum-float32)
+GLUON_WEIGHT = 1.0 - float(np.float32(0.9))          # 0.10000002384185791, not 0.1
+
+
+def _patched(**overrides):
+    """mxnet_net with some protocol functions replaced (a planted difference)."""
+    return types.SimpleNamespace(**{**vars(mxnet_net), **overrides})
+
+
+def _check_agrees(r, dtype):
+    assert r["first_divergence"] is None, r["first_divergence"]
+    assert r["passed"] and len(r["per_step"]) == STEPS
+    tol = lockstep.tolerance(dtype, BATCH)
+    assert tol < (1e-12 if dtype == "float64" else 1e-4)
+    assert max(r["max_rel_error"].values()) <= tol
+    # every quantity was compared: 16 activations, the loss, 18 parameters, 8 running stats
+    assert len(r["max_rel_error"]) == len(ref.ACTIVATIONS) + 1 + len(ref.PARAM_NAMES) + 8
+    json.dumps(r, allow_nan=False)                       # JSON-able, no NaN/inf
+
+
+@pytest.mark.parametrize("impl,dtype", [("builtin", "float32"), ("scratch", "float32"), ("scratch", "float64")])
+def test_agrees_with_reference(impl, dtype):
+    r = lockstep.run(mxnet_net, impl, steps=STEPS, dtype=dtype, seed=3, batch=BATCH)
+    _check_agrees(r, dtype)
+    assert r["conventions"] == CONVENTIONS[f"mxnet.{impl}"]
+
+
+def test_gluon_float64_running_stats_are_float32_accurate():
+    """Finding gluon-momentum-float32 in the net: in float64 everything agrees except the running
+    statistics, first named at step 1 in bn1.running_mean, whose error is exactly the error of the
+    new-batch weight (the running mean starts at 0, so it is weight·mean)."""
+    r = lockstep.run(mxnet_net, "builtin", steps=STEPS, dtype="float64", seed=3, batch=BATCH)
+    f = r["first_divergence"]
+    assert (f["step"], f["kind"], f["layer"]) == (1, "state", "bn1.running_mean")
+    assert f["rel_error"] == pytest.approx(abs(GLUON_WEIGHT - 0.1) / 0.1, rel=1e-6)   # 2.38e-7
+    tol = lockstep.tolerance("float64", BATCH)
+    assert all(v <= tol for k, v in r["max_rel_error"].items() if not k.startswith("state:"))
+
+
+def test_gluon_float64_agrees_with_its_float32_momentum():
+    """The same run against the reference given gluon's actual weight 1 − fl32(0.9): every
+    quantity, running statistics included, is within the float64 tolerance, so the float32
+    momentum is the whole difference."""
+    conv = dict(CONVENTIONS["mxnet.builtin"], new_batch_weight=GLUON_WEIGHT)
+    r = lockstep.run(mxnet_net, "builtin", steps=STEPS, dtype="float64", seed=3, batch=BATCH, conventions=conv)
+    _check_agrees(r, "float64")
+
+
+def test_planted_eps_is_named_at_its_layer():
+    """bn2's eps 1e-5 -> 1e-3 in the gluon net: step 1, layer bn2 (not conv1, not the output)."""
+    def build(impl, dtype, device):
+        net = mxnet_net.build(impl, dtype, device)
+        net.bn2._kwargs["eps"] = 1e-3
+        return net
+    r = lockstep.run(_patched(build=build), "builtin", steps=2, dtype="float32", batch=BATCH)
+    f = r["first_divergence"]
+    assert (f["step"], f["kind"], f["layer"]) == (1, "act", "bn2")
+    step1 = r["per_step"][0]
+    tol = lockstep.tolerance("float32", BATCH)
+    for upstream in ("conv1", "bn1", "sig1", "pool1", "conv2"):
+        assert step1["delta"][upstream] <= tol
+    assert step1["delta"]["bn2"] > 10 * tol
+    assert step1["rate"]["bn2"] == max(step1["rate"][k] for k in ref.ACTIVATIONS[1:])  # LEMON's R peaks there
+
+
+def test_planted_weight_scale_is_named_at_its_layer():
+    """fc2.weight scaled by 1 + 1e-4 after loading (scratch, float64): step 1, layer fc2."""
+    def load_params(net, params):
+        mxnet_net.load_params(net, params)
+        net.fc2.weight.set_data(net.fc2.weight.data() * (1 + 1e-4))
+    r = lockstep.run(_patched(load_params=load_params), "scratch", steps=2, dtype="float64", batch=BATCH)
+    f = r["first_divergence"]
+    assert (f["step"], f["kind"], f["layer"]) == (1, "act", "fc2")
+
+
+def test_wrong_running_var_convention_is_named_in_the_state():
+    """mxnet.scratch (biased running var) checked against an unbiased convention: the
+    activations and parameters agree; bn1's running variance differs at step 1."""
+    conv = dict(CONVENTIONS["mxnet.scratch"], unbiased=True)
+    r = lockstep.run(mxnet_net, "scratch", steps=2, dtype="float64", batch=BATCH, conventions=conv)
+    f = r["first_divergence"]
+    assert (f["step"], f["kind"], f["layer"]) == (1, "state", "bn1.running_var")
+    tol = lockstep.tolerance("float64", BATCH)
+    assert all(v <= tol for k, v in r["max_rel_error"].items() if not k.startswith("state:"))
+
+
+@pytest.mark.parametrize("impl", mxnet_net.IMPLS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_weight_transfer_is_exact(impl, dtype):
+    params = ref.init_params(7)
+    net = mxnet_net.build(impl, dtype, "cpu")
+    mxnet_net.load_params(net, params)
+    got = mxnet_net.get_params(net)
+    assert list(got) == list(ref.PARAM_NAMES)
+    for k, v in params.items():
+        assert got[k].shape == v.shape, k
+        np.testing.assert_array_equal(got[k], round_to(v, dtype), err_msg=k)
+    state = mxnet_net.get_state(net)
+    assert list(state) == list(ref.init_state())
+    for k, v in ref.init_state().items():
+        np.testing.assert_array_equal(state[k], v, err_msg=k)
+
+
+def test_gluon_layouts_are_pytorch_layouts():
+    """Conv2D weights (out, in, kh, kw) and Dense weights (out, in): the reference's shapes."""
+    net = mxnet_net.build("builtin", "float32", "cpu")
+    for name, shape in ref.LAYERS.items():
+        assert getattr(net, name).weight.shape == shape, name
+
+
+def test_evaluate_uses_the_running_statistics():
+    """Inference mode: with the reference's state after two steps, evaluate's loss equals the
+    reference's inference forward (scratch, float64)."""
+    x, y = synthetic(48, 1)
+    conv = CONVENTIONS["mxnet.scratch"]
+    params, state = ref.init_params(1), ref.init_state()
+    net = mxnet_net.build("scratch", "float64", "cpu")
+    mxnet_net.load_params(net, params)
+    for i in (0, 16):
+        mxnet_net.step(net, x[i:i + 16], y[i:i + 16], 0.1, capture=False)
+        _, grads, state, _ = ref.loss_and_grads(params, state, x[i:i + 16], y[i:i + 16], **conv)
+        params = ref.sgd_step(params, grads, 0.1)
+    loss, acc = mxnet_net.evaluate(net, x, y, batch=20)
+    logits, _, _ = ref.forward(params, state, x, training=False, **conv)
+    loss_r, _ = ref.cross_entropy(logits, y)
+    assert loss == pytest.approx(loss_r, rel=1e-12)
+    assert acc == np.mean(logits.argmax(axis=1) == y)
+
+
+def test_trainer_sgd_rounds_the_learning_rate_to_float32():
+    """Why mxnet_net writes its SGD step by hand: gluon.Trainer('sgd') (the book's) updates a
+    float64 weight with lr as a C++ float, w − fl32(0.1)·g, not w − 0.1·g."""
+    from mxnet import autograd, gluon
+    from mxnet import np as mnp
+    p = gluon.Parameter("w", shape=(1,))
+    p.initialize()
+    p.cast("float64")
+    p.set_data(mnp.array([1.0], dtype="float64"))
+    trainer = gluon.Trainer([p], "sgd", {"learning_rate": 0.1})
+    with autograd.record():
+        loss = p.data().sum()                 # gradient 1
+    loss.backward()
+    trainer.step(1)
+    assert float(p.data().item()) == 1.0 - float(np.float32(0.1)) != 1.0 - 0.1
+
+
+def test_gluon_float32_sums_a_channel_sequentially():
+    """Gluon's CPU kernel adds a channel's values one by one in a float32 accumulator
+    (BatchNormBackwardImpl: sumGradOut += *gradOut_data, AccReal = float for float32), so its
+    sums lose what a pairwise or float64 sum keeps: dbeta of dy = [1e8, 1 ×1000, −1e8] is 0,
+    not 1000. On Fashion-MNIST (bn1: 128·24·24 values a channel) this takes gluon's float32
+    lockstep past the tolerance (the bound assumes no sqrt(m)·u32 term)."""
+    from mxnet import autograd
+    from mxnet import np as mnp
+    from mxnet.gluon import nn
+    dy = np.array([1e8] + [1.0] * 1000 + [-1e8]).reshape(-1, 1)
+    assert float(np.sum(dy.astype(np.float32), dtype=np.float64)) == 1000.0
+    layer = nn.BatchNorm(in_channels=1)
+    layer.initialize()
+    x = mnp.array(np.arange(dy.size, dtype=np.float64).reshape(-1, 1), dtype="float32")
+    with autograd.record():
+        out = layer(x)
+    out.backward(mnp.array(dy, dtype="float32"))
+    assert float(layer.beta.grad().item()) == 0.0
+
+
+def test_training_runs_and_is_reproducible():
+    x, y = synthetic(96, 0)
+    data = dict(train_x=x, train_y=y, test_x=x[:32], test_y=y[:32])
+    runs = [train.train(mxnet_net, impl, data, epochs=1, lr=0.1, batch=32, seed=0, progress=False)
+            for impl in ("builtin", "builtin", "scratch")]
+    assert runs[0]["label"] == "mxnet.builtin" and runs[2]["label"] == "mxnet.scratch"
+    for run in runs:
+        (h,) = run["history"]
+        assert np.isfinite(h["train_loss"]) and 0 <= h["train_acc"] <= 1 and 0 <= h["test_acc"] <= 1
+    assert runs[1]["history"][0]["train_loss"] == runs[0]["history"][0]["train_loss"]
+
+
+def test_cli_lockstep_knows_mxnet(tmp_path, capsys):
+    p = cli_glue.add_lockstep_args(argparse.ArgumentParser())
+    out = tmp_path / "ls.json"
+    code = cli_glue.lockstep_main(p.parse_args(["--impls", "mxnet.builtin,mxnet.scratch", "--steps", "2",
+                                                "--batch", "8", "--dtype", "float32", "--out", str(out)]))
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "mxnet.builtin" in printed and "mxnet.scratch" in printed
+    assert [r["label"] for r in json.loads(out.read_text())] == ["mxnet.builtin", "mxnet.scratch"]
