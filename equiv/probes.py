@@ -168,7 +168,7 @@ def matches(field, measured, declared):
     if declared == "n/a":          # not claimed (an external function has no default mode)
         return True
     if isinstance(declared, float):
-        return bool(np.isclose(measured, declared, rtol=0.05, atol=0))
+        return isinstance(measured, (int, float)) and bool(np.isclose(measured, declared, rtol=0.05, atol=0))
     return measured == declared
 
 
