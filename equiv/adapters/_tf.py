@@ -6,6 +6,8 @@ as (N, H, W, C) and comes back transposed. (N, C) needs no change.
 import numpy as np
 import tensorflow as tf
 
+from equiv.core import Adapter
+
 DTYPES = {"float64": tf.float64, "float32": tf.float32,
           "float16": tf.float16, "bfloat16": tf.bfloat16}
 
@@ -32,3 +34,47 @@ def numpy(t):
 def native_shape(ndim, channels):
     """The input shape a channels-last layer is built for."""
     return (None, channels) if ndim == 2 else (None, None, None, channels)
+
+
+class KerasLayerAdapter(Adapter):
+    """The protocol for a Keras layer with gamma, beta, moving_mean and moving_variance
+    (Keras' own BatchNormalization and the book's layer alike); ``build`` creates
+    ``self.layer``."""
+
+    def _vars(self):
+        l = self.layer
+        return dict(gamma=l.gamma, beta=l.beta, running_mean=l.moving_mean, running_var=l.moving_variance)
+
+    def set_state(self, gamma, beta, running_mean, running_var):
+        values = dict(gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var)
+        for k, v in self._vars().items():
+            v.assign(tensor(values[k], self.dtype))
+
+    def get_state(self):
+        return {k: numpy(v) for k, v in self._vars().items()}
+
+    def _call(self, x, **kw):
+        return to_nchw(numpy(self.layer(tensor(to_nhwc(x), self.dtype), **kw)))
+
+    def forward_train(self, x):
+        return self._call(x, training=True)
+
+    def forward_infer(self, x):
+        return self._call(x, training=False)
+
+    def forward_default(self, x):
+        return self._call(x)
+
+    def forward_native(self, x):
+        return numpy(self.layer(tensor(x, self.dtype), training=True))
+
+    def train_step(self, x, dy):
+        l = self.layer
+        xt = tensor(to_nhwc(x), self.dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y = l(xt, training=True)
+        # backward of sum(y·dy): dy is the upstream gradient of y
+        dx, dgamma, dbeta = tape.gradient(y, [xt, l.gamma, l.beta],
+                                          output_gradients=tensor(to_nhwc(dy), self.dtype))
+        return to_nchw(numpy(y)), to_nchw(numpy(dx)), numpy(dgamma), numpy(dbeta)

@@ -14,24 +14,20 @@ method did nothing. That is all the subclass adds. The dtype is the layer's ``dt
 argument (a Keras dtype policy: variables and computation in that dtype). The mode is
 the ``training`` argument, which has no default: a plain call raises TypeError on Keras 3.
 """
-import tensorflow as tf
 
 from equiv.adapters import TF
-from equiv.adapters._tf import native_shape, numpy, tensor, to_nchw, to_nhwc
+from equiv.adapters._tf import KerasLayerAdapter, native_shape
 from equiv.book import d2l_tensorflow as book
 from equiv.conventions import DECLARED
-from equiv.core import Adapter
 
 BOOK_EPS, BOOK_MOMENTUM = 1e-5, 0.1
-
 
 class BookLayer(book.BatchNorm):
     def add_update(self, updates):
         """Keras 2's ``Layer.add_update`` for the book's non-callable updates: nothing to do."""
         return None
 
-
-class TFScratch(Adapter):
+class TFScratch(KerasLayerAdapter):
     name, framework, install = "tf.scratch", "tensorflow-cpu", TF
     conventions = DECLARED[name]
     dtypes = ("float64", "float32", "float16", "bfloat16")
@@ -40,41 +36,3 @@ class TFScratch(Adapter):
         self.eps, self.new_batch_weight = BOOK_EPS, BOOK_MOMENTUM   # hard-coded in the book's layer
         self.layer = BookLayer(dtype=self.dtype)
         self.layer.build(native_shape(self.ndim, self.num_features))
-
-    def _vars(self):
-        l = self.layer
-        return dict(gamma=l.gamma, beta=l.beta, running_mean=l.moving_mean, running_var=l.moving_variance)
-
-    def set_state(self, gamma, beta, running_mean, running_var):
-        values = dict(gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var)
-        for k, v in self._vars().items():
-            v.assign(tensor(values[k], self.dtype))
-
-    def get_state(self):
-        return {k: numpy(v) for k, v in self._vars().items()}
-
-    def _call(self, x, **kw):
-        return to_nchw(numpy(self.layer(tensor(to_nhwc(x), self.dtype), **kw)))
-
-    def forward_train(self, x):
-        return self._call(x, training=True)
-
-    def forward_infer(self, x):
-        return self._call(x, training=False)
-
-    def forward_default(self, x):
-        return self._call(x)
-
-    def forward_native(self, x):
-        return numpy(self.layer(tensor(x, self.dtype), training=True))
-
-    def train_step(self, x, dy):
-        l = self.layer
-        xt = tensor(to_nhwc(x), self.dtype)
-        with tf.GradientTape() as tape:
-            tape.watch(xt)
-            y = l(xt, training=True)
-        # backward of sum(y·dy): dy is the upstream gradient of y
-        dx, dgamma, dbeta = tape.gradient(y, [xt, l.gamma, l.beta],
-                                          output_gradients=tensor(to_nhwc(dy), self.dtype))
-        return to_nchw(numpy(y)), to_nchw(numpy(dx)), numpy(dgamma), numpy(dbeta)
