@@ -211,14 +211,19 @@ def cmd_conventions(args):
     return 0
 
 
+def _read_conventions(data):
+    path = Path(data) / "conventions.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read {path} ({e}); run `equiv conventions` first")
+
+
 def cmd_findings(args):
     from equiv.findings import render
     from equiv.known import KNOWN
     data = Path(args.data)
-    try:
-        conventions = json.loads((data / "conventions.json").read_text())
-    except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read {data / 'conventions.json'} ({e}); run `equiv conventions` first")
+    conventions = _read_conventions(data)
     (data / "findings.md").write_text(render(conventions, KNOWN))
     print(f"written: {data / 'findings.md'} ({len(KNOWN)} documented divergences)")
     return 0
@@ -287,11 +292,7 @@ def _lenet(fn_name):
 
 def cmd_porting(args):
     from equiv.porting import guide
-    path = Path(args.data) / "conventions.json"
-    try:
-        conventions = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read {path} ({e}); run `equiv conventions` first")
+    conventions = _read_conventions(args.data)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(guide(conventions))
