@@ -111,9 +111,14 @@ def lockstep_main(args):
             results.append(r)
             g, f = r["max_rel_error_by_kind"], r["first_divergence"]
             where = "none" if f is None else f"step {f['step']}, {f['kind']} {f['layer']} ({f['rel_error']:.2g})"
+            for known in lenet.net_findings(label, d, r["data"]):
+                if f is not None and (f["step"], f["kind"], f["layer"]) == known.where:
+                    where += f"  documented: {known.id}"
             print(f"{label:<15} {d:<8} {g['loss']:9.2e} {g['act']:9.2e} {g['param']:9.2e} {g['state']:9.2e} "
                   f"{r['tolerance']:9.2e}  {where}")
     src = results[0]["data"]
+    if any(r["first_divergence"] for r in results):
+        print("documented divergences: reference/data/findings.md (BN-LeNet section)")
     print(f"max normwise relative error over {steps} steps (batch {batch}, lr {lr:g}, seed {seed}, "
           f"{src} data) against the NumPy float64 reference")
     out = getattr(args, "out", None)

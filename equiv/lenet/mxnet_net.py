@@ -28,7 +28,7 @@ from mxnet import np as mnp
 from mxnet.gluon import nn
 
 from equiv.adapters.mxnet_scratch import BOOK_EPS, BOOK_MOMENTUM
-from equiv.book import d2l_mxnet as book   # also sets npx.set_np(), the book's semantics
+from equiv.book import d2l_mxnet as book  # also sets npx.set_np(), the book's semantics
 from equiv.conventions import DECLARED
 from equiv.lenet import CONVENTIONS
 from reference.lenet import BN_LAYERS, PARAM_NAMES, init_state

@@ -6,6 +6,11 @@ starts from the same weights (``reference.lenet.init_params(seed)``) and sees th
 shuffled order (``equiv.lenet.epoch_order(n, seed, epoch)``; the last batch of an epoch
 is the remainder, as the book's DataLoader gives it).
 
+A module may offer ``train_epoch(net, X, Y, order, lr, batch) -> (per-step mean losses,
+correct training predictions)``, a whole epoch in one call (JAX: one ``lax.scan``; torch on
+CUDA: a captured CUDA graph replayed per step); it must give what the ``step`` loop gives,
+and ``train`` then uses it.
+
 Per epoch: mean training loss and training accuracy over the epoch's steps (training mode,
 as the weights move), test accuracy in inference mode, and the seconds the epoch's
 training took. ``write_run`` stores them as JSON (read by ``equiv.report``); ``plot_runs``
@@ -66,25 +71,33 @@ def train(impl_module, impl, data, *, epochs=10, lr=0.1, batch=128, seed=0, dtyp
     n = len(y_host)
     steps = math.ceil(n / batch)
     label = f"{impl_module.FRAMEWORK}.{impl}"
+    fast = getattr(impl_module, "train_epoch", None)
     history = []
     for epoch in range(epochs):
         order = epoch_order(n, seed, epoch)
-        bar = _Bar(steps, f"{label} epoch {epoch + 1}/{epochs}", progress)
-        loss_sum, correct = 0.0, 0
         t0 = time.perf_counter()
-        for b in range(steps):
-            idx = order[b * batch:(b + 1) * batch]
-            loss, acts = impl_module.step(net, X[idx], Y[idx], lr, capture=False)
-            loss_sum += loss * len(idx)
-            correct += int((acts["fc3"].argmax(axis=1) == y_host[idx]).sum())
-            bar.update(loss=loss)
+        if fast is not None:               # the module's whole-epoch path (lax.scan, a CUDA graph)
+            bar = _Bar(1, f"{label} epoch {epoch + 1}/{epochs}", progress)
+            losses, correct = fast(net, X, Y, order, lr, batch)
+            sizes = np.minimum(batch, n - batch * np.arange(steps))
+            loss_sum = float(np.dot(np.asarray(losses, dtype=np.float64), sizes))
+            bar.update(loss=float(losses[-1]))
+        else:
+            bar = _Bar(steps, f"{label} epoch {epoch + 1}/{epochs}", progress)
+            loss_sum, correct = 0.0, 0
+            for b in range(steps):
+                idx = order[b * batch:(b + 1) * batch]
+                loss, acts = impl_module.step(net, X[idx], Y[idx], lr, capture=False)
+                loss_sum += loss * len(idx)
+                correct += int((acts["fc3"].argmax(axis=1) == y_host[idx]).sum())
+                bar.update(loss=loss)
         seconds = time.perf_counter() - t0
         bar.close()
         if not math.isfinite(loss_sum):
             raise FloatingPointError(f"{label}: the training loss became {loss_sum} in epoch {epoch + 1} "
                                      f"(lr {lr} too large?)")
         _, test_acc = impl_module.evaluate(net, Xt, Yt, 1024)
-        history.append(dict(epoch=epoch + 1, train_loss=loss_sum / n, train_acc=correct / n,
+        history.append(dict(epoch=epoch + 1, train_loss=loss_sum / n, train_acc=int(correct) / n,
                             test_acc=test_acc, seconds=seconds))
     return dict(label=label, framework=impl_module.FRAMEWORK, version=impl_module.version(), impl=impl,
                 device=_device_name(device), dtype=dtype, seed=seed, lr=lr, batch=batch, epochs=epochs,
