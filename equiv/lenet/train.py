@@ -140,28 +140,41 @@ def plot_runs(folder, png=None):
     except ImportError:
         raise ImportError("plotting the training curves needs matplotlib; install it with: "
                           "pip install matplotlib") from None
+    from equiv.lenet import runs as runs_mod
     folder = Path(folder)
-    runs = []
-    for p in sorted(folder.glob("*.json")):
-        try:
-            r = json.loads(p.read_text())
-        except ValueError:
-            continue
-        if isinstance(r, dict) and r.get("history"):
-            runs.append((p.stem, r))
+    runs = runs_mod.load(folder)
+    try:
+        summary = runs_mod.summarize(runs)
+    except ValueError:                     # fewer than 3 seeds of any implementation: no band
+        summary = None
+    in_band = set()
+    if summary:
+        in_band = {(summary["band_label"], seed) for seed in summary["seeds"]}
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, key, title in zip(axes, ("train_loss", "train_acc", "test_acc"),
                               ("training loss", "training accuracy", "test accuracy")):
-        for stem, r in runs:
+        for r in runs:
             h = r["history"]
-            ax.plot([e["epoch"] for e in h], [e[key] for e in h], marker=".",
-                    label=f"{r.get('label', stem)} lr {r.get('lr', '?')} ({r.get('device', '?').split(' ')[0]})")
+            xs, ys = [e["epoch"] for e in h], [e[key] for e in h]
+            if (r["label"], r.get("seed")) in in_band:       # the band's seeds: thin grey lines
+                ax.plot(xs, ys, color="0.6", lw=0.8, zorder=1)
+                continue
+            ax.plot(xs, ys, marker=".", label=f"{r['label']} lr {r.get('lr', '?')} seed {r.get('seed', '?')} "
+                                               f"({r.get('device', '?').split(' ')[0]})")
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
+    if summary:
+        lb = summary["loss_band"]
+        epochs = range(1, len(lb) + 1)
+        axes[0].fill_between(epochs, [b["lo"] for b in lb], [b["hi"] for b in lb], color="0.8", zorder=0,
+                             label=f"{summary['band_label']}, {len(summary['seeds'])} seeds: 99 % band")
+        a = summary["test_acc_band"]
+        axes[2].fill_between([len(lb) - 0.3, len(lb) + 0.3], a["lo"], a["hi"], color="0.8", zorder=0,
+                             label="final accuracy band")
     if runs:
-        axes[0].legend(fontsize=7)
+        axes[0].legend(fontsize=6)
     fig.suptitle("BN-LeNet on Fashion-MNIST")
     fig.tight_layout()
     png = Path(png) if png else folder / "runs.png"

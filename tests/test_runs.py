@@ -1,0 +1,92 @@
+"""The seed band of BN-LeNet runs (equiv.lenet.runs), `equiv runs`, and the committed runs
+under reference/data/runs checked against their band. NumPy only."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from equiv import cli, lenet
+from equiv.lenet import runs
+
+RUNS = Path(__file__).resolve().parent.parent / "reference" / "data" / "runs"
+
+
+def _run(label, seed, accs, losses, lr=0.1, device="cpu (x86_64)"):
+    hist = [dict(epoch=i + 1, train_loss=l, train_acc=0.5, test_acc=a, seconds=1.0 + i)
+            for i, (a, l) in enumerate(zip(accs, losses))]
+    return dict(label=label, seed=seed, lr=lr, batch=128, device=device, version="x", history=hist)
+
+
+def test_band_is_the_99_percent_prediction_interval():
+    mean, lo, hi = runs.band([0.0, 1.0, 2.0])           # mean 1, s = 1, n = 3, t(0.995, 2) = 9.925
+    assert mean == 1.0
+    assert hi - mean == pytest.approx(9.925 * math.sqrt(1 + 1 / 3))
+    assert mean - lo == pytest.approx(hi - mean)
+    assert runs.t995(4) == 4.604 and runs.t995(25) == runs.T995[20]    # df rounded down: wider
+    with pytest.raises(ValueError, match="at least 3"):
+        runs.band([1.0, 2.0])
+
+
+def test_summary_checks_every_run_of_the_setting(tmp_path):
+    seeds = [_run("a.builtin", s, [0.80, 0.85 + 0.001 * s], [0.6 + 0.01 * s, 0.40 + 0.001 * s]) for s in range(4)]
+    inside = _run("b.scratch", 0, [0.81, 0.852], [0.61, 0.401])
+    acc_out = _run("c.builtin", 0, [0.81, 0.70], [0.6, 0.401])
+    loss_out = _run("d.builtin", 0, [0.81, 0.851], [0.9, 0.401])
+    other_lr = _run("b.scratch", 0, [0.8, 0.1], [0.6, 2.0], lr=0.5)
+    for r in [*seeds, inside, acc_out, loss_out, other_lr]:
+        (tmp_path / f"{r['label']}_{r['lr']}_{r['seed']}.json").write_text(json.dumps(r))
+    (tmp_path / "not-a-run.json").write_text("[1, 2]")
+    s = runs.summarize(runs.load(tmp_path))
+    assert s["band_label"] == "a.builtin" and s["seeds"] == [0, 1, 2, 3] and s["lr"] == 0.1
+    rows = {r["label"]: r for r in s["runs"] if not r["in_band_group"]}
+    assert rows["b.scratch"]["acc_in_band"] and rows["b.scratch"]["loss_in_band"]
+    assert not rows["c.builtin"]["acc_in_band"] and rows["c.builtin"]["loss_in_band"]
+    assert rows["d.builtin"]["acc_in_band"] and not rows["d.builtin"]["loss_in_band"]
+    assert rows["d.builtin"]["worst_loss_epoch"] == 1
+    assert [o["lr"] for o in s["other_settings"]] == [0.5]          # a different lr is not compared
+    md = runs.markdown(s)
+    assert "| c.builtin | cpu | 0 | 0.7000 | **no** |" in md and "lr 0.5" in md
+    with pytest.raises(ValueError, match="3 or more seeds"):
+        runs.summarize(runs.load(tmp_path), label="b.scratch")
+
+
+def test_cli_runs_writes_the_summary_and_exits_1_outside_the_band(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the plot needs: pip install matplotlib")
+    for s in range(3):
+        (tmp_path / f"a{s}.json").write_text(json.dumps(_run("a.builtin", s, [0.8, 0.85 + 0.002 * s], [0.5, 0.4])))
+    assert cli.main(["runs", "--folder", str(tmp_path)]) == 0
+    assert (tmp_path / "summary.md").exists() and (tmp_path / "runs.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "c.json").write_text(json.dumps(_run("c.builtin", 0, [0.8, 0.5], [0.5, 0.4])))
+    assert cli.main(["runs", "--folder", str(tmp_path), "--no-write"]) == 1
+    assert cli.main(["runs", "--folder", str(tmp_path / "missing")]) == 2
+    assert "train first" in capsys.readouterr().err
+
+
+# --- the committed runs ---------------------------------------------------------------
+
+def _committed():
+    if not any(RUNS.glob("*.json")):
+        pytest.skip("no committed runs under reference/data/runs")
+    return runs.summarize(runs.load(RUNS))
+
+
+def test_committed_runs_cover_every_implementation():
+    labels = {r["label"] for r in runs.load(RUNS)}
+    missing = sorted(set(lenet.labels()) - labels)
+    assert not missing, f"no committed 10-epoch run for {missing}; make one with equiv train"
+
+
+def test_committed_runs_are_in_the_seed_band():
+    s = _committed()
+    assert len(s["seeds"]) >= 5 and s["epochs"] == 10 and s["lr"] == 0.1 and s["batch"] == 128
+    outside = [(r["label"], r["seed"], r["final_test_acc"]) for r in s["runs"] if not r["acc_in_band"]]
+    band = s["test_acc_band"]
+    assert not outside, f"outside the band [{band['lo']:.4f}, {band['hi']:.4f}]: {outside}"
+
+
+def test_committed_summary_is_up_to_date():
+    s = _committed()
+    path = RUNS / "summary.md"
+    assert path.exists(), "run `equiv runs` to write reference/data/runs/summary.md"
+    assert runs.markdown(s) in path.read_text(), "summary.md is stale: run `equiv runs`"
