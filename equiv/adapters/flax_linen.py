@@ -50,6 +50,9 @@ class FlaxLinen(Adapter):
     def build(self, momentum, eps):
         new_layer()
         dt = DTYPES[self.dtype]
+        # Flax weighs the batch by 1 − momentum: for a tiny w that is 1 − fl(1 − w), up to half
+        # an ulp of 1 off w; report the weight the layer really applies, as the Keras adapter does.
+        self.new_batch_weight = self.conventions.new_batch_weight(momentum)
         self.module = nn.BatchNorm(momentum=momentum, epsilon=eps, dtype=dt, param_dtype=dt,
                                    use_fast_variance=self.use_fast_variance)
         self.variables = _init(self.module, sample(self.num_features, self.ndim, self.dtype))
