@@ -1,6 +1,7 @@
 """reference/data/findings.md, generated from the measured conventions and the documented
 divergences (equiv/known.py): what differs, between which implementations, measured on
 which input, and what a porting user must do."""
+from equiv.lenet import NET_FINDINGS
 from equiv.tables import convention_table
 
 CONVENTION_ADVICE = {
@@ -49,4 +50,15 @@ def render(conventions, known):
                 d.reason, ""]
         if d.advice:
             out += [f"What to do: {d.advice}", ""]
+    out += ["## BN-LeNet: whole-network divergences (`equiv lockstep`)", "",
+            "Each is asserted at exactly this first divergent step and layer by "
+            "`tests/test_lenet_nets.py`; every other implementation and dtype stays within the "
+            "lockstep tolerance on synthetic and Fashion-MNIST batches.", "",
+            "| finding | implementation | dtype | data | first divergence (step, kind, layer) |",
+            "|---|---|---|---|---|"]
+    for f in NET_FINDINGS:
+        out.append(f"| {f.id} | {f.label} | {', '.join(f.dtypes)} | {f.data} | {', '.join(map(str, f.where))} |")
+    out.append("")
+    for f in NET_FINDINGS:
+        out += [f"- **{f.id}**: {f.reason}"]
     return "\n".join(out).rstrip() + "\n"

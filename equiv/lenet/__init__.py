@@ -136,6 +136,15 @@ NET_FINDINGS = (
                "accumulator (BatchNormBackwardImpl), an error growing like m·u32 instead of "
                "sqrt(m)·u32: on Fashion-MNIST (batch 128) bn3.beta is off by 9.7e-5 against the "
                "tolerance 6.9e-5 at step 1."),
+    *(NetFinding("tf-float32-sequential-sum", label, ("float32",), "fashion-mnist", (1, "param", "bn3.beta"),
+                 "on the CPU, TensorFlow reduces over the leading axes keeping the channels (tf.nn.moments, "
+                 "reduce_mean, the gradient sums) by adding rows one after another in float32 (Eigen's "
+                 "InnerMostDimPreserver: one accumulator per channel below 8 channels, four above): on "
+                 "Fashion-MNIST bn1's batch mean over 73,728 values per channel is off by 7.5e-5 at step 1 "
+                 "(a sequential float32 sum in NumPy: 7.506e-5; pairwise: 1.2e-8), carried into bn3.beta "
+                 "(9.3e-5 builtin, 9.7e-5 scratch, against the tolerance 6.9e-5). With Keras' moments "
+                 "computed in float64 the 30-step float32 lockstep passes. Both Keras' layer and the book's "
+                 "use these reductions.") for label in ("tf.builtin", "tf.scratch")),
     NetFinding("jax-scratch-4d-reduces-n-w-c", "jax.scratch", ("float64", "float32"), "any", (1, "act", "bn1"),
                "the book's JAX layer normalizes NHWC conv outputs per row H over (N, W, C) instead of "
                "per channel (equiv.known); bn1's output differs at step 1 and its moving statistics "
