@@ -31,13 +31,18 @@ def load_results(results_dir):
 
 
 def load_runs(runs_dir):
-    runs = []
-    for path in sorted(Path(runs_dir).glob("*.json")) if Path(runs_dir).is_dir() else []:
-        data = json.loads(path.read_text())
-        for run in data if isinstance(data, list) else [data]:
-            if run.get("history"):
-                runs.append(run)
-    return runs
+    from equiv.lenet import runs
+    return runs.load(runs_dir) if Path(runs_dir).is_dir() else []
+
+
+def _runs_summary(runs_dir):
+    """(summary, its Markdown) of ``equiv runs`` for the folder, or (None, why not)."""
+    from equiv.lenet import runs
+    try:
+        summary = runs.summarize(runs.load(runs_dir))
+    except ValueError as e:
+        return None, str(e)
+    return summary, runs.markdown(summary)
 
 
 def _plot_errors(records, path):
@@ -70,25 +75,6 @@ def _plot_errors(records, path):
     plt.close(fig)
 
 
-def _plot_runs(runs, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for run in runs:
-        h = run["history"]
-        ep = [e["epoch"] for e in h]
-        for ax, key in zip(axes, ("train_loss", "train_acc", "test_acc")):
-            ax.plot(ep, [e[key] for e in h], marker=".", label=run.get("label", "?"))
-    for ax, title in zip(axes, ("train loss", "train accuracy", "test accuracy")):
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-    axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def build(results_dir, out_dir, conventions=None, known=(), runs_dir=None):
     """Write report.md, report.html and the PNG plots into out_dir; returns their paths."""
     from equiv.properties import PROPERTIES
@@ -102,9 +88,12 @@ def build(results_dir, out_dir, conventions=None, known=(), runs_dir=None):
     images = []
     _plot_errors(records, out / "errors.png")
     images.append(("Error distributions", "errors.png"))
+    band, band_md = (None, "")
     if runs:
-        _plot_runs(runs, out / "training.png")
+        from equiv.lenet.train import plot_runs
+        plot_runs(runs_dir, out / "training.png")
         images.append(("BN-LeNet training curves", "training.png"))
+        band, band_md = _runs_summary(runs_dir)
 
     names = sorted(records)
     props = list(PROPERTIES)
@@ -137,6 +126,8 @@ def build(results_dir, out_dir, conventions=None, known=(), runs_dir=None):
         md += ["", f"## {title}", "", f"![{title}]({png})"]
     if not runs:
         md += ["", "## BN-LeNet training curves", "", "No training runs in reference/data/runs yet."]
+    else:
+        md += ["", "## BN-LeNet runs against the seed band", "", band_md]
     md += ["", "## Timings and versions", "",
            md_table(["adapter", "property seconds", "examples"], timing), "",
            md_table(["adapter", "framework", "version", "device", "Hypothesis profile"], versions), ""]
@@ -176,6 +167,18 @@ def build(results_dir, out_dir, conventions=None, known=(), runs_dir=None):
         parts += [f"<h2>{e(title)}</h2>", f"<img alt='{e(title)}' src='data:image/png;base64,{data}'>"]
     if not runs:
         parts += ["<h2>BN-LeNet training curves</h2><p>No training runs in reference/data/runs yet.</p>"]
+    elif band is None:
+        parts += ["<h2>BN-LeNet runs against the seed band</h2>", f"<p>{e(band_md)}</p>"]
+    else:
+        a = band["test_acc_band"]
+        parts += ["<h2>BN-LeNet runs against the seed band</h2>",
+                  f"<p>Band: {e(band['band_label'])}, seeds {e(', '.join(map(str, band['seeds'])))}: final test "
+                  f"accuracy {a['mean']:.4f}, 99 % prediction interval [{a['lo']:.4f}, {a['hi']:.4f}].</p>",
+                  h_table(["implementation", "device", "seed", "test acc", "in band", "loss curve in band",
+                           "s/epoch"],
+                          [[r["label"], r["device"].split(" ")[0], r["seed"], f"{r['final_test_acc']:.4f}",
+                            "yes" if r["acc_in_band"] else "no", "yes" if r["loss_in_band"] else "no",
+                            f"{r['median_epoch_seconds']:.2f}"] for r in band["runs"]])]
     parts += ["<h2>Timings and versions</h2>", h_table(["adapter", "property seconds", "examples"], timing),
               h_table(["adapter", "framework", "version", "device", "Hypothesis profile"], versions),
               # a self-check a headless browser can read back: how many plots decoded
