@@ -1,7 +1,7 @@
 """reference/data/findings.md, generated from the measured conventions and the documented
 divergences (equiv/known.py): what differs, between which implementations, measured on
 which input, and what a porting user must do."""
-from equiv.lenet import NET_FINDINGS
+from equiv.lenet import BOOK_NOTES, NET_FINDINGS
 from equiv.tables import convention_table
 
 CONVENTION_ADVICE = {
@@ -61,4 +61,6 @@ def render(conventions, known):
     out.append("")
     for f in NET_FINDINGS:
         out += [f"- **{f.id}**: {f.reason}"]
+    out += ["", "## The book's BN-LeNet code, beyond its BN layers", ""]
+    out += [f"- **{i}**: {text}" for i, text in BOOK_NOTES]
     return "\n".join(out).rstrip() + "\n"

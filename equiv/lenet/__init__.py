@@ -157,3 +157,16 @@ def net_findings(label, dtype, data):
     ("synthetic" or "fashion-mnist")."""
     return [f for f in NET_FINDINGS
             if f.label == label and dtype in f.dtypes and (f.data == "any" or f.data == data)]
+
+
+# What the book's own BN-LeNet code does differently, beyond its BN layers (measured by tests).
+BOOK_NOTES = (
+    ("book-jax-conv-pads-same",
+     "the book's JAX tab writes nn.Conv(6, kernel_size=(5, 5)) without padding, and flax.linen.Conv pads "
+     "'SAME' by default: its BN-LeNet has a 28×28 conv1 output and fc1 fan-in 16·7·7 = 784, not 256 as "
+     "in the other tabs (tests/test_lockstep_jax.py builds the chapter's nn.Sequential and measures the "
+     "(784, 120) kernel). equiv's JAX net uses padding='VALID', the network of the other tabs."),
+    ("book-tf-lr-0.5",
+     "the book trains its TensorFlow tab with lr 0.5, the others with 0.1; `equiv train --lr` takes "
+     "either, the band compares lr 0.1 runs and lists the lr 0.5 runs apart."),
+)
