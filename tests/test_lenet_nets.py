@@ -116,6 +116,31 @@ def test_weight_transfer_is_exact(impl, dtype):
         np.testing.assert_array_equal(state[k], v, err_msg=k)
 
 
+def test_evaluate_uses_the_running_statistics(impl):
+    """Inference mode: after two training steps, evaluate's loss and accuracy are the reference's
+    inference forward from its running statistics (float64), not the training-mode loss."""
+    label, mod, variant = impl
+    known = lenet.net_findings(label, "float64", "synthetic")
+    if known:
+        pytest.skip(f"{label}: its running statistics differ from the reference's ({known[0].id})")
+    x, y = synthetic(48, 1)
+    conv = lenet.CONVENTIONS[label]
+    params, state = ref.init_params(1), ref.init_state()
+    net = mod.build(variant, "float64", "cpu")
+    mod.load_params(net, params)
+    for i in (0, 16):
+        mod.step(net, x[i:i + 16], y[i:i + 16], 0.1, capture=False)
+        _, grads, state, _ = ref.loss_and_grads(params, state, x[i:i + 16], y[i:i + 16], **conv)
+        params = ref.sgd_step(params, grads, 0.1)
+    loss, acc = mod.evaluate(net, x, y, batch=20)
+    logits, _, _ = ref.forward(params, state, x, training=False, **conv)
+    loss_r, _ = ref.cross_entropy(logits, y)
+    assert loss == pytest.approx(loss_r, rel=1e-12)
+    assert acc == np.mean(logits.argmax(axis=1) == y)
+    train_logits, _, _ = ref.forward(params, state, x, training=True, **conv)
+    assert abs(ref.cross_entropy(train_logits, y)[0] - loss_r) > 1e-3
+
+
 def test_build_rejects_bad_arguments(impl):
     _, mod, variant = impl
     with pytest.raises(ValueError, match="variant"):

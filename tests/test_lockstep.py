@@ -1,7 +1,6 @@
 """BN-LeNet lockstep against the NumPy reference, planted differences, the training loop."""
 import argparse
 import json
-import types
 
 import numpy as np
 import pytest
@@ -10,14 +9,9 @@ torch = pytest.importorskip("torch", reason="install it with: pip install torch=
 
 from equiv.data import write_idx
 from equiv.lenet import CONVENTIONS, cli_glue, lockstep, torch_net, train
-from reference import lenet as ref
+from tests.lenet_helpers import assert_named_at, patched
 
 STEPS, BATCH = 5, 16
-
-
-def _patched(**overrides):
-    """torch_net with some protocol functions replaced (a planted difference)."""
-    return types.SimpleNamespace(**{**vars(torch_net), **overrides})
 
 
 def test_planted_eps_is_named_at_its_layer():
@@ -26,16 +20,8 @@ def test_planted_eps_is_named_at_its_layer():
         net = torch_net.build(impl, dtype, device)
         net.bn2.eps = 1e-3
         return net
-    r = lockstep.run(_patched(build=build), "builtin", steps=2, dtype="float64", batch=BATCH)
-    f = r["first_divergence"]
-    assert (f["step"], f["kind"], f["layer"]) == (1, "act", "bn2")
-    assert not r["passed"]
-    step1 = r["per_step"][0]
-    tol = lockstep.tolerance("float64", BATCH)
-    for upstream in ("conv1", "bn1", "sig1", "pool1", "conv2"):
-        assert step1["delta"][upstream] <= tol
-    assert step1["delta"]["bn2"] > 1e3 * tol
-    assert step1["rate"]["bn2"] == max(step1["rate"][k] for k in ref.ACTIVATIONS[1:])  # LEMON's R peaks there
+    r = lockstep.run(patched(torch_net, build=build), "builtin", steps=2, dtype="float64", batch=BATCH)
+    assert_named_at(r, (1, "act", "bn2"), ratio=1e3)
 
 
 def test_planted_weight_scale_is_named_at_its_layer():
@@ -44,9 +30,8 @@ def test_planted_weight_scale_is_named_at_its_layer():
         torch_net.load_params(net, params)
         with torch.no_grad():
             net.fc2.weight.mul_(1 + 1e-4)
-    r = lockstep.run(_patched(load_params=load_params), "scratch", steps=2, dtype="float32", batch=BATCH)
-    f = r["first_divergence"]
-    assert (f["step"], f["kind"], f["layer"]) == (1, "act", "fc2")
+    r = lockstep.run(patched(torch_net, load_params=load_params), "scratch", steps=2, dtype="float32", batch=BATCH)
+    assert_named_at(r, (1, "act", "fc2"))
 
 
 def test_wrong_running_var_convention_is_named_in_the_state():
@@ -54,8 +39,7 @@ def test_wrong_running_var_convention_is_named_in_the_state():
     activations and parameters agree; bn1's running variance differs at step 1."""
     r = lockstep.run(torch_net, "scratch", steps=2, dtype="float64", batch=BATCH,
                      conventions=CONVENTIONS["torch.builtin"])
-    f = r["first_divergence"]
-    assert (f["step"], f["kind"], f["layer"]) == (1, "state", "bn1.running_var")
+    assert_named_at(r, (1, "state", "bn1.running_var"))
     tol = lockstep.tolerance("float64", BATCH)
     assert all(v <= tol for k, v in r["max_rel_error"].items() if not k.startswith("state:"))
 

@@ -3,29 +3,24 @@ pads its convolutions 'SAME' (another network), planted differences named at the
 fc1's row permutation (NHWC flatten), the book's per-row statistics in the whole net, and the
 scanned epoch. The generic tests (agreement, weight transfer, reproducibility, CLI) live in
 the shared lockstep tests."""
-import types
 
 import numpy as np
 import pytest
 
 pytest.importorskip("flax", reason="install it with: pip install jax flax")
 
-import equiv.adapters._jax  # noqa: E402,F401  (float64 on)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import linen as nn  # noqa: E402
 
+import equiv.adapters._jax  # noqa: E402,F401  (float64 on)
 from equiv.book import d2l_jax as book  # noqa: E402
 from equiv.dtypes import round_to  # noqa: E402
-from equiv.lenet import CONVENTIONS, epoch_order, jax_net, lockstep, synthetic  # noqa: E402
-from reference import lenet as ref  # noqa: E402
+from equiv.lenet import epoch_order, jax_net, lockstep, synthetic  # noqa: E402
+from reference import lenet as ref
+from tests.lenet_helpers import assert_named_at, patched  # noqa: E402
 
 BATCH = 16
-
-
-def _patched(**overrides):
-    """jax_net with some protocol functions replaced (a planted difference)."""
-    return types.SimpleNamespace(**{**vars(jax_net), **overrides})
 
 
 def _with_module(cls):
@@ -34,7 +29,7 @@ def _with_module(cls):
         net = jax_net.build(impl, dtype, device)
         net.module, net.predict_module = cls(impl, net.dtype, True), cls(impl, net.dtype, False)
         return net
-    return _patched(build=build)
+    return patched(jax_net, build=build)
 
 
 def _book_bnlenet(scratch, training=True, num_classes=10):
@@ -105,15 +100,7 @@ def test_planted_eps_is_named_at_its_layer():
     LEMON's R at bn1 is a rounding difference divided by TINY (6e15) and peaks there, although
     the first divergence is still named bn2."""
     r = lockstep.run(_with_module(_PlantedEps), "builtin", steps=2, dtype="float32", batch=BATCH)
-    f = r["first_divergence"]
-    assert (f["step"], f["kind"], f["layer"]) == (1, "act", "bn2")
-    assert not r["passed"]
-    step1 = r["per_step"][0]
-    tol = lockstep.tolerance("float32", BATCH)
-    for upstream in ("conv1", "bn1", "sig1", "pool1", "conv2"):
-        assert step1["delta"][upstream] <= tol
-    assert step1["delta"]["bn2"] > 100 * tol
-    assert step1["rate"]["bn2"] == max(step1["rate"][k] for k in ref.ACTIVATIONS[1:])  # LEMON's R peaks there
+    assert_named_at(r, (1, "act", "bn2"), ratio=100)
 
 
 def test_planted_weight_scale_is_named_at_its_layer():
@@ -121,9 +108,8 @@ def test_planted_weight_scale_is_named_at_its_layer():
     def load_params(net, params):
         jax_net.load_params(net, params)
         net.params["fc2"]["kernel"] = net.params["fc2"]["kernel"] * (1 + 1e-4)
-    r = lockstep.run(_patched(load_params=load_params), "builtin", steps=2, dtype="float64", batch=BATCH)
-    f = r["first_divergence"]
-    assert (f["step"], f["kind"], f["layer"]) == (1, "act", "fc2")
+    r = lockstep.run(patched(jax_net, load_params=load_params), "builtin", steps=2, dtype="float64", batch=BATCH)
+    assert_named_at(r, (1, "act", "fc2"))
     assert r["per_step"][0]["rel_error"]["act:fc1"] <= lockstep.tolerance("float64", BATCH)
 
 
@@ -146,10 +132,9 @@ def test_fc1_rows_are_permuted_for_the_nhwc_flatten():
     def unpermuted(net, params):
         jax_net.load_params(net, params)
         net.params["fc1"]["kernel"] = jnp.asarray(params["fc1.weight"].T, net.dtype)
-    r = lockstep.run(_patched(load_params=unpermuted), "builtin", steps=1, dtype="float64", batch=BATCH)
-    f = r["first_divergence"]
-    assert (f["step"], f["kind"], f["layer"]) == (1, "act", "fc1")
-    assert f["rel_error"] > 0.1
+    r = lockstep.run(patched(jax_net, load_params=unpermuted), "builtin", steps=1, dtype="float64", batch=BATCH)
+    assert_named_at(r, (1, "act", "fc1"))
+    assert r["first_divergence"]["rel_error"] > 0.1
 
 
 def test_book_scratch_net_normalizes_per_row():
@@ -159,9 +144,8 @@ def test_book_scratch_net_normalizes_per_row():
     the moving statistics of bn1 / bn2 are (1, 24, 1, 6) / (1, 8, 1, 16) arrays, which the
     lockstep compares with the reference's (6,) / (16,) as an infinite error."""
     r = lockstep.run(jax_net, "scratch", steps=1, dtype="float64", seed=3, batch=BATCH)
-    f = r["first_divergence"]
-    assert (f["step"], f["kind"], f["layer"]) == (1, "act", "bn1")
-    assert 0.5 < f["rel_error"] < 1.0                               # 0.81: not a rounding difference
+    assert_named_at(r, (1, "act", "bn1"))
+    assert 0.5 < r["first_divergence"]["rel_error"] < 1.0                               # 0.81: not a rounding difference
     assert r["per_step"][0]["rel_error"]["act:conv1"] <= lockstep.tolerance("float64", BATCH)
     assert r["max_rel_error"]["state:bn1.running_mean"] == float("inf")
 
@@ -220,25 +204,3 @@ def test_train_epoch_equals_the_step_loop(impl):
         for k in s_loop:
             assert s[k].shape == s_loop[k].shape, k
             np.testing.assert_allclose(s[k], s_loop[k], rtol=rtol, atol=rtol * 1e-2, err_msg=k)
-
-
-def test_evaluate_uses_the_running_statistics():
-    """Inference mode (use_running_average=True): with the reference's state after two steps,
-    evaluate's loss equals the reference's inference forward (builtin, float64: Flax's float64
-    running statistics), and not the training-mode loss of the same weights."""
-    x, y = synthetic(48, 1)
-    conv = CONVENTIONS["jax.builtin"]
-    params, state = ref.init_params(1), ref.init_state()
-    net = jax_net.build("builtin", "float64", "cpu")
-    jax_net.load_params(net, params)
-    for i in (0, 16):
-        jax_net.step(net, x[i:i + 16], y[i:i + 16], 0.1, capture=False)
-        _, grads, state, _ = ref.loss_and_grads(params, state, x[i:i + 16], y[i:i + 16], **conv)
-        params = ref.sgd_step(params, grads, 0.1)
-    loss, acc = jax_net.evaluate(net, x, y, batch=20)
-    logits, _, _ = ref.forward(params, state, x, training=False, **conv)
-    loss_r, _ = ref.cross_entropy(logits, y)
-    assert loss == pytest.approx(loss_r, rel=1e-12)
-    assert acc == np.mean(logits.argmax(axis=1) == y)
-    train_logits, _, _ = ref.forward(params, state, x, training=True, **conv)
-    assert abs(ref.cross_entropy(train_logits, y)[0] - loss_r) > 1e-3

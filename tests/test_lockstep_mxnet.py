@@ -1,24 +1,19 @@
 """MXNet BN-LeNet (equiv.lenet.mxnet_net) in lockstep with the NumPy reference, planted
 differences, the float32 momentum of gluon seen in a whole net, the training loop."""
 import json
-import types
 
 import numpy as np
 import pytest
 
 mx = pytest.importorskip("mxnet", reason="install it with: pip install mxnet==1.9.1 'numpy<1.24'")
 
-from equiv.lenet import CONVENTIONS, lockstep, mxnet_net, synthetic
+from equiv.lenet import CONVENTIONS, lockstep, mxnet_net
 from reference import lenet as ref
+from tests.lenet_helpers import assert_named_at, patched
 
 STEPS, BATCH = 5, 16
 # gluon's momentum 0.9 as the C++ float the operator keeps (equiv.known: gluon-momentum-float32)
 GLUON_WEIGHT = 1.0 - float(np.float32(0.9))          # 0.10000002384185791, not 0.1
-
-
-def _patched(**overrides):
-    """mxnet_net with some protocol functions replaced (a planted difference)."""
-    return types.SimpleNamespace(**{**vars(mxnet_net), **overrides})
 
 
 def _check_agrees(r, dtype):
@@ -37,9 +32,8 @@ def test_gluon_float64_running_stats_are_float32_accurate():
     statistics, first named at step 1 in bn1.running_mean, whose error is exactly the error of the
     new-batch weight (the running mean starts at 0, so it is weight·mean)."""
     r = lockstep.run(mxnet_net, "builtin", steps=STEPS, dtype="float64", seed=3, batch=BATCH)
-    f = r["first_divergence"]
-    assert (f["step"], f["kind"], f["layer"]) == (1, "state", "bn1.running_mean")
-    assert f["rel_error"] == pytest.approx(abs(GLUON_WEIGHT - 0.1) / 0.1, rel=1e-6)   # 2.38e-7
+    assert_named_at(r, (1, "state", "bn1.running_mean"))
+    assert r["first_divergence"]["rel_error"] == pytest.approx(abs(GLUON_WEIGHT - 0.1) / 0.1, rel=1e-6)   # 2.38e-7
     tol = lockstep.tolerance("float64", BATCH)
     assert all(v <= tol for k, v in r["max_rel_error"].items() if not k.startswith("state:"))
 
@@ -59,15 +53,8 @@ def test_planted_eps_is_named_at_its_layer():
         net = mxnet_net.build(impl, dtype, device)
         net.bn2._kwargs["eps"] = 1e-3
         return net
-    r = lockstep.run(_patched(build=build), "builtin", steps=2, dtype="float32", batch=BATCH)
-    f = r["first_divergence"]
-    assert (f["step"], f["kind"], f["layer"]) == (1, "act", "bn2")
-    step1 = r["per_step"][0]
-    tol = lockstep.tolerance("float32", BATCH)
-    for upstream in ("conv1", "bn1", "sig1", "pool1", "conv2"):
-        assert step1["delta"][upstream] <= tol
-    assert step1["delta"]["bn2"] > 10 * tol
-    assert step1["rate"]["bn2"] == max(step1["rate"][k] for k in ref.ACTIVATIONS[1:])  # LEMON's R peaks there
+    r = lockstep.run(patched(mxnet_net, build=build), "builtin", steps=2, dtype="float32", batch=BATCH)
+    assert_named_at(r, (1, "act", "bn2"), ratio=10)
 
 
 def test_planted_weight_scale_is_named_at_its_layer():
@@ -75,9 +62,8 @@ def test_planted_weight_scale_is_named_at_its_layer():
     def load_params(net, params):
         mxnet_net.load_params(net, params)
         net.fc2.weight.set_data(net.fc2.weight.data() * (1 + 1e-4))
-    r = lockstep.run(_patched(load_params=load_params), "scratch", steps=2, dtype="float64", batch=BATCH)
-    f = r["first_divergence"]
-    assert (f["step"], f["kind"], f["layer"]) == (1, "act", "fc2")
+    r = lockstep.run(patched(mxnet_net, load_params=load_params), "scratch", steps=2, dtype="float64", batch=BATCH)
+    assert_named_at(r, (1, "act", "fc2"))
 
 
 def test_wrong_running_var_convention_is_named_in_the_state():
@@ -85,8 +71,7 @@ def test_wrong_running_var_convention_is_named_in_the_state():
     activations and parameters agree; bn1's running variance differs at step 1."""
     conv = dict(CONVENTIONS["mxnet.scratch"], unbiased=True)
     r = lockstep.run(mxnet_net, "scratch", steps=2, dtype="float64", batch=BATCH, conventions=conv)
-    f = r["first_divergence"]
-    assert (f["step"], f["kind"], f["layer"]) == (1, "state", "bn1.running_var")
+    assert_named_at(r, (1, "state", "bn1.running_var"))
     tol = lockstep.tolerance("float64", BATCH)
     assert all(v <= tol for k, v in r["max_rel_error"].items() if not k.startswith("state:"))
 
@@ -96,25 +81,6 @@ def test_gluon_layouts_are_pytorch_layouts():
     net = mxnet_net.build("builtin", "float32", "cpu")
     for name, shape in ref.LAYERS.items():
         assert getattr(net, name).weight.shape == shape, name
-
-
-def test_evaluate_uses_the_running_statistics():
-    """Inference mode: with the reference's state after two steps, evaluate's loss equals the
-    reference's inference forward (scratch, float64)."""
-    x, y = synthetic(48, 1)
-    conv = CONVENTIONS["mxnet.scratch"]
-    params, state = ref.init_params(1), ref.init_state()
-    net = mxnet_net.build("scratch", "float64", "cpu")
-    mxnet_net.load_params(net, params)
-    for i in (0, 16):
-        mxnet_net.step(net, x[i:i + 16], y[i:i + 16], 0.1, capture=False)
-        _, grads, state, _ = ref.loss_and_grads(params, state, x[i:i + 16], y[i:i + 16], **conv)
-        params = ref.sgd_step(params, grads, 0.1)
-    loss, acc = mxnet_net.evaluate(net, x, y, batch=20)
-    logits, _, _ = ref.forward(params, state, x, training=False, **conv)
-    loss_r, _ = ref.cross_entropy(logits, y)
-    assert loss == pytest.approx(loss_r, rel=1e-12)
-    assert acc == np.mean(logits.argmax(axis=1) == y)
 
 
 def test_trainer_sgd_rounds_the_learning_rate_to_float32():

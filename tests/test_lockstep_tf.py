@@ -2,7 +2,6 @@
 differences, fc1's row permutation (NHWC flatten), the book's moving averages, and TF's
 sequential float32 sums over a channel. The generic tests (agreement, weight transfer,
 training, CLI) are in the shared file."""
-import types
 
 import numpy as np
 import pytest
@@ -10,14 +9,10 @@ import pytest
 tf = pytest.importorskip("tensorflow", reason="install it with: pip install tensorflow-cpu")
 
 from equiv.lenet import CONVENTIONS, lockstep, synthetic, tf_net  # noqa: E402
-from reference import lenet as ref  # noqa: E402
+from reference import lenet as ref
+from tests.lenet_helpers import assert_named_at, patched  # noqa: E402
 
 BATCH = 16
-
-
-def _patched(**overrides):
-    """tf_net with some protocol functions replaced (a planted difference)."""
-    return types.SimpleNamespace(**{**vars(tf_net), **overrides})
 
 
 def test_planted_eps_is_named_at_its_layer():
@@ -26,16 +21,8 @@ def test_planted_eps_is_named_at_its_layer():
         net = tf_net.build(impl, dtype, device)
         net.bn2.epsilon = 1e-2
         return net
-    r = lockstep.run(_patched(build=build), "builtin", steps=2, dtype="float64", batch=BATCH)
-    f = r["first_divergence"]
-    assert (f["step"], f["kind"], f["layer"]) == (1, "act", "bn2")
-    assert not r["passed"]
-    step1 = r["per_step"][0]
-    tol = lockstep.tolerance("float64", BATCH)
-    for upstream in ("conv1", "bn1", "sig1", "pool1", "conv2"):
-        assert step1["delta"][upstream] <= tol
-    assert step1["delta"]["bn2"] > 1e3 * tol
-    assert step1["rate"]["bn2"] == max(step1["rate"][k] for k in ref.ACTIVATIONS[1:])  # LEMON's R peaks there
+    r = lockstep.run(patched(tf_net, build=build), "builtin", steps=2, dtype="float64", batch=BATCH)
+    assert_named_at(r, (1, "act", "bn2"), ratio=1e3)
 
 
 def test_planted_weight_scale_is_named_at_its_layer():
@@ -43,9 +30,8 @@ def test_planted_weight_scale_is_named_at_its_layer():
     def load_params(net, params):
         tf_net.load_params(net, params)
         net.fc2.kernel.assign(net.fc2.kernel * (1 + 1e-4))
-    r = lockstep.run(_patched(load_params=load_params), "scratch", steps=2, dtype="float64", batch=BATCH)
-    f = r["first_divergence"]
-    assert (f["step"], f["kind"], f["layer"]) == (1, "act", "fc2")
+    r = lockstep.run(patched(tf_net, load_params=load_params), "scratch", steps=2, dtype="float64", batch=BATCH)
+    assert_named_at(r, (1, "act", "fc2"))
 
 
 def test_fc1_rows_follow_keras_flatten_order():
@@ -73,7 +59,7 @@ def test_fc1_permutation_is_needed_in_lockstep():
         tf_net.load_params(net, params)
         net.fc1.kernel.assign(tf.constant(params["fc1.weight"].T, dtype=net.tf_dtype))
     tol = lockstep.tolerance("float64", BATCH)
-    bad = lockstep.run(_patched(load_params=load_params), "builtin", steps=2, dtype="float64", batch=BATCH)
+    bad = lockstep.run(patched(tf_net, load_params=load_params), "builtin", steps=2, dtype="float64", batch=BATCH)
     f = bad["first_divergence"]
     assert (f["step"], f["kind"], f["layer"]) == (1, "act", "fc1")
     assert bad["per_step"][0]["rel_error"]["act:flat"] <= tol
