@@ -35,6 +35,7 @@ from reference.batch_norm import (
     batch_norm_backward,
     batch_norm_infer,
     batch_norm_train,
+    channel_sum,
     update_running_stats,
 )
 
@@ -104,7 +105,7 @@ def _conv_backward(x, w, dout, need_dx):
     kh, kw = w.shape[2:]
     win = sliding_window_view(x, (kh, kw), axis=(2, 3))          # (N, C, H', W', kh, kw)
     dw = np.tensordot(dout, win, axes=([0, 2, 3], [0, 2, 3]))    # (O, C, kh, kw)
-    db = dout.sum(axis=(0, 2, 3))
+    db = channel_sum(dout, (0, 2, 3), (dout.shape[1],))
     dx = None
     if need_dx:
         ho, wo = dout.shape[2:]
