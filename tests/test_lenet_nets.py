@@ -62,7 +62,10 @@ def _check(r, label, dtype, data):
         return
     assert f is None, f
     assert r["passed"]
-    assert max(r["max_rel_error"].values()) <= r["tolerance"]
+    for step in r["per_step"]:                         # within the step's tolerance, every step
+        assert step["tolerance"] == r["tolerance"] * step["amplification"]
+        assert max(step["rel_error"].values()) <= step["tolerance"], step["step"]
+    assert r["per_step"][0]["amplification"] == 1.0
     json.dumps(r, allow_nan=False)                     # JSON-able, no NaN/inf
 
 

@@ -100,7 +100,7 @@ def lockstep_main(args):
 
     results = []
     print(f"{'implementation':<15} {'dtype':<8} {'loss':>9} {'activ.':>9} {'params':>9} {'state':>9} "
-          f"{'tolerance':>9}  first divergence")
+          f"{'tolerance':>9} {'ampl.':>5}  first divergence")
     for label, mod, impl in mods:
         for d in dtypes:
             try:
@@ -115,10 +115,12 @@ def lockstep_main(args):
                 if f is not None and (f["step"], f["kind"], f["layer"]) == known.where:
                     where += f"  documented: {known.id}"
             print(f"{label:<15} {d:<8} {g['loss']:9.2e} {g['act']:9.2e} {g['param']:9.2e} {g['state']:9.2e} "
-                  f"{r['tolerance']:9.2e}  {where}")
+                  f"{r['tolerance']:9.2e} {r['max_amplification']:5.1f}  {where}")
     src = results[0]["data"]
     if any(r["first_divergence"] for r in results):
         print("documented divergences: reference/data/findings.md (BN-LeNet section)")
+    print("tolerance: the one-step bound; at step s it is multiplied by the trajectory's measured "
+          "amplification (ampl.: its largest value; equiv/lenet/lockstep.py)")
     print(f"max normwise relative error over {steps} steps (batch {batch}, lr {lr:g}, seed {seed}, "
           f"{src} data) against the NumPy float64 reference")
     out = getattr(args, "out", None)
