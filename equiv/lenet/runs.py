@@ -91,8 +91,20 @@ def summarize(runs, label=None):
             worst_loss_epoch=max(range(epochs), key=lambda i: abs(h[i]["train_loss"] - loss[i][0])
                                  / max(loss[i][2] - loss[i][0], 1e-300)) + 1,
             median_epoch_seconds=secs[len(secs) // 2], in_band_group=r in group))
+    # the same seed as the band's first: identical initial weights and batch order, so what
+    # remains between implementations is arithmetic (and convention) alone
+    first = group[0]
+    same = [r for r in runs if _setting(r) == setting and r.get("seed") == first.get("seed") and r is not first]
+    same_seed = [dict(label=r["label"], device=r.get("device", "?").split(" ")[0],
+                      test_acc_diff=r["history"][-1]["test_acc"] - first["history"][-1]["test_acc"],
+                      max_loss_rel_diff=max(abs(a["train_loss"] - b["train_loss"]) / b["train_loss"]
+                                            for a, b in zip(r["history"], first["history"])))
+                 for r in same]
     return dict(band_label=band_label, lr=setting[0], batch=setting[1], epochs=epochs,
-                seeds=[g.get("seed") for g in group],
+                seeds=[g.get("seed") for g in group], same_seed=same_seed,
+                seed_spread=dict(test_acc_std=statistics.stdev([g["history"][-1]["test_acc"] for g in group]),
+                                 final_loss_rel_std=statistics.stdev([g["history"][-1]["train_loss"] for g in group])
+                                 / loss[-1][0]),
                 test_acc_band=dict(zip(("mean", "lo", "hi"), acc)),
                 loss_band=[dict(zip(("mean", "lo", "hi"), b)) for b in loss],
                 runs=rows, other_settings=other)
@@ -110,6 +122,15 @@ def markdown(s):
                      f"{'yes' if r['acc_in_band'] else '**no**'} | {r['final_train_loss']:.4f} | "
                      f"{'yes' if r['loss_in_band'] else '**no** (worst: epoch %d)' % r['worst_loss_epoch']} | "
                      f"{r['median_epoch_seconds']:.2f} |")
+    if s["same_seed"]:
+        sp = s["seed_spread"]
+        lines += ["", f"Same seed ({s['seeds'][0]}) as the band's first run of {s['band_label']}: same initial "
+                  "weights and batch order. Difference in final test accuracy and largest relative difference "
+                  f"of an epoch's training loss (for scale, over seeds: test accuracy std {sp['test_acc_std']:.4f}, "
+                  f"final loss relative std {sp['final_loss_rel_std']:.2e}):", "",
+                  "| implementation | device | Δ test acc | max rel. Δ loss |", "|---|---|---|---|"]
+        lines += [f"| {d['label']} | {d['device']} | {d['test_acc_diff']:+.4f} | {d['max_loss_rel_diff']:.1e} |"
+                  for d in sorted(s["same_seed"], key=lambda d: d["label"])]
     if s["other_settings"]:
         lines += ["", "Other settings (not compared with the band):", ""]
         lines += [f"- {o['label']}, lr {o['lr']:g}, {o['epochs']} epochs: final test accuracy "
