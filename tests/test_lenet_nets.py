@@ -9,6 +9,7 @@ Fashion-MNIST the tests skip when the data is not installed (CI installs it).
 import argparse
 import json
 import os
+import statistics
 import types
 
 import numpy as np
@@ -203,3 +204,15 @@ def test_cli_lockstep_prints_and_writes(impl, tmp_path, capsys):
     assert code == (1 if known else 0) and res["passed"] is (not known)
     for f in known:
         assert f.id in printed                 # a documented divergence is named as such
+
+
+def test_bench_times_every_implementation(impl, device):
+    """`equiv bench`'s measurement on a small synthetic set: steady state = the median after
+    the first epoch, a record per implementation."""
+    from equiv.lenet import bench
+    label, mod, _ = impl
+    data = bench.synthetic_data(96, 32)
+    r = bench.bench_one(label, data, epochs=3, device=device, batch=32)
+    assert r["label"] == label and r["epochs"] == 3 and len(r["epoch_seconds"]) == 3
+    assert r["seconds_per_epoch"] == statistics.median(r["epoch_seconds"][1:])
+    assert r["wall_seconds"] >= sum(r["epoch_seconds"]) and r["fast_path"] == hasattr(mod, "train_epoch")

@@ -100,3 +100,21 @@ def test_committed_loss_curves_are_in_the_band_except_documented():
     outside = {r["label"] for r in s["runs"] if not r["loss_in_band"]}
     documented = {f.label for f in lenet.NET_FINDINGS if f.data == "any" and "float32" in f.dtypes}
     assert outside == documented
+
+
+# --- equiv bench: the arithmetic of its report (the timing itself runs in test_lenet_nets) ---
+
+def test_bench_ratios_and_gpu_targets():
+    from equiv.lenet import bench
+
+    def res(label, spe, wall=5.0, epochs=10):
+        return dict(label=label, seconds_per_epoch=spe, wall_seconds=wall, epochs=epochs)
+    results = [res("torch.builtin", 0.18), res("torch.scratch", 0.9), res("jax.builtin", 0.15), res("jax.scratch", 0.3)]
+    assert bench.ratios(results) == {"torch": 0.9 / 0.18, "jax": 2.0}
+    assert bench.check_targets(dict(device="cpu (x86_64)", results=results)) == []
+    lines = bench.check_targets(dict(device="cuda:0 (NVIDIA H100)", results=results))
+    assert lines[0].startswith("torch.builtin: 0.180") and lines[0].endswith("met")
+    assert lines[1].startswith("jax.builtin: 0.150") and lines[1].endswith("MISSED")
+    assert lines[2] == "GPU tier, 10 epochs each: 20.0 s wall (target ≤ 30.0) met"
+    short = [dict(r, epochs=3) for r in results]
+    assert bench.check_targets(dict(device="cuda", results=short))[-1].startswith("GPU tier: not checked")

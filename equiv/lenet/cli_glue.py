@@ -6,6 +6,8 @@ code (lockstep: 0 when every implementation stayed within tolerance, 1 otherwise
 a bad option) raises ValueError with one sentence saying what to do.
 """
 import json
+import shlex
+import sys
 from pathlib import Path
 
 from equiv import lenet
@@ -213,6 +215,7 @@ def bench_main(args):
     print(f"{'implementation':<15} {'s/epoch':>9} {'1st epoch':>9} {'wall s':>9}  version "
           f"({args.epochs} epochs, batch 128, {args.dtype}, {device}, {source})")
     result = bench.bench(labels, data, epochs=args.epochs, device=device, dtype=args.dtype, source=source)
+    result["command"] = " ".join(shlex.quote(a) for a in ["equiv", *sys.argv[1:]])
     for fw, r in result["scratch_over_builtin"].items():
         print(f"{fw}: scratch/built-in cost ratio {r:.2f}")
     for line in result["targets"]:
