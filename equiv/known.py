@@ -28,8 +28,21 @@ class Divergence:
     advice: str = ""          # what a user porting a model or checkpoint must do about it
 
 
+def _red(case):
+    """The axes a channel's statistics reduce over: all but axis 1."""
+    return (0,) + tuple(range(2, case.ndim))
+
+
+def _fp16_eps_vanishes(case, prop):
+    """float16 with var + eps below 6e-8 somewhere: eps rounds away against var (or, for
+    affine_invariance, a·x + b may round to a constant channel while eps is that small)."""
+    return case.dtype == "float16" and (_min_var_plus_eps(case) < 6e-8 or (
+        prop == "affine_invariance" and case.eps < 6e-8
+        and bool((case.x.std(axis=_red(case)) < 14 * 2.0 ** -10 * np.abs(case.x).max(axis=_red(case))).any())))
+
+
 def _min_var_plus_eps(case):
-    red = (0,) + tuple(range(2, case.ndim))
+    red = _red(case)
     return min(float(case.batch(i).var(axis=red).min()) for i in range(case.steps)) + case.eps
 
 
@@ -37,7 +50,7 @@ def _scratch_square_overflows(case, prop):
     """(x − mean)² beyond float16's range in some batch (affine_invariance scales x by up to 10)."""
     if case.dtype != "float16":
         return False
-    red = (0,) + tuple(range(2, case.ndim))
+    red = _red(case)
     reach = max(float(np.abs(x - x.mean(axis=red, keepdims=True)).max()) for x in map(case.batch, range(case.steps)))
     return reach * (10 if prop == "affine_invariance" else 1) > 255.0
 
@@ -48,7 +61,7 @@ def _scratch_grad_overflows(case, prop):
     gamma·dy/sqrt(var + eps), or ∂L/∂mean = −Σ gamma·dy/sqrt(var + eps)."""
     if case.dtype != "float16":
         return False
-    red = (0,) + tuple(range(2, case.ndim))
+    red = _red(case)
     x, g = case.x, np.abs(case.gamma)
     centred = x - x.mean(axis=red, keepdims=True)
     sigma2 = x.var(axis=red) + case.eps
@@ -63,7 +76,7 @@ def _offset_ratio(case, prop, with_eps):
     of var + eps; without eps, |mean|/std, where var itself matters (running statistics, and
     var̂ clipped to 0; a zero-variance channel: inf). For affine_invariance also over a·x + b,
     drawn as the property draws them."""
-    red = (0,) + tuple(range(2, case.ndim))
+    red = _red(case)
     eps = case.eps if with_eps else 0.0
     xs = [(case.batch(i), eps) for i in range(case.steps)]
     if prop == "affine_invariance":
@@ -145,7 +158,7 @@ KNOWN = [
         region=lambda c, p: c.dtype == "float16" and any(
             (k * np.abs(x).sum(axis=red)).max() > 6e4
             or (c.count * (x.var(axis=red) + ((2 + c.count ** 0.5) * 2.0 ** -11 * k * np.abs(x).max(axis=red)) ** 2)).max() > 6e4
-            for red in [(0,) + tuple(range(2, c.ndim))] for k in [6 if p == "affine_invariance" else 1]
+            for red in [_red(c)] for k in [6 if p == "affine_invariance" else 1]
             for x in map(c.batch, range(c.steps))),
         witness=Case(dtype="float16", shape=(16, 1), seed=6, log10_scale=1.8, log10_offset=None,
                      constant_channel=False, eps=1e-5, new_batch_weight=0.1),
@@ -160,7 +173,7 @@ KNOWN = [
                 "small (witness: x = 2136 twice, var 0, x·inv ≈ 2.3e5: output NaN, oracle beta = 0.069)"),
         region=lambda c, p: c.dtype == "float16" and any(
             (k * np.abs(x).max(axis=red) * np.abs(c.gamma) / np.sqrt(x.var(axis=red) + 1e-5)).max() > 6e4
-            for red in [(0,) + tuple(range(2, c.ndim))] for k in [6 if p == "affine_invariance" else 1]
+            for red in [_red(c)] for k in [6 if p == "affine_invariance" else 1]
             for x in [c.x]),
         witness=Case(dtype="float16", shape=(2, 1), seed=0, log10_scale=0.0, log10_offset=3.0,
                      constant_channel=False, eps=0.1, new_batch_weight=0.0),
@@ -179,7 +192,7 @@ KNOWN = [
             v.min() < 1.6e-5 or max((g * sdx).max(), (g * np.abs(c.dy).sum(axis=red) / np.sqrt(v)).max(),
                                     (4 * g * (np.abs((c.dy * (c.x - c.x.mean(axis=red, keepdims=True))).sum(axis=red))
                                               + (2 + c.count ** 0.5) * 2.0 ** -11 * sdx) / v ** 1.5).max()) > 6e4
-            for red in [(0,) + tuple(range(2, c.ndim))] for g in [np.abs(c.gamma)]
+            for red in [_red(c)] for g in [np.abs(c.gamma)]
             for v in [c.x.var(axis=red) + 1e-5] for sdx in [np.abs(c.dy * c.x).sum(axis=red)]),
         witness=Case(dtype="float16", shape=(2, 1), seed=0, log10_scale=1.0, log10_offset=None,
                      constant_channel=True, eps=0.1, new_batch_weight=0.0),
@@ -239,7 +252,7 @@ KNOWN = [
             max(float(np.abs(x).sum(axis=r).max()) * (14 if p == "affine_invariance" else 1),
                 float(((x - x.mean(axis=r, keepdims=True)) ** 2).sum(axis=r).max())
                 * (100 if p == "affine_invariance" else 1)) > 6e4
-            for x, r in ((c.batch(i), (0,) + tuple(range(2, c.ndim))) for i in range(c.steps))),
+            for x, r in ((c.batch(i), _red(c)) for i in range(c.steps))),
         witness=Case(dtype="float16", shape=(1, 1, 3, 4), seed=0, log10_scale=0.0,
                      log10_offset=3.4771212547196626, constant_channel=False, eps=0.1, new_batch_weight=0.0),
         witness_property="train_forward",
@@ -252,10 +265,7 @@ KNOWN = [
                 "src/operator/nn/batch_norm-inl.h; float + half_t is half_t), although it accumulates "
                 "in float32; an eps below 2.98e-8 rounds to 0 and a zero-variance channel gives "
                 "0·inf = NaN where the exact output is beta (witness: eps 1e-8, output NaN, oracle beta)"),
-        region=lambda c, p: c.dtype == "float16" and (_min_var_plus_eps(c) < 6e-8 or (
-            p == "affine_invariance" and c.eps < 6e-8 and any(   # a·x + b may round to a constant
-                (x.std(axis=r) < 14 * 2.0 ** -10 * np.abs(x).max(axis=r)).any()
-                for x, r in [(c.x, (0,) + tuple(range(2, c.ndim)))]))),
+        region=_fp16_eps_vanishes,
         witness=Case(dtype="float16", shape=(4, 2), seed=1, log10_scale=0.0, log10_offset=None,
                      constant_channel=True, eps=1e-8, new_batch_weight=0.1),
         witness_property="train_forward",
@@ -270,7 +280,7 @@ KNOWN = [
                 "becomes inf, or NaN (0·inf) with new-batch weight 0 (witness: var 1.35e5, running var "
                 "NaN where the oracle has 0.2375; output error 0.395 = 86× the bound)"),
         region=lambda c, p: c.dtype == "float16" and max(
-            float(c.batch(i).var(axis=(0,) + tuple(range(2, c.ndim))).max()) for i in range(c.steps)
+            float(c.batch(i).var(axis=_red(c)).max()) for i in range(c.steps)
         ) * (100 if p == "affine_invariance" else 1) + c.eps > 6.5e4,
         witness=Case(dtype="float16", shape=(2, 1), seed=2, log10_scale=2.0, log10_offset=None,
                      constant_channel=False, eps=0.1, new_batch_weight=0.0),
@@ -300,7 +310,7 @@ KNOWN = [
                 "loses its relative accuracy, and a zero-variance channel gets ±u·eps, even slightly "
                 "negative (witness: float32, eps 0.0316, zero variance: running var 2.48e-9 where the "
                 "oracle has 0, 1.9e3× the bound)"),
-        region=lambda c, p: any(c.eps > float(c.batch(i).var(axis=(0,) + tuple(range(2, c.ndim))).min())
+        region=lambda c, p: any(c.eps > float(c.batch(i).var(axis=_red(c)).min())
                                 for i in range(c.steps)),
         witness=Case(dtype="float32", shape=(2, 1), seed=0, log10_scale=0.0, log10_offset=None,
                      constant_channel=True, eps=0.03162277660168379, new_batch_weight=0.0),
@@ -313,10 +323,7 @@ KNOWN = [
         reason=("the book's code computes var + eps in the input dtype: in float16 an eps below "
                 "2.98e-8 rounds away, and a zero-variance channel gives 0/sqrt(0) = NaN where the "
                 "exact output is beta (witness: eps 1e-8, output NaN)"),
-        region=lambda c, p: c.dtype == "float16" and (_min_var_plus_eps(c) < 6e-8 or (
-            p == "affine_invariance" and c.eps < 6e-8 and any(   # a·x + b may round to a constant
-                (x.std(axis=r) < 14 * 2.0 ** -10 * np.abs(x).max(axis=r)).any()
-                for x, r in [(c.x, (0,) + tuple(range(2, c.ndim)))]))),
+        region=_fp16_eps_vanishes,
         witness=Case(dtype="float16", shape=(4, 2), seed=1, log10_scale=0.0, log10_offset=None,
                      constant_channel=True, eps=1e-8, new_batch_weight=0.1),
         witness_property="train_forward",
@@ -347,7 +354,7 @@ KNOWN = [
         region=lambda c, p: c.dtype == "float16" and any(
             (g * np.abs(c.dy).sum(axis=r) * (1 / np.sqrt(s2) + (np.abs(x - x.mean(axis=r, keepdims=True)).max(axis=r)
              + 1e-3 * np.abs(x).max(axis=r)) / (2 * s2 ** 1.5))).max() > 65504 / 4
-            for x, r, g in [(c.x, (0,) + tuple(range(2, c.ndim)), np.abs(c.gamma))]
+            for x, r, g in [(c.x, _red(c), np.abs(c.gamma))]
             for s2 in [x.var(axis=r) + c.eps]),
         witness=Case(dtype="float16", shape=(2, 2), seed=323153949, log10_scale=-2.0, log10_offset=None,
                      constant_channel=False, eps=1e-5, new_batch_weight=0.0),
