@@ -107,6 +107,9 @@ def build(results_dir, out_dir, conventions=None, known=(), runs_dir=None):
     failures = [(n, p, records[n]["properties"][p].get("error", "")) for n in names for p in props
                 if records[n]["properties"].get(p, {}).get("status") == "fail"]
     findings = [(d.id, ", ".join(d.adapters), d.reason) for d in known]
+    from equiv.lenet import NET_FINDINGS      # whole-network (BN-LeNet lockstep) divergences
+    findings += [(f.id, f"{f.label} BN-LeNet, {'/'.join(f.dtypes)}, first at step {f.where[0]} "
+                        f"{f.where[1]} {f.where[2]} ({f.data} data)", f.reason) for f in NET_FINDINGS]
 
     # --- Markdown -------------------------------------------------------------------------
     def md_table(header, rows):
