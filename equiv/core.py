@@ -152,6 +152,13 @@ class Adapter:
                 f"w={self.new_batch_weight:g} eps={self.eps:g}>")
 
 
+def same_weight(applied, asked):
+    """A layer that weighs the new batch by ``applied`` honours the weight ``asked``: equal to a
+    few float64 ulps. Keras and Flax reach w only as 1 − fl(1 − w) (their momentum weighs the old
+    value), up to half an ulp of 1 away from w; that is the same setting, not another one."""
+    return abs(applied - asked) <= 4 * 2.0 ** -53 * abs(asked)
+
+
 def framework_version(distribution):
     """Installed version of a distribution ("tensorflow-cpu" also answers for "tensorflow")."""
     from importlib.metadata import PackageNotFoundError, version

@@ -30,7 +30,7 @@ import numpy as np
 
 import reference as ref
 from equiv import tolerance as tol
-from equiv.core import Unsupported
+from equiv.core import Unsupported, same_weight
 from equiv.strategies import Case
 
 DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -206,9 +206,7 @@ def run_case(adapter_cls, case_record, arrays, device="cpu"):
                         new_batch_weight=case.new_batch_weight, eps=case.eps)
     except Unsupported as e:
         return "skipped", str(e), {}
-    # A weight reached as 1 − fl(1 − w) (Keras, Flax) is the case's to a few ulps: the same case.
-    weight_differs = abs(a.new_batch_weight - case.new_batch_weight) > 4 * 2.0 ** -53 * case.new_batch_weight
-    if a.eps != case.eps or (mode == "running" and weight_differs):
+    if a.eps != case.eps or (mode == "running" and not same_weight(a.new_batch_weight, case.new_batch_weight)):
         return "skipped", (f"{adapter_cls.name} hard-codes eps {a.eps:g} and weight {a.new_batch_weight:g}; "
                            f"the case has {case.eps:g} and {case.new_batch_weight:g}"), {}
     known = excluded(adapter_cls.name, prop, case)

@@ -11,7 +11,7 @@ import reference as ref
 from equiv import adapters as registry
 from equiv import port_state
 from equiv import tolerance as tol
-from equiv.core import FrameworkMissing
+from equiv.core import FrameworkMissing, same_weight
 from equiv.known import excluded
 from equiv.strategies import Case
 
@@ -47,9 +47,8 @@ def _case(A, B, ndim, seed=0):
 
 
 def _same_setting(x, w, eps):
-    """The layer ``x`` uses weight ``w`` and ``eps`` (a weight reached as 1 − fl(1 − w), as Keras
-    and Flax weigh the batch, is w to a few ulps: the same setting)."""
-    return x.eps == eps and abs(x.new_batch_weight - w) <= 4 * 2.0 ** -53 * w
+    """The layer ``x`` uses weight ``w`` and ``eps``."""
+    return x.eps == eps and same_weight(x.new_batch_weight, w)
 
 
 def _pair_built(A, B, case):
