@@ -114,17 +114,9 @@ def test_planted_weight_scale_is_named_at_its_layer():
 
 
 def test_fc1_rows_are_permuted_for_the_nhwc_flatten():
-    """Flattening NHWC orders the features (h, w, c), the reference's NCHW flatten (c, h, w):
-    W.T[FC1_ROWS] on the NHWC flatten is the reference's fc1 (exactly: the same products, in the
-    same order), and loading W.T unpermuted makes fc1 the first divergence."""
-    rng = np.random.default_rng(0)
-    pool2 = rng.standard_normal((3, 16, 4, 4))                        # NCHW
-    w = rng.standard_normal((120, 256))
-    nhwc_flat = pool2.transpose(0, 2, 3, 1).reshape(3, -1)
-    np.testing.assert_array_equal(nhwc_flat[:, jax_net.FC1_ROWS], pool2.reshape(3, -1))
-    np.testing.assert_allclose(nhwc_flat @ w.T[jax_net.FC1_ROWS], pool2.reshape(3, -1) @ w.T, rtol=1e-13)
-    assert not np.array_equal(jax_net.FC1_ROWS, np.arange(256))
-
+    """Flattening NHWC orders the features (h, w, c), the reference's NCHW flatten (c, h, w)
+    (equiv.lenet.layout, tests/test_lenet_layout.py): with fc1's rows permuted, flat and fc1 agree;
+    loading W.T unpermuted makes fc1 the first divergence."""
     r = lockstep.run(jax_net, "builtin", steps=1, dtype="float64", batch=BATCH)
     tol = lockstep.tolerance("float64", BATCH)
     assert r["per_step"][0]["rel_error"]["act:fc1"] <= tol and r["per_step"][0]["rel_error"]["act:flat"] <= tol

@@ -34,22 +34,12 @@ def test_planted_weight_scale_is_named_at_its_layer():
     assert_named_at(r, (1, "act", "fc2"))
 
 
-def test_fc1_rows_follow_keras_flatten_order():
-    """Keras flattens NHWC as (h, w, c), the reference NCHW as (c, h, w): fc1's kernel rows are
-    permuted so that both compute the same function, and the permutation is not the identity."""
-    rng = np.random.default_rng(0)
-    pool2 = rng.standard_normal((3, 16, 4, 4))                 # NCHW, as the reference
-    w = rng.standard_normal((120, 256))
-    flat_ref = pool2.reshape(3, -1)
-    flat_keras = pool2.transpose(0, 2, 3, 1).reshape(3, -1)    # keras.layers.Flatten of NHWC
-    kernel = tf_net._fc1_to_keras(w)
-    np.testing.assert_allclose(flat_keras @ kernel, flat_ref @ w.T, rtol=1e-13, atol=1e-13)
-    assert np.abs(flat_keras @ w.T - flat_ref @ w.T).max() > 1.0   # W.T alone is another function
-    np.testing.assert_array_equal(tf_net._fc1_from_keras(kernel), w)
-    np.testing.assert_array_equal(tf_net._flat_to_reference(flat_keras), flat_ref)
-    # and in the net: Flatten really is (h, w, c)
+def test_keras_flatten_is_h_w_c():
+    """keras.layers.Flatten of NHWC orders the features (h, w, c), the order equiv.lenet.layout
+    permutes fc1's rows for (tests/test_lenet_layout.py)."""
+    pool2 = np.random.default_rng(0).standard_normal((3, 16, 4, 4))
     out = tf.keras.layers.Flatten(dtype="float64")(tf.constant(pool2.transpose(0, 2, 3, 1))).numpy()
-    np.testing.assert_array_equal(out, flat_keras)
+    np.testing.assert_array_equal(out, pool2.transpose(0, 2, 3, 1).reshape(3, -1))
 
 
 def test_fc1_permutation_is_needed_in_lockstep():

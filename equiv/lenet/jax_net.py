@@ -31,7 +31,7 @@ is the issue's, the reference's: both convolutions use ``padding='VALID'``.
 Layouts: Flax is NHWC. Conv kernels are (kh, kw, in, out) = the reference's (out, in, kh, kw)
 transposed (2, 3, 1, 0); Dense kernels (in, out) = W^T. Flattening NHWC gives the features in
 (h, w, c) order, the reference's NCHW flatten in (c, h, w) order, so fc1's kernel rows are
-permuted (``FC1_ROWS``) to compute the same function. BN gamma / beta are (C,) for Flax,
+permuted (``equiv.lenet.layout``) to compute the same function. BN gamma / beta are (C,) for Flax,
 (1, C) / (1, 1, 1, C) for the book's layer. ``step`` returns the activations in the
 reference's layout (NCHW; "flat" in (c, h, w) order).
 
@@ -55,23 +55,16 @@ import optax
 from flax import linen as nn
 
 from equiv.adapters._jax import DTYPES, stats_dtype
-from equiv.adapters.jax_scratch import BOOK_EPS, BOOK_MOMENTUM
 from equiv.book import d2l_jax as book
 from equiv.conventions import DECLARED
 from equiv.lenet import CONVENTIONS
+from equiv.lenet.layout import activation_to_reference, param_from_channels_last, param_to_channels_last
 from reference.lenet import ACTIVATIONS, BN_LAYERS, LAYERS, PARAM_NAMES, init_state
 
 FRAMEWORK = "jax"
 IMPLS = ("builtin", "scratch")
 
-_c = CONVENTIONS["jax.scratch"]
-assert (_c["eps"], 1.0 - _c["new_batch_weight"]) == (BOOK_EPS, BOOK_MOMENTUM), "the book's layer hard-codes these"
 
-# pool2's output, NHWC: flattening it gives the features in (h, w, c) order.
-_POOL2 = (4, 4, 16)
-# FC1_ROWS[i]: the reference's (c, h, w) feature index of the NHWC-flattened feature i, so that
-# fc1's kernel = W.T[FC1_ROWS] computes the reference's fc1.
-FC1_ROWS = np.arange(256).reshape(16, 4, 4).transpose(1, 2, 0).reshape(-1)
 
 
 def version():
@@ -260,27 +253,6 @@ def _set_state(net, state):
                  for name in BN_LAYERS}
 
 
-def _to_flax(name, kind, w):
-    """A reference (PyTorch-layout) parameter in the Flax layout."""
-    if kind == "weight":
-        if name.startswith("conv"):
-            return w.transpose(2, 3, 1, 0)         # (out, in, kh, kw) -> (kh, kw, in, out)
-        return w.T[FC1_ROWS] if name == "fc1" else w.T
-    return w
-
-
-def _from_flax(name, kind, k):
-    if kind == "weight":
-        if name.startswith("conv"):
-            return k.transpose(3, 2, 0, 1)
-        if name == "fc1":
-            wt = np.empty_like(k)
-            wt[FC1_ROWS] = k
-            return wt.T
-        return k.T
-    return k.reshape(-1)
-
-
 def _slot(net, key):
     """(layer, variable name) in net.params of a reference parameter name."""
     name, kind = key.split(".")
@@ -307,8 +279,7 @@ def load_params(net, params):
         v = np.asarray(value, dtype=np.float64)
         if v.size != target.size:
             raise ValueError(f"{key}: shape {tuple(v.shape)} does not fit {tuple(target.shape)}")
-        name, kind = key.split(".")
-        flax_v = _to_flax(name, kind, v.reshape(_ref_shape(key)))
+        flax_v = param_to_channels_last(key, v.reshape(_ref_shape(key)))
         net.params[layer][var] = _a(net, flax_v).reshape(target.shape)
 
 
@@ -316,8 +287,7 @@ def get_params(net):
     out = {}
     for key in PARAM_NAMES:
         layer, var = _slot(net, key)
-        name, kind = key.split(".")
-        out[key] = _from_flax(name, kind, _numpy(net.params[layer][var]))
+        out[key] = param_from_channels_last(key, _numpy(net.params[layer][var]))
     return out
 
 
@@ -345,16 +315,6 @@ def as_arrays(net, x, y):
     return X, Y
 
 
-def _reference_layout(name, a):
-    """An activation in the reference's layout, float64 NumPy: NCHW, "flat" in (c, h, w) order."""
-    a = np.asarray(jnp.asarray(a, jnp.float64))
-    if a.ndim == 4:
-        return a.transpose(0, 3, 1, 2).copy()
-    if name == "flat":
-        return a.reshape(a.shape[0], *_POOL2).transpose(0, 3, 1, 2).reshape(a.shape[0], -1)
-    return a.copy()
-
-
 def _lr(net, lr):
     return jnp.asarray(lr, net.dtype)
 
@@ -366,7 +326,7 @@ def step(net, x, y, lr, capture=True):
                                                             X, Y, _lr(net, lr))
     out = {name: acts[name] for name in ACTIVATIONS if name in acts}   # jit returns dicts key-sorted
     out["fc3"] = logits
-    return float(loss), {k: _reference_layout(k, v) for k, v in out.items()}
+    return float(loss), {k: activation_to_reference(k, _numpy(v)) for k, v in out.items()}
 
 
 def train_epoch(net, X, Y, order, lr, batch, scan=None):

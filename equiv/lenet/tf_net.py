@@ -16,7 +16,7 @@ Layout: channels-last, as the book's TensorFlow tab (NHWC; ``Conv2D`` kernels
 (kh, kw, in, out), ``Dense`` kernels (in, out) with y = x K + b). Weights transfer from
 ``reference.lenet``'s PyTorch layouts: conv kernel = W.transpose(2, 3, 1, 0), dense kernel =
 W.T, except fc1: Keras flattens the NHWC pool2 output in (h, w, c) order, the reference its
-NCHW output in (c, h, w) order, so fc1's kernel rows are permuted to match (``_fc1_to_keras``)
+NCHW output in (c, h, w) order, so fc1's kernel rows are permuted to match (``equiv.lenet.layout``)
 and both nets compute the same function. ``get_params`` undoes every conversion; ``step``
 returns 4-D activations transposed back to NCHW and "flat" re-ordered to (c, h, w), so that
 the lockstep compares like with like.
@@ -52,9 +52,10 @@ Importing this module turns TF32 off (matters on CUDA only), as ``equiv.adapters
 import numpy as np
 import tensorflow as tf
 
-from equiv.adapters.tf_scratch import BOOK_EPS, BOOK_MOMENTUM, BookLayer
+from equiv.adapters.tf_scratch import BookLayer
 from equiv.conventions import DECLARED
 from equiv.lenet import CONVENTIONS
+from equiv.lenet.layout import activation_to_reference, param_from_channels_last, param_to_channels_last
 from reference.lenet import BN_LAYERS, PARAM_NAMES, init_state
 
 keras = tf.keras
@@ -62,14 +63,11 @@ keras = tf.keras
 FRAMEWORK = "tf"
 IMPLS = ("builtin", "scratch")
 
-_c = CONVENTIONS["tf.scratch"]
-assert (_c["eps"], _c["new_batch_weight"]) == (BOOK_EPS, BOOK_MOMENTUM), "the book's layer hard-codes these"
 
 # Correctness tests compare against float64: no TF32 in matrix units on CUDA.
 tf.config.experimental.enable_tensor_float_32_execution(False)
 
 _DTYPES = {"float64": tf.float64, "float32": tf.float32}
-_POOL = (16, 4, 4)            # pool2's output (C, H, W): fc1's input
 
 
 def version():
@@ -189,24 +187,6 @@ def _numpy(t):
     return np.array(t.numpy(), dtype=np.float64)
 
 
-def _fc1_to_keras(w):
-    """fc1 weight (120, 256), inputs in the reference's (c, h, w) order -> Keras kernel
-    (256, 120), rows in Keras' (h, w, c) flatten order."""
-    c, h, w_ = _POOL
-    return w.T.reshape(c, h, w_, -1).transpose(1, 2, 0, 3).reshape(c * h * w_, -1)
-
-
-def _fc1_from_keras(k):
-    c, h, w_ = _POOL
-    return k.reshape(h, w_, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w_, -1).T
-
-
-def _flat_to_reference(a):
-    """Keras' flat activation (N, 256) in (h, w, c) order -> the reference's (c, h, w) order."""
-    c, h, w_ = _POOL
-    return a.reshape(-1, h, w_, c).transpose(0, 3, 1, 2).reshape(a.shape[0], -1)
-
-
 def _variables(net):
     """name of reference.lenet.PARAM_NAMES -> Keras variable."""
     out = {}
@@ -215,24 +195,6 @@ def _variables(net):
         layer = net.layers[name]
         out[key] = getattr(layer, {"weight": "kernel", "bias": "bias", "gamma": "gamma", "beta": "beta"}[kind])
     return out
-
-
-def _to_keras(key, value):
-    """A reference parameter in the Keras layout of its variable."""
-    v = np.asarray(value, dtype=np.float64)
-    if key == "fc1.weight":
-        return _fc1_to_keras(v)
-    if key.endswith(".weight"):
-        return v.transpose(2, 3, 1, 0) if v.ndim == 4 else v.T
-    return v
-
-
-def _from_keras(key, value):
-    if key == "fc1.weight":
-        return _fc1_from_keras(value)
-    if key.endswith(".weight"):
-        return value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
-    return value
 
 
 def _set_state(net, state):
@@ -249,14 +211,14 @@ def load_params(net, params):
     targets = _variables(net)
     for key, value in params.items():
         var = targets[key]
-        expected = _from_keras(key, np.zeros(tuple(var.shape))).shape     # the reference's shape
+        expected = param_from_channels_last(key, np.zeros(tuple(var.shape))).shape   # the reference's
         if np.shape(value) != expected:
             raise ValueError(f"{key}: shape {np.shape(value)} does not fit {expected}")
-        var.assign(_t(net, _to_keras(key, value)))
+        var.assign(_t(net, param_to_channels_last(key, value)))
 
 
 def get_params(net):
-    return {key: _from_keras(key, _numpy(var)) for key, var in _variables(net).items()}
+    return {key: param_from_channels_last(key, _numpy(var)) for key, var in _variables(net).items()}
 
 
 def get_state(net):
@@ -329,15 +291,7 @@ def step(net, x, y, lr, capture=True):
     X, Y = _images(net, x), tf.cast(_labels(net, y), tf.int32)
     with tf.device(net.tf_device):
         loss, acts = _step_fn(net, capture)(X, Y, tf.constant(lr, dtype=net.tf_dtype))
-    out = {}
-    for name, t in acts.items():
-        a = _numpy(t)
-        if a.ndim == 4:
-            a = a.transpose(0, 3, 1, 2)              # NHWC -> the reference's NCHW
-        elif name == "flat":
-            a = _flat_to_reference(a)                # (h, w, c) -> (c, h, w) order
-        out[name] = a
-    return float(loss), out
+    return float(loss), {name: activation_to_reference(name, _numpy(t)) for name, t in acts.items()}
 
 
 def evaluate(net, x, y, batch=1024):
