@@ -7,6 +7,7 @@ Implementations whose framework is missing are skipped with the install command;
 Fashion-MNIST the tests skip when the data is not installed (CI installs it).
 """
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -15,7 +16,9 @@ import types
 import numpy as np
 import pytest
 
+from equiv import adapters as registry
 from equiv import lenet
+from equiv.conventions import DECLARED
 from equiv.dtypes import round_to
 from equiv.lenet import cli_glue, lockstep, synthetic, train
 from reference import lenet as ref
@@ -95,6 +98,18 @@ def test_lockstep_fashion_mnist(impl, dtype, device, fashion_mnist):
     r = lockstep.run(mod, variant, steps=REAL_STEPS, dtype=dtype, seed=0, batch=128, device=device,
                      dataset=fashion_mnist)
     _check(r, label, dtype, "fashion-mnist")
+
+
+def test_book_variants_use_the_books_hard_coded_setting(impl):
+    """The reference runs a scratch net with its CONVENTIONS entry (from equiv.conventions): that is
+    the eps and momentum the book's layer hard-codes (BOOK_EPS, BOOK_MOMENTUM of its adapter)."""
+    label, _, variant = impl
+    if variant != "scratch":
+        pytest.skip("the built-in layers are built from CONVENTIONS")
+    adapter = lenet.ADAPTER[label]
+    book = importlib.import_module(registry.load(adapter).__module__)
+    c = lenet.CONVENTIONS[label]
+    assert (c["eps"], c["new_batch_weight"]) == (book.BOOK_EPS, DECLARED[adapter].new_batch_weight(book.BOOK_MOMENTUM))
 
 
 def test_every_finding_names_a_known_implementation():

@@ -20,7 +20,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from equiv.adapters._torch import DTYPES, devices  # noqa: F401  (devices: part of the protocol)
-from equiv.adapters.torch_scratch import BOOK_EPS, BOOK_MOMENTUM
 from equiv.book import d2l_torch as book
 from equiv.lenet import CONVENTIONS
 from reference.lenet import BN_LAYERS, init_state
@@ -28,8 +27,6 @@ from reference.lenet import BN_LAYERS, init_state
 FRAMEWORK = "torch"
 IMPLS = ("builtin", "scratch")
 
-_c = CONVENTIONS["torch.scratch"]
-assert (_c["eps"], _c["new_batch_weight"]) == (BOOK_EPS, BOOK_MOMENTUM), "the book's layer hard-codes these"
 
 
 def version():
