@@ -28,8 +28,19 @@ settings.register_profile("thorough", max_examples=400, **_common)
 settings.register_profile("mutation", max_examples=200, derandomize=True, database=None, **_common)
 
 
+PROFILES = ("dev", "ci", "thorough", "mutation")
+
+
 def default_profile():
     return os.environ.get("EQUIV_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+
+
+def profile_error():
+    """None, or what is wrong with $EQUIV_PROFILE."""
+    name = os.environ.get("EQUIV_PROFILE")
+    if name and name not in PROFILES:
+        return f"EQUIV_PROFILE={name!r} is not a Hypothesis profile; use one of {', '.join(PROFILES)}"
+    return None
 
 
 # Ranges per dtype: log10 of the data scale, and the largest |value| the data may reach.
@@ -50,6 +61,10 @@ class Case:
     steps: int = 1
     arrays: dict = field(default=None, repr=False, compare=False)
 
+    @staticmethod
+    def pow10(u):
+        return 10.0 ** u
+
     @property
     def ndim(self):
         return len(self.shape)
@@ -67,11 +82,11 @@ class Case:
         """Batch i (0 ≤ i < steps) as float64 data rounded to the dtype."""
         rng = np.random.default_rng([self.seed, 1 + i])
         c = self.channels
-        scale = 10.0 ** self.log10_scale
+        scale = self.pow10(self.log10_scale)
         bshape = (1, c) + (1,) * (self.ndim - 2)
-        std = scale * 10.0 ** rng.uniform(-0.5, 0.5, size=c)
+        std = scale * self.pow10(rng.uniform(-0.5, 0.5, size=c))
         mean = np.zeros(c) if self.log10_offset is None else \
-            rng.choice([-1.0, 1.0], size=c) * std * 10.0 ** (self.log10_offset + rng.uniform(-0.3, 0))
+            rng.choice([-1.0, 1.0], size=c) * std * self.pow10(self.log10_offset + rng.uniform(-0.3, 0))
         x = mean.reshape(bshape) + std.reshape(bshape) * rng.standard_normal(self.shape)
         if self.constant_channel:
             x[:, 0] = mean[0] if mean[0] != 0 else scale
@@ -87,11 +102,11 @@ class Case:
             c = self.channels
             r = lambda a: round_to(a, self.dtype)  # noqa: E731
             self.arrays = dict(
-                gamma=r(rng.choice([-1.0, 1.0], size=c) * 10.0 ** rng.uniform(-1, 1, size=c)),
-                beta=r(rng.standard_normal(c) * 10.0 ** rng.uniform(-1, 1, size=c)),
-                running_mean=r(rng.standard_normal(c) * 10.0 ** rng.uniform(-1, 1, size=c)),
-                running_var=r(10.0 ** rng.uniform(-1, 1, size=c)),
-                dy=r(rng.standard_normal(self.shape) * 10.0 ** rng.uniform(-1, 1)),
+                gamma=r(rng.choice([-1.0, 1.0], size=c) * self.pow10(rng.uniform(-1, 1, size=c))),
+                beta=r(rng.standard_normal(c) * self.pow10(rng.uniform(-1, 1, size=c))),
+                running_mean=r(rng.standard_normal(c) * self.pow10(rng.uniform(-1, 1, size=c))),
+                running_var=r(self.pow10(rng.uniform(-1, 1, size=c))),
+                dy=r(rng.standard_normal(self.shape) * self.pow10(rng.uniform(-1, 1))),
             )
         return self.arrays
 
@@ -150,3 +165,34 @@ def cases(draw, dtypes=("float64", "float32"), ndims=(2, 4), max_steps=1, min_co
                 log10_scale=log10_scale, log10_offset=log10_offset,
                 constant_channel=draw(st.booleans()), eps=eps, new_batch_weight=weight,
                 steps=draw(st.integers(1, max_steps)))
+
+
+def parse_case(text):
+    """The Case a failure printed (``Case(dtype='float32', shape=(4, 2), ...)``), read back without
+    eval: every argument must be a literal. Raises ValueError naming what is wrong."""
+    import ast
+    from dataclasses import fields as dc_fields
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as e:
+        raise ValueError(f"not a Case(...) line: {e.msg} at column {e.offset}") from None
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Case"):
+        raise ValueError("not a Case(...) line: give it as printed, e.g. \"Case(dtype='float64', shape=(4, 2), ...)\"")
+    if node.args:
+        raise ValueError("Case(...) takes keyword arguments only, as printed")
+    names = {f.name for f in dc_fields(Case)} - {"arrays"}
+    kwargs = {}
+    for kw in node.keywords:
+        if kw.arg not in names:
+            raise ValueError(f"Case has no field {kw.arg!r}; fields: {', '.join(sorted(names))}")
+        try:
+            kwargs[kw.arg] = ast.literal_eval(kw.value)
+        except ValueError:
+            raise ValueError(f"Case field {kw.arg} must be a literal value") from None
+    missing = sorted(names - set(kwargs) - {"steps"})
+    if missing:
+        raise ValueError(f"Case(...) lacks {', '.join(missing)}")
+    kwargs["shape"] = tuple(kwargs["shape"])
+    if kwargs["dtype"] not in SCALE_RANGE or len(kwargs["shape"]) not in (2, 4) or min(kwargs["shape"]) < 1:
+        raise ValueError(f"Case dtype must be one of {', '.join(SCALE_RANGE)} and shape 2-D or 4-D with sizes >= 1")
+    return Case(**kwargs)
