@@ -24,6 +24,7 @@ examples:
   equiv check                                  every installed adapter
   equiv check --adapters torch.builtin         one adapter
   equiv check --adapters mypkg.bn:batch_norm   your own implementation (see README)
+  equiv replay "Case(...)" --adapters A        one failing case again, oracle beside implementation
   equiv conventions                            measure and write reference/data/conventions.*
   equiv findings                               write reference/data/findings.md
   equiv porting                                write docs/porting.md from the measured conventions
@@ -46,18 +47,11 @@ class UsageError(Exception):
 
 
 def _adapter_names(spec):
-    if not spec:
-        names = registry.available()
-        if not names:
-            raise UsageError("no framework is installed, so no adapter can run; install one, e.g. "
-                             f"{registry.TORCH}  (see: equiv list)")
-        return names
-    names = [n.strip() for n in spec.split(",") if n.strip()]
-    unknown = [n for n in names if ":" not in n and n not in registry.REGISTRY]
-    if unknown:
-        raise UsageError(f"unknown adapter(s): {', '.join(unknown)}\nknown adapters: "
-                         f"{', '.join(registry.known_names())}\nor package.module:obj for an external implementation")
-    return names
+    from equiv.selection import SelectionError, adapter_names
+    try:
+        return adapter_names(spec)
+    except SelectionError as e:
+        raise UsageError(str(e))
 
 
 def _load(name):
@@ -65,8 +59,10 @@ def _load(name):
         return registry.load(name), None
     except FrameworkMissing as e:
         return None, f"not installed: {e.install}"
-    except (ValueError, KeyError) as e:
-        raise UsageError(str(e).strip("'\""))
+    except KeyError as e:
+        raise UsageError(e.args[0])
+    except ValueError as e:
+        raise UsageError(str(e))
 
 
 def _progress(msg):
@@ -79,8 +75,11 @@ def _progress(msg):
 def check_adapter(A, device, profile):
     """Run every property and probe against one adapter; returns its result record."""
     from equiv.known import divergences
-    from equiv.probes import PROBES, expected, matches
-    from equiv.properties import PROPERTIES, Unconfigurable, applies, run
+    from hypothesis.reporting import with_reporter
+
+    from equiv.core import Unsupported
+    from equiv.probes import PROBES, describe, expected, matches
+    from equiv.properties import PROPERTIES, PropertyFailure, Unconfigurable, applies, run
 
     rec = {"adapter": A.name, "framework": A.framework, "version": _version(A),
            "device": device, "profile": profile, "properties": {}, "conventions": {}, "mismatches": []}
@@ -92,11 +91,15 @@ def check_adapter(A, device, profile):
             continue
         t0 = time.perf_counter()
         try:
-            stats = run(p, A, device, profile)
+            with with_reporter(lambda _: None):   # the failure block below says it all
+                stats = run(p, A, device, profile)
             status = "documented" if divergences(A.name, name) else "pass"
             rec["properties"][name] = {"status": status, **stats}
-        except Unconfigurable:
-            rec["properties"][name] = {"status": "n/a", "reason": "momentum is hard-coded"}
+        except (Unconfigurable, Unsupported) as e:
+            rec["properties"][name] = {"status": "n/a", "reason": str(e) or "momentum is hard-coded"}
+        except PropertyFailure as e:
+            rec["properties"][name] = {"status": "fail", "error": str(e.cause)[:2000], "case": repr(e.case),
+                                       "block": e.block(), "replay": e.replay_command(device)}
         except Exception as e:
             rec["properties"][name] = {"status": "fail", "error": f"{type(e).__name__}: {e}"[:2000]}
         rec["properties"][name]["seconds"] = round(time.perf_counter() - t0, 2)
@@ -108,7 +111,7 @@ def check_adapter(A, device, profile):
             measured = f"probe failed: {type(e).__name__}: {e}"[:300]
         rec["conventions"][field] = measured
         if not matches(field, measured, expected(A, field)):
-            rec["mismatches"].append(f"{field}: measured {measured!r}, declared {expected(A, field)!r}")
+            rec["mismatches"].append(describe(field, measured, expected(A, field)))
     rec["conventions"]["mode_switch"] = A.conventions.mode_switch
     rec["known_divergences"] = [{"id": d.id, "properties": list(d.properties), "reason": d.reason}
                                 for d in divergences(A.name)]
@@ -123,7 +126,8 @@ def _version(A):
 
 SHORT = {"train_forward": "train", "batch_stats": "bstats", "infer_forward": "infer",
          "running_stats": "running", "gradients": "grads", "affine_invariance": "affine",
-         "output_moments": "moments", "dx_sums_zero": "Σdx=0", "batch_permutation": "perm"}
+         "output_moments": "moments", "dx_sums_zero": "Σdx=0", "batch_permutation": "perm",
+         "state_after_calls": "state"}
 MARK = {"pass": "pass", "documented": "pass*", "fail": "FAIL", "n/a": "n/a"}
 
 
@@ -174,7 +178,7 @@ def cmd_check(args):
         for name, res in r.get("properties", {}).items():
             if res["status"] == "fail":
                 failed = True
-                print(f"\nFAIL {r['adapter']} {name}: {res['error']}")
+                print("\nFAIL " + res.get("block", f"{r['adapter']} {name}: {res['error']}"))
         for m in r.get("mismatches", []):
             failed = True
             print(f"\nCONVENTION {r['adapter']}: {m}")
@@ -186,6 +190,61 @@ def cmd_check(args):
         path.write_text(json.dumps({"profile": profile, "device": args.device, "records": records}, indent=1))
         print(f"\nresults written to {path}")
     return 1 if failed else 0
+
+
+def cmd_replay(args):
+    """One printed Case against one implementation, the oracle's values beside the implementation's."""
+    import numpy as np
+
+    from equiv.properties import PROPERTIES, replay
+    from equiv.strategies import parse_case
+    from equiv.tolerance import ToleranceError
+    try:
+        case = parse_case(args.case)
+    except ValueError as e:
+        raise UsageError(f"replay: {e}")
+    if args.property and args.property not in PROPERTIES:
+        raise UsageError(f"replay: unknown property {args.property!r}; properties: {', '.join(PROPERTIES)}")
+    names = _adapter_names(args.adapters)
+    props = [args.property] if args.property else list(PROPERTIES)
+    failed = False
+    print(f"{case!r}")
+    for name in names:
+        A, missing = _load(name)
+        if missing:
+            print(f"{name}: {missing}")
+            continue
+        if case.dtype not in A.dtypes:
+            print(f"{name}: has no dtype {case.dtype} (it has {', '.join(A.dtypes)})")
+            continue
+        for pname in props:
+            status, detail = replay(PROPERTIES[pname], A, case, args.device)
+            if status == "pass":
+                print(f"{name} {pname}: pass (largest error/bound {detail:.3g})")
+            elif status == "n/a":
+                print(f"{name} {pname}: does not apply: {detail}")
+            else:
+                failed = True
+                print(f"{name} {pname}: FAIL: {detail}" if not isinstance(detail, ToleranceError)
+                      else f"{name} {pname}: FAIL")
+                if isinstance(detail, ToleranceError):
+                    print(side_by_side(detail, np))
+    return 1 if failed else 0
+
+
+def side_by_side(e, np, rows=8):
+    """The worst elements of a failed comparison: index, oracle, implementation, |error|, bound."""
+    err = np.abs(e.actual - e.expected)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(err == 0, 0.0, np.nan_to_num(err, nan=np.inf) / e.bound).ravel()
+    order = np.argsort(-ratio, kind="stable")[:rows]
+    lines = [f"  {e.what}: {e.ratio:.3g}× the bound at worst",
+             f"  {'index':16} {'oracle':>22} {'implementation':>22} {'|error|':>10} {'bound':>10} {'ratio':>9}"]
+    for flat in order:
+        i = tuple(int(v) for v in np.unravel_index(flat, e.actual.shape)) if e.actual.ndim else ()
+        lines.append(f"  {str(i):16} {e.expected[i]:22.15g} {e.actual[i]:22.15g} {err[i]:10.3g} "
+                     f"{e.bound[i]:10.3g} {ratio[flat]:9.3g}")
+    return "\n".join(lines)
 
 
 def cmd_conventions(args):
@@ -324,6 +383,15 @@ def build_parser():
                    help="Hypothesis profile (default: ci when CI is set, else dev; env EQUIV_PROFILE)")
     p.add_argument("--out", default=None, help="folder for the JSON results (one file per run)")
     p.set_defaults(fn=cmd_check)
+    p = sub.add_parser("replay", help="replay one printed Case(...) against an implementation, values side by side",
+                       description="Runs the properties (or one, --property) on exactly the case a failure "
+                                   "printed and shows, for each failing comparison, the oracle's and the "
+                                   "implementation's values of the worst elements side by side.")
+    p.add_argument("case", help="the Case(...) line, quoted")
+    p.add_argument("--property", default=None, help="one property (default: every property)")
+    p.add_argument("--adapters", help=adapters_help)
+    p.add_argument("--device", default=os.environ.get("EQUIV_DEVICE", "cpu"), help="cpu or cuda (default cpu)")
+    p.set_defaults(fn=cmd_replay)
     p = sub.add_parser("conventions", help="measure conventions and write conventions.json / .md",
                        description="Measures the conventions of each installed adapter by probing and "
                                    "merges them into DATA/conventions.json and DATA/conventions.md.")

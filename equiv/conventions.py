@@ -4,6 +4,8 @@ Each row is what an adapter claims; ``equiv.probes`` measures the same fields by
 running the implementation, and tests assert the two agree. Field meanings are in
 ``equiv.core.Conventions``.
 """
+from dataclasses import replace
+
 from equiv.core import Conventions
 
 C = Conventions
@@ -55,6 +57,14 @@ DECLARED = {
                        mode_switch="autograd.is_training(): record() / train_mode()",
                        batch_of_one="beta", configurable=False),
 }
+
+# Named presets an external implementation may declare (``equiv.external``): the conventions of
+# a framework's built-in layer, without what only that layer object does (its default mode,
+# its batch of one); ``mode_switch`` is the protocol's.
+PRESETS = {preset: replace(DECLARED[adapter], default_mode="n/a", batch_of_one="n/a",
+                           mode_switch="training=True/False argument")
+           for preset, adapter in (("torch", "torch.builtin"), ("keras", "tf.keras"),
+                                   ("flax", "flax.linen"), ("mxnet", "mxnet.gluon"))}
 
 # The framework's own constructor arguments for the canonical setting (None: hard-coded in
 # the layer, or no such argument); the channel axis argument takes channel_axis above.

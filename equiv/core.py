@@ -90,6 +90,7 @@ class Adapter:
     dtypes = ("float64", "float32")
     devices = ("cpu",)
     has_gradients = True
+    external = False     # True for code given as --adapters package.module:obj
 
     def __init__(self, num_features, ndim, *, dtype="float32", device="cpu",
                  new_batch_weight=None, eps=None):

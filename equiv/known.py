@@ -133,7 +133,7 @@ KNOWN = [
     Divergence(
         id="scratch-fp16-square-overflow",
         adapters=("torch.scratch",),
-        properties=_FORWARD + ("running_stats", "batch_stats"),
+        properties=_FORWARD + ("running_stats", "state_after_calls", "batch_stats"),
         reason=("float16: the book's code squares x − mean in float16, which overflows for "
                 "|x − mean| > 255.9; the variance becomes inf, the output collapses to beta and the "
                 "running variance to inf, or NaN (0·inf) with new-batch weight 0 (witness: std 100, "
@@ -148,7 +148,7 @@ KNOWN = [
     Divergence(
         id="tf-scratch-fp16-sum-overflow",
         adapters=("tf.scratch",),
-        properties=_FORWARD + ("running_stats",),
+        properties=_FORWARD + ("running_stats", "state_after_calls",),
         reason=("float16: the book's code takes the mean and variance with tf.reduce_mean in float16, "
                 "and TensorFlow's CPU kernel accumulates the float16 sum in float16: it overflows when "
                 "Σx or Σ(x − mean)² exceeds 65504 although every square and the mean are representable; "
@@ -201,7 +201,7 @@ KNOWN = [
     Divergence(
         id="flax-fast-variance-offset",
         adapters=("flax.linen", "flax.nnx"),
-        properties=_FORWARD + ("running_stats", "batch_stats"),
+        properties=_FORWARD + ("running_stats", "state_after_calls", "batch_stats"),
         reason=("Flax's default use_fast_variance=True computes var = E[x²] − E[x]² (_compute_stats, "
                 "flax/linen/normalization.py and flax/nnx/nn/normalization.py), which loses "
                 "~4·u·(|mean|/std)² of the variance: float32 relative error 2.2e-3, 0.15, 7.4 at "
@@ -224,7 +224,7 @@ KNOWN = [
     Divergence(
         id="jax-scratch-4d-reduces-n-w-c",
         adapters=("jax.scratch",),
-        properties=("train_forward", "batch_stats", "running_stats", "gradients", "affine_invariance",
+        properties=("train_forward", "batch_stats", "running_stats", "state_after_calls", "gradients", "affine_invariance",
                     "output_moments", "dx_sums_zero"),
         reason=("the book's JAX layer is NHWC but reduces over axes (0, 2, 3), copied from the NCHW "
                 "frameworks: over N, W and C, one mean and variance per row H, not per channel. The "
@@ -242,7 +242,7 @@ KNOWN = [
     Divergence(
         id="mxnet-scratch-fp16-sum-overflow",
         adapters=("mxnet.scratch",),
-        properties=_FORWARD + ("running_stats", "batch_stats"),
+        properties=_FORWARD + ("running_stats", "state_after_calls", "batch_stats"),
         reason=("float16: mxnet.np's mean stores the sum in the input dtype before dividing, so "
                 "X.mean() and ((X − mean)**2).mean() are inf when a channel's sum of |x|, or of "
                 "squares, passes 65504, although the mean is representable (np.array([4e4, 4e4], "
@@ -273,7 +273,7 @@ KNOWN = [
     Divergence(
         id="gluon-fp16-var-eps-overflow",
         adapters=("mxnet.gluon",),
-        properties=_FORWARD + ("running_stats", "batch_stats"),
+        properties=_FORWARD + ("running_stats", "state_after_calls", "batch_stats"),
         reason=("float16 on the CPU: var + eps is formed in float16 (as above) and overflows when "
                 "var + eps > 65504 (|x − mean| ≈ 256 and more), although the sum of squares is float32; "
                 "1/sqrt(inf) = 0, the output collapses to beta and the running variance 1/0² − eps "
@@ -289,7 +289,7 @@ KNOWN = [
     Divergence(
         id="gluon-momentum-float32",
         adapters=("mxnet.gluon",),
-        properties=("running_stats",),
+        properties=("running_stats", "state_after_calls",),
         reason=("the operator keeps momentum as a C++ float (BatchNormParam: `float momentum`, "
                 "src/operator/nn/batch_norm-inl.h): momentum 0.9 is 0.89999998, so the new batch "
                 "weighs 1 − fl32(momentum) = 0.10000002 instead of 0.1, whatever the dtype; float64 "
@@ -303,7 +303,7 @@ KNOWN = [
     Divergence(
         id="gluon-running-var-from-invstd",
         adapters=("mxnet.gluon",),
-        properties=("batch_stats", "running_stats"),
+        properties=("batch_stats", "running_stats", "state_after_calls"),
         reason=("the CPU backward does not keep the batch variance: it recovers it from the saved "
                 "1/sqrt(var + eps) as 1/invstd² − eps (INVSTD_TO_VARIANCE, batch_norm-inl.h), with an "
                 "absolute error of a few u·(var + eps); where eps dominates var the running variance "
@@ -331,7 +331,7 @@ KNOWN = [
     Divergence(
         id="mxnet-scratch-fp16-square-overflow",
         adapters=("mxnet.scratch",),
-        properties=_FORWARD + ("running_stats", "batch_stats"),
+        properties=_FORWARD + ("running_stats", "state_after_calls", "batch_stats"),
         reason=("float16: the book's code squares x − mean in float16, which overflows for "
                 "|x − mean| > 255.9; the variance becomes inf, the output collapses to beta and the "
                 "moving variance to inf, or NaN (0·inf) with new-batch weight 0 (witness: std 100, "

@@ -172,6 +172,32 @@ def matches(field, measured, declared):
     return measured == declared
 
 
+_WORDS = {
+    "new_batch_weight": lambda v: f"a new-batch weight of {v:g} for the default momentum"
+    if isinstance(v, (int, float)) else str(v),
+    "running_var": lambda v: f"{'an' if v == 'unbiased' else 'a'} {v} running variance"
+    if v in ("biased", "unbiased") else str(v),
+    "default_eps": lambda v: f"a default eps of {v:g}" if isinstance(v, (int, float)) else str(v),
+    "variance": lambda v: {"two-pass": "the two-pass batch variance",
+                           "fast": "the fast batch variance E[x²] − E[x]²"}.get(v, str(v)),
+    "stats_update": lambda v: f"running statistics that change in the {v}"
+    if isinstance(v, str) and v.startswith(("forward", "backward")) else f"running statistics that change {v}",
+    "default_mode": lambda v: f"a plain call in {v} mode" if v in ("training", "inference") else
+    f"a plain call that is an {v}" if v == "error" else f"a plain call that does {v}",
+    "batch_of_one": lambda v: {"error": "an error for a batch of one", "beta": "beta as the output for a "
+                               "batch of one", "nan": "NaN for a batch of one"}.get(v, f"{v} for a batch of one"),
+    "channel_axis": lambda v: f"channel axis {v}",
+}
+
+
+def describe(field, measured, declared):
+    """A convention mismatch in words: 'declared an unbiased running variance; measured a biased one'."""
+    words = _WORDS.get(field, str)
+    if isinstance(measured, str) and measured.startswith("probe failed"):
+        return f"{field}: declared {words(declared)}; the probe could not measure it ({measured})"
+    return f"{field}: declared {words(declared)}; measured {words(measured)}"
+
+
 def measure(A):
     """One record of measured conventions for an adapter class."""
     rec = {"adapter": A.name, "framework": A.framework}

@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 import reference as ref
+from equiv.core import FrameworkMissing, Unsupported
 from equiv.dtypes import representable
 from equiv import tolerance as tol
 from equiv.strategies import cases
@@ -28,6 +29,9 @@ def require(condition):
 
 class Unconfigurable(Exception):
     """The adapter's momentum or eps is hard-coded: a property needing another value does not apply."""
+
+
+PASS_THROUGH = (Unconfigurable, Unsupported, FrameworkMissing)   # not failures: the property does not apply
 
 
 @dataclass(frozen=True)
@@ -195,10 +199,77 @@ def batch_permutation(A, case, device):
     return tol.assert_close("y(x[perm]) vs y(x)[perm]", y_perm, y[perm], bound)
 
 
+CALLS = (("training forward", "forward_train"), ("inference forward", "forward_infer"),
+         ("default call", "forward_default"), ("training step", "train_step"))
+
+
+def _updates(conv, method):
+    """Whether a call of ``method`` moves the running statistics, by the declared conventions;
+    None where the call is not defined (a default mode of "error" or "n/a")."""
+    when = conv.stats_update.split("+")[0]
+    if method == "forward_default":
+        if conv.default_mode not in ("training", "inference"):
+            return None
+        method = "forward_train" if conv.default_mode == "training" else "forward_infer"
+    return {"forward_train": when == "forward", "forward_infer": False,
+            "train_step": when in ("forward", "backward")}[method]
+
+
+@prop("state_after_calls", "after each call (training forward, inference forward, default call, "
+      "training step) gamma, beta and the running statistics are what the oracle says: updated "
+      "where the declared conventions update them, unchanged everywhere else")
+def state_after_calls(A, case, device):
+    worst = 0.0
+    for label, method in CALLS:
+        updates = _updates(A.conventions, method)
+        if updates is None:
+            continue
+        a = build(A, case, device)
+        getattr(a, method)(*((case.x, case.dy) if method == "train_step" else (case.x,)))
+        expected = dict(case.state)
+        bound = {k: 0.0 for k in expected}          # unchanged: exactly what was set
+        if updates:
+            # a layer with hard-coded momentum runs it in a plain call, whatever the adapter was asked
+            w = a.new_batch_weight if method != "forward_default" or A.conventions.configurable \
+                else A.conventions.default_new_batch_weight
+            _, mean, var = ref.batch_norm_train(case.x, case.gamma, case.beta, eps=a.eps)
+            m, v = ref.update_running_stats(case.running_mean, case.running_var, mean, var, case.count,
+                                            new_batch_weight=w, unbiased=_unbiased(a))
+            require(representable(case.dtype, m, v))
+            expected.update(running_mean=m, running_var=v)
+            bound["running_mean"], bound["running_var"] = tol.running_stats(
+                case.x, case.running_mean, case.running_var, m, v, w, case.dtype)
+        state = a.get_state()
+        for k in ("gamma", "beta", "running_mean", "running_var"):
+            worst = max(worst, tol.assert_close(f"{k} after the {label}", state[k], expected[k], bound[k]))
+    return worst
+
+
+class PropertyFailure(AssertionError):
+    """A property failed: the statement, the minimal case, what was measured, and how to replay it."""
+
+    def __init__(self, p, adapter_cls, case, cause):
+        self.property, self.adapter, self.case, self.cause = p, adapter_cls.name, case, cause
+        super().__init__(self.block())
+
+    def replay_command(self, device="cpu"):
+        dev = "" if device == "cpu" else f" --device {device}"
+        return f"equiv replay \"{self.case!r}\" --property {self.property.name} --adapters {self.adapter}{dev}"
+
+    def block(self):
+        cause = self.cause if isinstance(self.cause, AssertionError) else \
+            f"{type(self.cause).__name__}: {self.cause}"
+        return (f"{self.adapter} fails {self.property.name}: {self.property.doc}\n"
+                f"  case:   {self.case!r}\n"
+                f"  error:  {cause}\n"
+                f"  replay: {self.replay_command()}")
+
+
 def applies(p, adapter_cls):
     """None when the property applies to the adapter, else the reason it does not."""
     if p.needs_gradients and not adapter_cls.has_gradients:
-        return f"{adapter_cls.name} computes no gradients"
+        hint = " (a function provides them as fn.backward: see the README)" if adapter_cls.external else ""
+        return f"{adapter_cls.name} computes no gradients{hint}"
     return None
 
 
@@ -214,6 +285,7 @@ def run(p, adapter_cls, device="cpu", profile=None):
     from equiv.known import excluded
 
     stats = {"examples": 0, "excluded": 0, "worst": 0.0, "ratios": {}}
+    failing = {}
 
     def test(case):
         if excluded(adapter_cls.name, p.name, case) is not None:
@@ -223,6 +295,11 @@ def run(p, adapter_cls, device="cpu", profile=None):
             ratio = p.check(adapter_cls, case, device)
         except Rejected:
             assume(False)
+        except PASS_THROUGH:
+            raise
+        except Exception:
+            failing["case"] = case   # the last failure Hypothesis replays is the minimal one
+            raise
         stats["examples"] += 1
         stats["worst"] = max(stats["worst"], ratio)
         stats["ratios"].setdefault(case.dtype, []).append(float(f"{ratio:.3g}"))
@@ -231,5 +308,27 @@ def run(p, adapter_cls, device="cpu", profile=None):
     test = given(case=strategy_for(p, adapter_cls))(test)
     if profile is not None:
         test = settings(settings.get_profile(profile))(test)
-    test()
+    try:
+        test()
+    except PASS_THROUGH:
+        raise
+    except Exception as e:
+        if "case" not in failing:
+            raise
+        raise PropertyFailure(p, adapter_cls, failing["case"], e) from e
     return stats
+
+
+def replay(p, adapter_cls, case, device="cpu"):
+    """Run one property on one case. Returns ("pass", ratio), ("n/a", why) or ("fail", exception)."""
+    why = applies(p, adapter_cls)
+    if why:
+        return "n/a", why
+    try:
+        return "pass", p.check(adapter_cls, case, device)
+    except Rejected:
+        return "n/a", "the case says nothing about the implementation (its exact result overflows the dtype)"
+    except Unconfigurable:
+        return "n/a", f"{adapter_cls.name} hard-codes its momentum or eps"
+    except Exception as e:
+        return "fail", e

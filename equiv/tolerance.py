@@ -130,12 +130,39 @@ def excess(actual, expected, bound):
     return float(ratio.max()) if ratio.size else 0.0
 
 
+class ToleranceError(AssertionError):
+    """An output out of its bound: what, the arrays, and the index of the worst element."""
+
+    def __init__(self, what, actual, expected, bound, ratio):
+        self.what, self.ratio = what, ratio
+        self.actual = np.asarray(actual, dtype=np.float64)
+        self.expected = np.asarray(expected, dtype=np.float64)
+        self.bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), self.actual.shape)
+        err = np.abs(self.actual - self.expected)
+        err = np.where(np.isnan(err) | np.isinf(err), np.inf, err)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(err == 0, 0.0, err / self.bound)
+        self.index = tuple(int(i) for i in np.unravel_index(int(np.argmax(r)), r.shape)) if r.size else ()
+        super().__init__(self.describe())
+
+    @property
+    def channel(self):
+        """Channel of the worst element (canonical layout: axis 1, or axis 0 of a per-channel vector)."""
+        return self.index[1] if len(self.index) >= 2 else (self.index[0] if self.index else None)
+
+    def describe(self):
+        i = self.index
+        worst = "NaN" if np.isnan(self.actual - self.expected).any() else \
+            f"{np.nanmax(np.abs(self.actual - self.expected)):.3g}"
+        at = (f"; worst at index {i} (channel {self.channel}): implementation {self.actual[i]:.10g}, "
+              f"oracle {self.expected[i]:.10g}, bound {self.bound[i]:.3g}") if i else ""
+        return (f"{self.what}: max |error| {worst} is {self.ratio:.3g}× the bound "
+                f"(max bound {np.max(self.bound) if self.bound.size else 0:.3g}){at}")
+
+
 def assert_close(what, actual, expected, bound):
-    """Fail with the measured error and the bound when any element is out of bound."""
+    """Fail with the measured error, the bound and where, when any element is out of bound."""
     r = excess(actual, expected, bound)
     if not r <= 1.0:
-        err = np.abs(np.asarray(actual, dtype=np.float64) - np.asarray(expected, dtype=np.float64))
-        worst = "NaN" if np.isnan(err).any() else f"{err.max():.3g}"
-        raise AssertionError(f"{what}: max |error| {worst} is "
-                             f"{r:.3g}× the bound (max bound {np.max(bound):.3g})")
+        raise ToleranceError(what, actual, expected, bound, r)
     return r

@@ -29,7 +29,8 @@ def test_every_registered_adapter_has_a_record():
     assert sorted(_committed()) == sorted(REGISTRY)
 
 
-def test_committed_record_matches_measurement(adapter):
+def test_committed_record_matches_measurement(registered_adapter):
+    adapter = registered_adapter
     committed = _committed().get(adapter.name)
     assert committed, f"no committed record for {adapter.name}: run `equiv conventions --adapters {adapter.name}`"
     measured = measure(adapter)

@@ -51,7 +51,8 @@ def test_baseline_picks_same_or_nearest_older(tmp_path):
     assert fpr.baseline("a", "0.8.0", tmp_path) == (None, None)
 
 
-def test_installed_release_matches_its_fingerprint(adapter):
+def test_installed_release_matches_its_fingerprint(registered_adapter):
+    adapter = registered_adapter
     fp = fpr.take(adapter)
     version, stored = fpr.baseline(adapter.name, fp["version"])
     assert stored is not None, (f"no fingerprint for {adapter.name} {fp['version']} or older: "

@@ -1,14 +1,14 @@
 """Convention probes measure each adapter's conventions; they must equal its declaration."""
 import pytest
 
-from equiv.probes import PROBES, expected, matches
+from equiv.probes import PROBES, describe, expected, matches
 
 
 @pytest.mark.parametrize("field", list(PROBES))
 def test_measured_convention_equals_declared(adapter, field):
     measured = PROBES[field](adapter)
     declared = expected(adapter, field)
-    assert matches(field, measured, declared), f"{adapter.name}.{field}: measured {measured!r}, declared {declared!r}"
+    assert matches(field, measured, declared), f"{adapter.name}: {describe(field, measured, declared)}"
 
 
 def test_translation_round_trip(adapter):

@@ -6,7 +6,7 @@ from equiv.properties import PROPERTIES, Unconfigurable, applies, run
 
 
 @pytest.mark.parametrize("prop_name", list(PROPERTIES))
-def test_property(adapter, prop_name, device):
+def test_property(adapter, prop_name, device, profile):
     p = PROPERTIES[prop_name]
     reason = applies(p, adapter)
     if reason:
@@ -14,7 +14,7 @@ def test_property(adapter, prop_name, device):
     if device not in adapter.devices:
         pytest.skip(f"{adapter.name} has no device {device}")
     try:
-        stats = run(p, adapter, device)
+        stats = run(p, adapter, device, profile)
     except Unconfigurable:
         pytest.skip(f"{adapter.name}: momentum is hard-coded, {prop_name} needs new-batch weight 1")
     except Unsupported as e:

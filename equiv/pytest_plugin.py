@@ -1,0 +1,62 @@
+"""The pytest plugin (entry point ``pytest11``: ``bn_equiv``), so that an installed bn-equiv runs its
+suite against any implementation, in any repository:
+
+    pytest --pyargs equiv.suite --adapters mypkg.bn:batch_norm
+
+Options: ``--adapters a,b,...`` (env ``EQUIV_ADAPTERS``; default: every registered adapter whose
+framework is installed; ``package.module:obj[@preset]`` for your own) and ``--bn-device cpu|cuda``
+(env ``EQUIV_DEVICE``). The Hypothesis profile is ``--hypothesis-profile`` or ``EQUIV_PROFILE``
+(default ``ci`` when ``CI`` is set, else ``dev``). Tests that take an ``adapter_name`` are run once
+per selected adapter; the fixtures are in ``equiv.suite.fixtures``. Nothing here runs unless a
+test asks for an adapter or the options are given, so other projects' test runs are unaffected.
+"""
+import os
+
+import pytest
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("bn-equiv", "bn-equiv: batch-norm implementations under test")
+    group.addoption("--adapters", default=None,
+                    help="comma-separated adapter names or package.module:obj[@preset] (env EQUIV_ADAPTERS); "
+                         "default: every registered adapter whose framework is installed")
+    group.addoption("--bn-device", default=None, help="cpu or cuda (env EQUIV_DEVICE); default cpu")
+
+
+def _explicit(config):
+    return config.getoption("--adapters") is not None or os.environ.get("EQUIV_ADAPTERS") is not None
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "registered_only: applies to the project's registered adapters only")
+    if _explicit(config):
+        from equiv.selection import SelectionError, adapter_names
+        try:
+            config.selected_adapters = adapter_names(config.getoption("--adapters"))
+        except SelectionError as e:
+            raise pytest.UsageError(str(e))
+        from equiv.strategies import profile_error
+        if profile_error():
+            raise pytest.UsageError(profile_error())
+
+
+def selected(config):
+    """The selected adapter names (computed on first use when nothing was given explicitly)."""
+    if not hasattr(config, "selected_adapters"):
+        from equiv import adapters as registry
+        config.selected_adapters = registry.available()
+    return config.selected_adapters
+
+
+def pytest_report_header(config):
+    if _explicit(config) or os.path.exists(os.path.join(str(config.rootpath), "equiv", "pytest_plugin.py")):
+        from equiv.strategies import default_profile
+        names = ", ".join(selected(config)) or "(none installed)"
+        profile = config.getoption("hypothesis_profile", None) or default_profile()
+        return [f"bn-equiv adapters: {names}; hypothesis profile: {profile}"]
+    return None
+
+
+def pytest_generate_tests(metafunc):
+    if "adapter_name" in metafunc.fixturenames:
+        metafunc.parametrize("adapter_name", selected(metafunc.config))

@@ -1,0 +1,1 @@
+from equiv.suite.fixtures import adapter, device, profile, registered_adapter  # noqa: F401

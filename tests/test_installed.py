@@ -1,0 +1,80 @@
+"""bn-equiv installed, not cloned: the wheel `python -m build` makes, in a fresh virtual environment,
+used from a folder outside the repository exactly as the README's "Testing your own implementation"
+says (its `mybn.py` and its commands are read from the README and run as written)."""
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [
+    pytest.mark.skipif(importlib.util.find_spec("build") is None,
+                       reason="needs the build package: pip install build (the numpy tox env has it)"),
+    pytest.mark.skipif(bool(os.environ.get("EQUIV_WHOLE_SUITE_CHILD")), reason="inside the whole-suite run"),
+]
+
+
+def readme_section():
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Testing your own implementation"):]
+    section = section[:section.index("\n## ", 5)]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    commands = re.search(r"```sh\n(.*?)```", section, re.S).group(1).strip().splitlines()
+    return code, commands
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(folder outside the repository with mybn.py, environment whose PATH starts with the venv)."""
+    base = tmp_path_factory.mktemp("installed")
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(base / "dist"),
+                    str(ROOT)], check=True, capture_output=True, timeout=600)
+    wheel = next((base / "dist").glob("bn_equiv-*.whl"))
+    venv.create(base / "venv", with_pip=True)
+    bindir = base / "venv" / "bin"
+    subprocess.run([str(bindir / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    f"{wheel}[test]"], check=True, capture_output=True, timeout=600)
+    user = base / "user-project"
+    user.mkdir()
+    code, _ = readme_section()
+    (user / "mybn.py").write_text(code)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EQUIV_", "PYTHON", "VIRTUAL_ENV", "TOX"))}
+    env.update(PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}", CI="true")
+    return user, env, bindir
+
+
+def sh(command, cwd, env, timeout=900):
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_readme_commands_run_as_written_outside_the_repository(installed):
+    user, env, _ = installed
+    _, commands = readme_section()
+    assert commands[0].startswith("pip install "), "the README's first command installs bn-equiv"
+    for command in commands[1:]:
+        r = sh(command, user, env)
+        assert r.returncode == 0, f"{command}\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}"
+        assert "Traceback" not in r.stdout + r.stderr, command
+    assert not (user / "equiv").exists() and not (user / "reference").exists()
+
+
+def test_installed_package_runs_from_site_packages_with_its_data(installed):
+    user, env, bindir = installed
+    r = sh("python -c 'import equiv, reference; print(equiv.__file__); print(reference.__file__)'", user, env)
+    assert r.returncode == 0 and str(ROOT) not in r.stdout and "site-packages" in r.stdout, r.stdout + r.stderr
+    r = sh("python -c 'from equiv import vectors, fingerprint; "
+           "print(len(vectors.load_index()[\"cases\"]), sum(1 for _ in fingerprint.DIR.glob(\"*/*.json\")))'",
+           user, env)
+    n_cases, n_fingerprints = map(int, r.stdout.split())
+    assert n_cases >= 30 and n_fingerprints >= 10, r.stdout
+    # the whole suite on a correct function and on planted bugs, through the plugin
+    (user / "planted.py").write_text((ROOT / "tests" / "planted.py").read_text())
+    r = sh("pytest -q -p no:cacheprovider --pyargs equiv.suite --adapters planted:correct_with_backward", user, env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    r = sh("pytest -q -p no:cacheprovider --pyargs equiv.suite --adapters planted:eps_outside_sqrt", user, env)
+    assert r.returncode == 1 and "planted:eps_outside_sqrt-train_forward" in r.stdout, r.stdout[-3000:]
