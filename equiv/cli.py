@@ -93,7 +93,7 @@ def check_adapter(A, device, profile):
         try:
             with with_reporter(lambda _: None):   # the failure block below says it all
                 stats = run(p, A, device, profile)
-            status = "documented" if divergences(A.name, name) else "pass"
+            status = "documented" if divergences(A, name) else "pass"
             rec["properties"][name] = {"status": status, **stats}
         except (Unconfigurable, Unsupported) as e:
             rec["properties"][name] = {"status": "n/a", "reason": str(e) or "momentum is hard-coded"}
@@ -114,7 +114,7 @@ def check_adapter(A, device, profile):
             rec["mismatches"].append(describe(field, measured, expected(A, field)))
     rec["conventions"]["mode_switch"] = A.conventions.mode_switch
     rec["known_divergences"] = [{"id": d.id, "properties": list(d.properties), "reason": d.reason}
-                                for d in divergences(A.name)]
+                                for d in divergences(A)]
     _progress("")
     return rec
 

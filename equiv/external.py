@@ -164,6 +164,8 @@ def function_adapter(spec, fn, conventions):
 
         def build(self, momentum, eps):
             self.momentum = momentum
+            # the weight the function is told: for a momentum on the old value, 1 − fl(1 − w)
+            self.new_batch_weight = self.conventions.new_batch_weight(momentum)
             c = self.num_features
             self.state = dict(gamma=np.ones(c), beta=np.zeros(c), running_mean=np.zeros(c),
                               running_var=np.ones(c))

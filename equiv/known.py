@@ -363,17 +363,27 @@ KNOWN = [
 ]
 
 
-def divergences(adapter_name, property_name=None):
-    return [d for d in KNOWN if adapter_name in d.adapters
-            and (property_name is None or property_name in d.properties)]
+# What an external implementation declares can imply a documented region of a registered one: a
+# declared fast variance (E[x²] − E[x]²) loses what Flax's does, on the same inputs.
+BY_CONVENTION = {("variance", "fast"): "flax-fast-variance-offset"}
 
 
-def excluded(adapter_name, property_name, case):
+def divergences(adapter, property_name=None):
+    """The documented divergences of an adapter (a registered name, or a class: an external one gets
+    those its declared conventions imply, ``BY_CONVENTION``)."""
+    from equiv.paths import PATHS
+    name = adapter if isinstance(adapter, str) else adapter.name
+    names = {name, PATHS[name].base} if name in PATHS else {name}   # a path inherits its base's regions
+    found = [d for d in KNOWN if names & set(d.adapters)]
+    if not isinstance(adapter, str) and getattr(adapter, "external", False):
+        ids = {i for (field, value), i in BY_CONVENTION.items() if getattr(adapter.conventions, field) == value}
+        found += [d for d in KNOWN if d.id in ids]
+    return [d for d in found if property_name is None or property_name in d.properties]
+
+
+def excluded(adapter, property_name, case):
     """The known divergence whose region holds this case, or None."""
-    for d in divergences(adapter_name, property_name):
+    for d in divergences(adapter, property_name):
         if d.region(case, property_name):
             return d
     return None
-
-
-

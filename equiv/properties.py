@@ -288,7 +288,7 @@ def run(p, adapter_cls, device="cpu", profile=None):
     failing = {}
 
     def test(case):
-        if excluded(adapter_cls.name, p.name, case) is not None:
+        if excluded(adapter_cls, p.name, case) is not None:
             stats["excluded"] += 1
             assume(False)
         try:

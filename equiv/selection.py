@@ -25,7 +25,7 @@ def adapter_names(spec=None, environ=None):
     if not names:
         raise SelectionError(f"{origin} {spec!r} names no adapter; give names such as torch.builtin "
                              "(see: equiv list) or package.module:obj")
-    unknown = [n for n in names if ":" not in n and n not in registry.REGISTRY]
+    unknown = [n for n in names if ":" not in n and not registry.is_known(n)]
     if unknown:
         raise SelectionError(f"{origin}: unknown adapter(s) {', '.join(unknown)}; known: "
                              f"{', '.join(registry.known_names())}, or package.module:obj for your own")

@@ -218,7 +218,7 @@ def run_case(adapter_cls, case_record, arrays, device="cpu"):
     if a.eps != case.eps or (mode == "running" and not same_weight(a.new_batch_weight, case.new_batch_weight)):
         return "skipped", (f"{adapter_cls.name} hard-codes eps {a.eps:g} and weight {a.new_batch_weight:g}; "
                            f"the case has {case.eps:g} and {case.new_batch_weight:g}"), {}
-    known = excluded(adapter_cls.name, prop, case)
+    known = excluded(adapter_cls, prop, case)
     if known is not None:
         return "documented", known.id, {}
     a.set_state(**case.state)

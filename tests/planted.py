@@ -151,3 +151,11 @@ PLANTED = {
     "fast_variance": "train_forward",
     "dgamma_sign_flipped": "gradients",
 }
+
+
+def fast_variance_declared(x, gamma, beta, running_mean, running_var, *, training, momentum, eps):
+    """E[x²] − E[x]², declared as such (Flax's conventions, channels first): excused where Flax's is."""
+    return fast_variance(x, gamma, beta, running_mean, running_var, training=training, momentum=momentum, eps=eps)
+
+
+fast_variance_declared.conventions = {"variance": "fast"}

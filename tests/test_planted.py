@@ -24,3 +24,51 @@ def test_correct_external_function_passes(prop_name):
     if applies(p, A):
         pytest.skip(applies(p, A))
     assert run(p, A, profile="mutation")["examples"] > 0
+
+
+def test_declared_conventions_are_what_the_oracle_holds_code_to():
+    """The same Keras-style maths passes declared as "keras" and fails declared as "torch"."""
+    keras = load("tests.planted:keras_style")
+    assert keras.conventions.channel_axis == -1 and keras.conventions.running_var == "biased"
+    assert run(PROPERTIES["running_stats"], keras, profile="mutation")["examples"] > 0
+    with pytest.raises(AssertionError, match=r"batch mean: max \|error\| \S+ is \S+× the bound"):
+        run(PROPERTIES["batch_stats"], load("tests.planted:keras_style_declared_torch"), profile="mutation")
+
+
+def test_a_preset_in_the_spec_and_fields_on_the_object_combine():
+    A = load("tests.planted:correct@mxnet")
+    assert (A.conventions.momentum_is, A.conventions.default_momentum, A.conventions.stats_update) == \
+        ("old_weight", 0.9, "forward")    # a function returns its statistics: they change in the forward
+    assert load("tests.planted:fast_variance_declared@torch").conventions.variance == "fast"
+
+
+def test_declared_fast_variance_is_excused_where_flax_is():
+    stats = run(PROPERTIES["train_forward"], load("tests.planted:fast_variance_declared"), profile="mutation")
+    assert stats["examples"] > 0 and stats["excluded"] > 0
+
+
+@pytest.mark.parametrize("spec, message", [
+    (":fn", "expected package.module:obj"),
+    ("tests.planted:", "expected package.module:obj"),
+    ("tests.planted:nosuch", "has no 'nosuch'"),
+    ("tests.no_such_module:fn", "no module named 'tests.no_such_module'"),
+    ("tests.planted:correct@pytorch", "unknown conventions preset 'pytorch'"),
+    ("tests.planted:keras_style@torch", "the spec names preset 'torch', the object declares 'keras'"),
+    ("tests.planted:PLANTED", "neither an adapter class nor a function"),
+])
+def test_a_bad_spec_is_one_line_saying_what_to_do(spec, message):
+    from equiv.external import SpecError
+    with pytest.raises(SpecError) as e:
+        load(spec)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_module_that_fails_to_import_is_named(tmp_path, monkeypatch):
+    from equiv.external import SpecError
+    (tmp_path / "raises_on_import.py").write_text("raise RuntimeError('no GPU here')\n")
+    (tmp_path / "bad_syntax.py").write_text("def f(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SpecError, match="importing raises_on_import raised RuntimeError: no GPU here"):
+        load("raises_on_import:fn")
+    with pytest.raises(SpecError, match=r"bad_syntax.py, line 1: syntax error"):
+        load("bad_syntax:f")

@@ -97,3 +97,13 @@ def test_in_place_updates_and_wrong_outputs_are_judged_on_their_merits(tmp_path)
         errors = [line for line in bad.stdout.splitlines() if line.startswith("  error:")]
         assert len(errors) >= 7 and all(message in line for line in errors), errors
         assert "Traceback" not in bad.stdout + bad.stderr
+
+
+def test_example_autograd_function_adapter_passes_through_the_plugin():
+    """examples/torch_autograd_bn.py: a custom torch.autograd.Function batch norm and its adapter."""
+    pytest.importorskip("torch", reason="the example needs torch: pip install torch==2.13.0")
+    spec = "examples.torch_autograd_bn:AutogradBatchNormAdapter"
+    r = run("-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "--pyargs", "equiv.suite", "--adapters", spec)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "gradients" not in "".join(line for line in r.stdout.splitlines() if line.startswith("SKIPPED")), \
+        "the example has a backward: its gradient properties must run"

@@ -29,28 +29,50 @@ REGISTRY = {
 
 
 def known_names():
-    return sorted(REGISTRY)
+    """Every registered name: the adapters, then the execution paths (equiv.paths)."""
+    from equiv.paths import PATHS
+    return sorted(REGISTRY) + sorted(PATHS)
+
+
+def is_known(name):
+    from equiv.paths import PATHS
+    return name in REGISTRY or name in PATHS
 
 
 def framework_installed(name):
-    """True when the framework of a registered adapter can be imported (without importing it)."""
+    """True when the framework of a registered adapter (or path) can be imported, without importing it."""
+    from equiv.paths import PATHS, requirements_met
+    if name in PATHS:
+        return framework_installed(PATHS[name].base) and requirements_met(name)
     return importlib.util.find_spec(REGISTRY[name][2]) is not None
 
 
 def implemented(name):
     """True when the adapter's module exists in this checkout."""
+    from equiv.paths import PATHS
+    if name in PATHS:
+        return implemented(PATHS[name].base) and importlib.util.find_spec(PATHS[name].module) is not None
     return importlib.util.find_spec(REGISTRY[name][0]) is not None
 
 
 def install_command(name):
+    from equiv.paths import PATHS
+    if name in PATHS:
+        return " && ".join(c for c in (install_command(PATHS[name].base), PATHS[name].install) if c)
     return REGISTRY[name][3]
 
 
 def load(name):
-    """The adapter class for a registered name or an external ``package.module:obj``."""
+    """The adapter class for a registered name, an execution path or an external ``package.module:obj``."""
+    from equiv.paths import PATHS, wrap
     if ":" in name:
         from equiv.external import load_external
         return load_external(name)
+    if name in PATHS:
+        base = load(PATHS[name].base)
+        if not framework_installed(name):
+            raise FrameworkMissing(name, install_command(name), "a module this path needs is missing")
+        return wrap(name, base)
     if name not in REGISTRY:
         raise KeyError(f"unknown adapter {name!r}; known adapters: {', '.join(known_names())} "
                        "(or package.module:obj for an external implementation)")
@@ -66,6 +88,6 @@ def load(name):
     return adapter
 
 
-def available():
-    """Names of the registered adapters whose framework is installed and module exists."""
-    return [n for n in known_names() if implemented(n) and framework_installed(n)]
+def available(paths=False):
+    """Names of the registered adapters (and, with ``paths``, execution paths) that can run here."""
+    return [n for n in known_names() if (paths or "+" not in n) and implemented(n) and framework_installed(n)]
