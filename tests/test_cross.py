@@ -13,12 +13,13 @@ from equiv import port_state
 from equiv import tolerance as tol
 from equiv.core import FrameworkMissing, same_weight
 from equiv.known import excluded
+from equiv.pytest_plugin import selected
 from equiv.strategies import Case
 
 
 def pytest_generate_tests(metafunc):
     if "pair" in metafunc.fixturenames:
-        names = [n for n in metafunc.config.selected_adapters if n in registry.REGISTRY]
+        names = [n for n in selected(metafunc.config) if n in registry.REGISTRY]
         pairs = list(itertools.permutations(names, 2))
         metafunc.parametrize("pair", pairs, ids=[f"{a}>{b}" for a, b in pairs])
 

@@ -6,6 +6,7 @@ changed behaviour, and the finding must be re-measured and the list updated.
 import pytest
 
 from equiv.known import KNOWN
+from equiv.pytest_plugin import selected
 from equiv.properties import PROPERTIES
 
 
@@ -13,7 +14,7 @@ def pytest_generate_tests(metafunc):
     if "divergence" in metafunc.fixturenames:
         params = [pytest.param(name, d, id=f"{name}-{d.id}",
                                marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=d.reason))
-                  for d in KNOWN for name in metafunc.config.selected_adapters if name in d.adapters]
+                  for d in KNOWN for name in selected(metafunc.config) if name in d.adapters]
         metafunc.parametrize("witness_adapter,divergence", params)
 
 
