@@ -33,6 +33,7 @@ def test_committed_record_matches_measurement(adapter):
     committed = _committed().get(adapter.name)
     assert committed, f"no committed record for {adapter.name}: run `equiv conventions --adapters {adapter.name}`"
     measured = measure(adapter)
+    assert "probe_failures" not in measured, measured.get("probe_failures")
     diffs = [f"{f}: committed {committed[f]!r}, measured {measured[f]!r}"
              for f in PROBES if not matches(f, measured[f], committed[f])]
     assert not diffs, f"{adapter.name}: " + "; ".join(diffs)

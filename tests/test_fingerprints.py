@@ -42,6 +42,21 @@ def test_compare_reports_status_and_eps_changes():
     assert "default_eps changed from 1e-05 to 0.001" in changes
 
 
+def test_save_refuses_failed_probes_and_losing_cases(tmp_path):
+    import pytest
+    from equiv import io
+    fpr.save(_fp("1.0"), tmp_path)
+    fewer = _fp("1.0")
+    del fewer["cases"]["grad-f64"]
+    with pytest.raises(io.WouldLoseData, match="grad-f64"):
+        fpr.save(fewer, tmp_path)
+    with pytest.raises(ValueError, match="probes failed"):
+        fpr.save(dict(_fp("1.1"), probe_failures={"default_eps": "AttributeError: x"}), tmp_path)
+    assert not fpr.path_for("x", "1.1", tmp_path).exists()
+    assert fpr.compare(_fp(), dict(_fp(), probe_failures={"default_eps": "E: x"})) == \
+        ["default_eps: probe failed (E: x)"]
+
+
 def test_baseline_picks_same_or_nearest_older(tmp_path):
     for v in ("0.9.0", "0.10.2", "0.12.8"):
         fpr.save(dict(_fp(v), adapter="a"), tmp_path)
