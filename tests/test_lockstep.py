@@ -102,8 +102,12 @@ def test_cli_glue_errors_are_value_errors(tmp_path):
     p = cli_glue.add_lockstep_args(argparse.ArgumentParser())
     with pytest.raises(ValueError, match="unknown BN-LeNet implementation"):
         cli_glue.lockstep_main(p.parse_args(["--impls", "torch.nope", "--steps", "1"]))
-    with pytest.raises(ValueError, match="--steps must be positive"):
-        cli_glue.lockstep_main(p.parse_args(["--steps", "0"]))
+    with pytest.raises(SystemExit):                        # the argument type names the option
+        p.parse_args(["--steps", "0"])
+    args = p.parse_args([])
+    args.steps = 0                                         # bypassing argparse: still checked
+    with pytest.raises(ValueError, match="--steps must be a finite positive number"):
+        cli_glue.lockstep_main(args)
     t = cli_glue.add_train_args(argparse.ArgumentParser())
     with pytest.raises(ValueError, match="does not hold all of"):
         cli_glue.train_main(t.parse_args(["--data-dir", str(tmp_path), "--epochs", "1"]))
