@@ -84,10 +84,9 @@ def _load(name):
 
 
 def _progress(msg):
+    """What is being measured, on a terminal only (a log or a pipe gets the results alone)."""
     if sys.stderr.isatty():
         print(f"\r\033[K{msg}", end="", file=sys.stderr, flush=True)
-    elif msg:
-        print(msg, file=sys.stderr, flush=True)
 
 
 def check_adapter(A, device, profile):
@@ -231,7 +230,10 @@ def cmd_conventions(args):
     for p in (path, md):
         if p.is_dir():
             raise UsageError(f"--data {data}: {p} is a folder, not a file; give another --data")
-    existing = io.read_json(path, {})                # fail now, not after measuring
+    try:
+        existing = io.read_json(path, {})            # fail now, not after measuring
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if not isinstance(existing, dict):
         raise UsageError(f"{path} is not a table of conventions (a JSON object); repair it or give another --data")
     names = _adapter_names(args.adapters)
@@ -263,8 +265,10 @@ def cmd_conventions(args):
         return {**current, **measured}
 
     with io.lock(path):                  # concurrent writers (one per tox env) all count
-        merged = io.read_json(path, {})
-        merged = merge(merged)
+        try:
+            merged = merge(io.read_json(path, {}))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         io.write_json(path, merged, sort_keys=True)
         io.write_text(md, conventions_markdown(merged))
     print(convention_table([merged[k] for k in sorted(merged)]))

@@ -22,6 +22,7 @@ a ``DataError`` whose message says what is wrong and how to fix it.
 """
 import gzip
 import hashlib
+import math
 import os
 import tempfile
 import urllib.request
@@ -158,7 +159,8 @@ def _read_bytes(path):
     return data
 
 
-def _parse_idx(data, path, ndim_expected=None):
+def _check_magic(data, path, ndim_expected=None):
+    """The IDX magic number: unsigned bytes, and ``ndim_expected`` dimensions when given."""
     if len(data) < 4:
         raise _bad_file(path, f"is truncated ({len(data)} bytes, shorter than an IDX header)")
     magic = int.from_bytes(data[:4], "big")
@@ -171,12 +173,17 @@ def _parse_idx(data, path, ndim_expected=None):
         raise _bad_file(path, f"has the magic number 0x{magic:08x} of {ndim}-dimensional data "
                               f"({kinds.get(ndim, 'not Fashion-MNIST')}) where a {kinds[ndim_expected]} file "
                               f"(0x{0x800 + ndim_expected:08x}) is expected: the files are swapped or mislabelled")
+    return ndim
+
+
+def _parse_idx(data, path, ndim_expected=None):
+    ndim = _check_magic(data, path, ndim_expected)
     header = 4 + 4 * ndim
     if len(data) < header:
         raise _bad_file(path, f"is truncated (its {ndim}-dimensional IDX header needs {header} bytes, "
                               f"the file has {len(data)})")
     shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)
     body = len(data) - header
     if body < size:
         raise _bad_file(path, f"is truncated (header says {'x'.join(map(str, shape))} = {size} "
@@ -202,8 +209,8 @@ def write_idx(path, array, gz=True):
     return io.write_bytes(path, gzip.compress(data) if gz else data)
 
 
-def _load_file(path, key, verify):
-    data = _read_bytes(path)
+def _load_file(path, key, verify, data=None):
+    data = _read_bytes(path) if data is None else data
     arr = _parse_idx(data, path, len(SHAPES[key]))
     if arr.shape != SHAPES[key]:
         raise _bad_file(path, f"has the wrong shape {arr.shape} (expected {SHAPES[key]})")
@@ -289,4 +296,8 @@ def load_fashion_mnist(data_dir=None, *, download=False, verify=True):
                 raise DataError(f"Fashion-MNIST not found (no folder among {searched} holds all of "
                                 f"{names}); {_how_to_fix()}.")
             folder = fetch(cache_dir(), verify=verify)
-    return {key: _load_file(_find_file(folder, name), key, verify) for key, name in FILES.items()}
+    paths = {key: _find_file(folder, name) for key, name in FILES.items()}
+    raw = {key: _read_bytes(p) for key, p in paths.items()}
+    for key, p in paths.items():         # every file's kind first: swapped files are named as such
+        _check_magic(raw[key], p, len(SHAPES[key]))
+    return {key: _load_file(p, key, verify, raw[key]) for key, p in paths.items()}

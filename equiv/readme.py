@@ -71,7 +71,7 @@ def render(text):
     def sub(m):
         name = m.group(1)
         if name not in GENERATORS:
-            raise ValueError(f"unknown generated piece <!-- equiv:{name} -->; known: {', '.join(GENERATORS)}")
+            raise ValueError(f"unknown generated piece <!-- equiv:{name} -->; use one of: {', '.join(GENERATORS)}")
         return f"<!-- equiv:{name} -->{GENERATORS[name]()}<!-- /equiv:{name} -->"
     return MARK.sub(sub, text)
 

@@ -124,8 +124,8 @@ def _positive(args, *names):
 def _check_device(module, device):
     kind = str(device).split(":")[0]
     if kind not in module.devices():
-        raise ValueError(f"device {device!r} is not available to {module.FRAMEWORK} here "
-                         f"(available: {', '.join(module.devices())})")
+        raise ValueError(f"--device {device!r} is not available to {module.FRAMEWORK} here; use one of: "
+                         f"{', '.join(module.devices())}")
 
 
 def _progress_enabled(args):
