@@ -75,6 +75,37 @@ def test_training_writes_json_and_plot(tmp_path):
     assert again["history"][0]["train_loss"] == h["train_loss"]
 
 
+def test_training_progress_moves_per_batch(tmp_path, monkeypatch):
+    """The bar advances once per batch, also through torch's whole-epoch path on the CPU."""
+    from equiv.data import read_idx
+    d = _tiny_idx(tmp_path / "data")
+    data = {k: read_idx(d / f) for k, f in (("train_x", "train-images-idx3-ubyte"),
+                                             ("train_y", "train-labels-idx1-ubyte"),
+                                             ("test_x", "t10k-images-idx3-ubyte"),
+                                             ("test_y", "t10k-labels-idx1-ubyte"))}
+    updates = []
+
+    class Bar:
+        n = 0
+
+        def update(self, k=1):
+            updates.append(k)
+            self.n += k
+
+        def set_description(self, *a, **k):
+            pass
+
+        set_postfix = set_description
+
+        def close(self):
+            pass
+    monkeypatch.setattr(train, "progress_bar", lambda total, desc, enabled=True: Bar())
+    train.train(torch_net, "builtin", data, epochs=2, lr=0.1, batch=16, seed=0)
+    steps = -(-len(data["train_y"]) // 16)
+    assert hasattr(torch_net, "train_epoch") and steps > 1
+    assert sum(updates) == 2 * steps and len(updates) >= 2 * steps        # one per batch
+
+
 def test_plot_overlays_the_runs_of_a_folder(tmp_path):
     pytest.importorskip("matplotlib", reason="the plot needs: pip install matplotlib")
     for label, acc in (("torch.builtin", 0.8), ("torch.scratch", 0.7)):
