@@ -26,11 +26,17 @@ def vectors():
     return f"{len(index['cases'])} golden cases"
 
 
+def _sci(v, digits=2):
+    """2.1e-12, 6.9e-5, 1e-5: the README's way of writing small numbers."""
+    if not (isinstance(v, float) and v > 0):
+        return str(v)
+    mant, exp = f"{v:.{digits - 1}e}".split("e")
+    mant = mant.rstrip("0").rstrip(".")
+    return f"{mant}e{int(exp)}"
+
+
 def _eps(v):
-    if isinstance(v, float) and v > 0:
-        mant, exp = f"{v:.0e}".split("e")
-        return f"{mant}e{int(exp)}" if mant != "1" else f"1e{int(exp)}"
-    return str(v)
+    return _sci(v, 1)
 
 
 def conventions():
@@ -59,7 +65,7 @@ def flax_versions():
 
 def lockstep_tolerance():
     from equiv.lenet.lockstep import tolerance
-    return f"float64 {tolerance('float64', 128):.2g}, float32 {tolerance('float32', 128):.2g} at batch 128"
+    return f"float64 {_sci(tolerance('float64', 128))}, float32 {_sci(tolerance('float32', 128))} at batch 128"
 
 
 GENERATORS = {"divergences": divergences, "vectors": vectors, "conventions": conventions,
