@@ -25,6 +25,12 @@ def test_markdown_is_generated_from_json():
     assert (DATA / "conventions.md").read_text() == conventions_markdown(_committed())
 
 
+def test_no_failed_probe_is_committed():
+    failed = [(n, f, v) for n, r in _committed().items() for f, v in r.items()
+              if f == "probe_failures" or (isinstance(v, str) and v.startswith("probe failed"))]
+    assert not failed, f"failed probes in reference/data/conventions.json: {failed}"
+
+
 def test_every_registered_adapter_has_a_record():
     assert sorted(_committed()) == sorted(REGISTRY)
 

@@ -66,6 +66,14 @@ def test_baseline_picks_same_or_nearest_older(tmp_path):
     assert fpr.baseline("a", "0.8.0", tmp_path) == (None, None)
 
 
+def test_no_stored_fingerprint_holds_a_failed_probe():
+    import json
+    for path in sorted(fpr.DIR.glob("*/*.json")):
+        fp = json.loads(path.read_text())
+        bad = [f for f, v in fp["conventions"].items() if isinstance(v, str) and v.startswith("probe failed")]
+        assert "probe_failures" not in fp and not bad, (path, bad)
+
+
 def test_installed_release_matches_its_fingerprint(adapter):
     fp = fpr.take(adapter)
     version, stored = fpr.baseline(adapter.name, fp["version"])
