@@ -179,7 +179,8 @@ def _profile(args):
 def cmd_check(args):
     profile = _profile(args)
     if args.device not in ("cpu", "cuda"):
-        raise UsageError(f"--device {args.device!r} is not a device; use cpu or cuda")
+        src = "EQUIV_DEVICE" if os.environ.get("EQUIV_DEVICE") == args.device and "--device" not in sys.argv else "--device"
+        raise UsageError(f"{src} {args.device!r} is not a device; use cpu or cuda")
     if args.out:
         io.check_dir(args.out, "--out")
     names = _adapter_names(args.adapters)

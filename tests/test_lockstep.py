@@ -145,3 +145,37 @@ def test_cli_glue_errors_are_value_errors(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="not available to torch"):
             cli_glue.train_main(t.parse_args(["--device", "cuda", "--epochs", "1"]))
+
+
+def test_cli_train_writes_to_its_folder_and_never_loses_epochs(tmp_path, monkeypatch, capsys):
+    """`equiv train`: the run and the plot go to --out; a run with fewer epochs than the file
+    there is refused before training, leaving the file as it was; a loss that stops being
+    finite is one line and exit 1, nothing written."""
+    import equiv.data
+    from equiv import io
+    from equiv.data import read_idx
+    d = _tiny_idx(tmp_path / "data")
+    data = {k: read_idx(d / f) for k, f in (("train_x", "train-images-idx3-ubyte"),
+                                             ("train_y", "train-labels-idx1-ubyte"),
+                                             ("test_x", "t10k-images-idx3-ubyte"),
+                                             ("test_y", "t10k-labels-idx1-ubyte"))}
+    monkeypatch.setattr(equiv.data, "load_fashion_mnist", lambda *a, **k: data)
+    p = cli_glue.add_train_args(argparse.ArgumentParser())
+    out = tmp_path / "runs"
+    args = ["--epochs", "2", "--batch", "64", "--out", str(out), "--quiet"]
+    assert cli_glue.train_main(p.parse_args(args)) == 0
+    (path,) = out.glob("*.json")
+    assert len(json.loads(path.read_text())["history"]) == 2
+    before = path.read_bytes()
+    with pytest.raises(io.WouldLoseData, match="epochs 2-2"):
+        cli_glue.train_main(p.parse_args(["--epochs", "1", "--batch", "64", "--out", str(out), "--quiet"]))
+    assert path.read_bytes() == before
+
+    def nan_step(net, x, y, lr, capture=True):
+        return float("nan"), {}
+    monkeypatch.setattr(torch_net, "train_epoch", None, raising=False)
+    monkeypatch.delattr(torch_net, "train_epoch")
+    monkeypatch.setattr(torch_net, "step", nan_step)
+    assert cli_glue.train_main(p.parse_args(["--epochs", "1", "--out", str(tmp_path / "nan"), "--quiet"])) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "became nan at step 1 of epoch 1" in err and not (tmp_path / "nan").exists()
