@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from equiv import adapters as registry
+from equiv import io
 from equiv.core import FrameworkMissing
 from equiv.tables import convention_table, conventions_markdown
 
@@ -25,21 +26,34 @@ examples:
   equiv check --adapters torch.builtin         one adapter
   equiv check --adapters mypkg.bn:batch_norm   your own implementation (see README)
   equiv replay "Case(...)" --adapters A        one failing case again, oracle beside implementation
-  equiv conventions                            measure and write reference/data/conventions.*
+  equiv conventions                            measure; merge into results/conventions.*
+  equiv conventions --data reference/data      ... into the committed table (never with older releases)
   equiv findings                               write reference/data/findings.md
   equiv porting                                write docs/porting.md from the measured conventions
-  equiv vectors                                regenerate reference/data/vectors/
+  equiv vectors                                regenerate the golden vectors into results/vectors/
   equiv data [--data-dir D] [--download]       find and verify Fashion-MNIST
   equiv lockstep --impls torch.builtin         BN-LeNet beside the NumPy reference, per layer
-  equiv train --impl torch.builtin --epochs 10 full Fashion-MNIST run, JSON + PNG
+  equiv train --impl torch.builtin --epochs 10 full Fashion-MNIST run, JSON + PNG into results/runs/
   equiv runs                                   accuracy band from seeds; every run checked against it
   equiv bench --device cuda                    s/epoch per implementation, scratch/built-in ratios
   equiv report                                 results/*.json -> report/report.md, report.html
   equiv fingerprint [--save]                   compare installed frameworks with stored fingerprints
+  equiv readme [--check]                       regenerate the numbers and tables of README.md
+
+Commands that write results write under results/ unless given --out (or --data); committed
+evidence under reference/data is written only when named, and never replaced by fewer or
+older rows.
 
 exit status: 0 all properties pass (documented divergences count as pass), 1 a property
 failed or a convention differs from its declaration, 2 a usage error.
 """
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (the option, the problem, where to look)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
 
 class UsageError(Exception):
@@ -66,10 +80,9 @@ def _load(name):
 
 
 def _progress(msg):
+    """What is being measured, on a terminal only (a log or a pipe gets the results alone)."""
     if sys.stderr.isatty():
         print(f"\r\033[K{msg}", end="", file=sys.stderr, flush=True)
-    else:
-        print(msg, file=sys.stderr, flush=True)
 
 
 def check_adapter(A, device, profile):
@@ -107,8 +120,11 @@ def check_adapter(A, device, profile):
         _progress(f"{A.name}: probe {field}")
         try:
             measured = probe(A)
-        except Exception as e:
-            measured = f"probe failed: {type(e).__name__}: {e}"[:300]
+        except Exception as e:           # a failure, never a measured value
+            why = f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]
+            rec.setdefault("probe_failures", {})[field] = why
+            rec["mismatches"].append(f"{field}: probe failed ({why}), declared {expected(A, field)!r}")
+            continue
         rec["conventions"][field] = measured
         if not matches(field, measured, expected(A, field)):
             rec["mismatches"].append(describe(field, measured, expected(A, field)))
@@ -155,18 +171,34 @@ def cmd_list(args):
     return 0
 
 
-def cmd_check(args):
-    from equiv.strategies import default_profile
+def _profile(args):
+    from equiv.strategies import PROFILES, default_profile
     profile = args.profile or default_profile()
+    if profile not in PROFILES:
+        raise UsageError(f"EQUIV_PROFILE={profile} is not a Hypothesis profile; use one of "
+                         f"{', '.join(PROFILES)} (or --profile)")
+    return profile
+
+
+def cmd_check(args):
+    profile = _profile(args)
+    if args.device not in ("cpu", "cuda"):
+        src = "EQUIV_DEVICE" if os.environ.get("EQUIV_DEVICE") == args.device and "--device" not in sys.argv else "--device"
+        raise UsageError(f"{src} {args.device!r} is not a device; use cpu or cuda")
+    if args.out:
+        io.check_dir(args.out, "--out")
     names = _adapter_names(args.adapters)
-    records = []
-    for name in names:
+    loaded = []
+    for name in names:                   # every adapter loads and can run here before any work
         A, missing = _load(name)
+        if not missing and args.device not in A.devices:
+            raise UsageError(f"{name} cannot run on device {args.device!r} (it has {', '.join(A.devices)})")
+        loaded.append((name, A, missing))
+    records = []
+    for name, A, missing in loaded:
         if missing:
             records.append({"adapter": name, "missing": missing})
             continue
-        if args.device not in A.devices:
-            raise UsageError(f"{name} cannot run on device {args.device!r} (it has {', '.join(A.devices)})")
         records.append(check_adapter(A, args.device, profile))
     print(f"properties (Hypothesis profile {profile!r}, device {args.device}):")
     print(property_table(records))
@@ -183,11 +215,9 @@ def cmd_check(args):
             failed = True
             print(f"\nCONVENTION {r['adapter']}: {m}")
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         tag = os.environ.get("TOX_ENV_NAME") or "-".join(n.replace(":", "_") for n in names)
-        path = out / f"check-{tag}.json"
-        path.write_text(json.dumps({"profile": profile, "device": args.device, "records": records}, indent=1))
+        path = io.write_json(Path(args.out) / f"check-{tag}.json",
+                             {"profile": profile, "device": args.device, "records": records})
         print(f"\nresults written to {path}")
     return 1 if failed else 0
 
@@ -247,37 +277,81 @@ def side_by_side(e, np, rows=8):
     return "\n".join(lines)
 
 
+def _version_key(version):
+    from equiv.fingerprint import _key
+    return _key(str(version))
+
+
 def cmd_conventions(args):
-    from equiv.probes import measure
+    from equiv.probes import failures_line, measure
+    data = Path(args.data)
+    io.check_dir(data, "--data")
+    path, md = data / "conventions.json", data / "conventions.md"
+    for p in (path, md):
+        if p.is_dir():
+            raise UsageError(f"--data {data}: {p} is a folder, not a file; give another --data")
+    try:
+        existing = io.read_json(path, {})            # fail now, not after measuring
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if not isinstance(existing, dict):
+        raise UsageError(f"{path} is not a table of conventions (a JSON object); repair it or give another --data")
     names = _adapter_names(args.adapters)
-    path = Path(args.data) / "conventions.json"
-    merged = json.loads(path.read_text()) if path.exists() else {}
-    for name in names:
-        A, missing = _load(name)
+    loaded = [(name, *_load(name)) for name in names]
+    measured, failed = {}, []
+    for name, A, missing in loaded:
         if missing:
             print(f"{name}: {missing}", file=sys.stderr)
             continue
         _progress(f"measuring {name}")
         rec = measure(A)
         rec["version"] = _version(A)
-        merged[name] = rec
+        if rec.get("probe_failures"):
+            failed.append(failures_line(name, rec["probe_failures"]))
+        measured[name] = rec
     _progress("")
-    records = [merged[k] for k in sorted(merged)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
-    md = Path(args.data) / "conventions.md"
-    md.write_text(conventions_markdown(merged))
-    print(convention_table(records))
+    if failed:                           # a failed probe is never written as a measured value
+        print("equiv: error: " + " | ".join(failed) + f"; nothing written to {path}", file=sys.stderr)
+        return 1
+
+    def merge(current):
+        if not isinstance(current, dict):
+            raise UsageError(f"{path} is not a table of conventions (a JSON object); repair it or give another --data")
+        older = [f"{n} (holds {current[n].get('version')}, this is {r['version']})" for n, r in measured.items()
+                 if n in current and _version_key(current[n].get("version", "0")) > _version_key(r["version"])]
+        if older:
+            raise io.WouldLoseData(f"{path} holds rows measured with a newer release than installed here: "
+                                   f"{', '.join(older)}; nothing written (write elsewhere with --data DIR)")
+        return {**current, **measured}
+
+    with io.lock(path):                  # concurrent writers (one per tox env) all count
+        try:
+            merged = merge(io.read_json(path, {}))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        io.write_json(path, merged, sort_keys=True)
+        io.write_text(md, conventions_markdown(merged))
+    print(convention_table([merged[k] for k in sorted(merged)]))
     print(f"\nwritten: {path}, {md}")
     return 0
 
 
-def _read_conventions(data):
+def _read_conventions(data, required=True):
     path = Path(data) / "conventions.json"
+    if not path.is_file():
+        if not required and not path.exists():
+            return None
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise UsageError(f"{path} {what}; give --data the folder of conventions.json, or run `equiv conventions` first")
     try:
-        return json.loads(path.read_text())
+        conv = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read {path} ({e}); run `equiv conventions` first")
+        raise UsageError(f"cannot read {path} ({' '.join(str(e).split())}); restore it with git or rerun "
+                         "`equiv conventions`")
+    if not isinstance(conv, dict) or not all(isinstance(r, dict) and r.get("adapter") == n for n, r in conv.items()):
+        raise UsageError(f"{path} is not a table of conventions ({{adapter: record}}); restore it with git "
+                         "or rerun `equiv conventions`")
+    return conv
 
 
 def cmd_findings(args):
@@ -285,29 +359,39 @@ def cmd_findings(args):
     from equiv.known import KNOWN
     data = Path(args.data)
     conventions = _read_conventions(data)
-    (data / "findings.md").write_text(render(conventions, KNOWN))
-    print(f"written: {data / 'findings.md'} ({len(KNOWN)} documented divergences)")
+    out = io.check_file(data / "findings.md", "--data")
+    io.write_text(out, render(conventions, KNOWN))
+    from equiv.findings import divergence_phrase
+    print(f"written: {out} ({divergence_phrase(KNOWN)})")
     return 0
 
 
 def cmd_report(args):
     from equiv import report
     from equiv.known import KNOWN
-    conv_path = Path(args.data) / "conventions.json"
-    conventions = json.loads(conv_path.read_text()) if conv_path.exists() else None
+    try:
+        import matplotlib  # noqa: F401  the plots: say so before anything is written
+    except ImportError:
+        raise UsageError("equiv report draws its plots with matplotlib, which is not installed; "
+                         "install it with: pip install matplotlib") from None
+    conventions = _read_conventions(args.data, required=False)
     try:
         paths = report.build(args.results, args.out, conventions, KNOWN, Path(args.data) / "runs")
     except (ValueError, OSError) as e:
-        raise UsageError(str(e))
+        raise UsageError(" ".join(str(e).split()))
     print("written: " + ", ".join(str(p) for p in paths))
     return 0
 
 
 def cmd_fingerprint(args):
     from equiv import fingerprint as fpr
+    from equiv.probes import failures_line
+    out = Path(args.out)
+    if args.save:
+        io.check_dir(out, "--out")
     status = 0
-    for name in _adapter_names(args.adapters):
-        A, missing = _load(name)
+    loaded = [(name, *_load(name)) for name in _adapter_names(args.adapters)]
+    for name, A, missing in loaded:
         if missing:
             print(f"{name}: {missing}", file=sys.stderr)
             continue
@@ -322,8 +406,11 @@ def cmd_fingerprint(args):
             what = "same version" if base_version == fp["version"] else f"against {base_version}"
             print(f"{name} {fp['version']} ({what}): " + ("; ".join(changes) if changes else "no change"))
             status = status or (1 if changes and base_version == fp["version"] else 0)
-        if args.save:
-            print(f"  saved {fpr.save(fp)}")
+        if fp.get("probe_failures"):
+            print(f"equiv: error: {failures_line(name, fp['probe_failures'])}; not saved", file=sys.stderr)
+            status = 1
+        elif args.save:
+            print(f"  saved {fpr.save(fp, out)}")
     return status
 
 
@@ -347,28 +434,56 @@ def _lenet(fn_name):
         try:
             return getattr(cli_glue, fn_name)(args)
         except ValueError as e:
-            raise UsageError(str(e))
+            raise UsageError(" ".join(str(e).split()))
     return run
 
 
 def cmd_porting(args):
     from equiv.porting import guide
     conventions = _read_conventions(args.data)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(guide(conventions))
+    out = io.check_file(args.out, "--out")
+    io.write_text(out, guide(conventions))
     print(f"written: {out}")
     return 0
 
 
 def cmd_vectors(args):
     from equiv import vectors
-    return vectors.main([args.out] if args.out else [])
+    try:
+        return vectors.main([args.out])
+    except ValueError as e:
+        raise UsageError(str(e))
+
+
+def cmd_readme(args):
+    from equiv import readme
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"{path} is not a file; give --file the README to regenerate")
+    text = path.read_text()
+    try:
+        new = readme.render(text)
+    except ValueError as e:
+        raise UsageError(f"{path}: {e}")
+    if args.check:
+        stale = readme.stale(text, new)
+        if stale:
+            print(f"{path} is stale ({', '.join(stale)}); run `equiv readme`", file=sys.stderr)
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    if new != text:
+        io.check_file(path, "--file")
+        io.write_text(path, new)
+        print(f"written: {path}")
+    else:
+        print(f"{path} is up to date")
+    return 0
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="equiv", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="equiv", description=DESCRIPTION, epilog=EPILOG,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("list", help="list the adapters and whether their framework is installed")
     p.set_defaults(fn=cmd_list)
@@ -381,7 +496,8 @@ def build_parser():
     p.add_argument("--device", default=os.environ.get("EQUIV_DEVICE", "cpu"), help="cpu or cuda (default cpu)")
     p.add_argument("--profile", choices=("dev", "ci", "thorough"),
                    help="Hypothesis profile (default: ci when CI is set, else dev; env EQUIV_PROFILE)")
-    p.add_argument("--out", default=None, help="folder for the JSON results (one file per run)")
+    p.add_argument("--out", default=None, help="folder for the JSON results (one file per run; default: "
+                                                "print only)")
     p.set_defaults(fn=cmd_check)
     p = sub.add_parser("replay", help="replay one printed Case(...) against an implementation, values side by side",
                        description="Runs the properties (or one, --property) on exactly the case a failure "
@@ -392,11 +508,15 @@ def build_parser():
     p.add_argument("--adapters", help=adapters_help)
     p.add_argument("--device", default=os.environ.get("EQUIV_DEVICE", "cpu"), help="cpu or cuda (default cpu)")
     p.set_defaults(fn=cmd_replay)
-    p = sub.add_parser("conventions", help="measure conventions and write conventions.json / .md",
+    p = sub.add_parser("conventions", help="measure conventions and merge them into conventions.json / .md",
                        description="Measures the conventions of each installed adapter by probing and "
-                                   "merges them into DATA/conventions.json and DATA/conventions.md.")
+                                   "merges them into DATA/conventions.json and DATA/conventions.md, under a "
+                                   "lock (one writer per tox env at a time). A failed probe is an error and "
+                                   "nothing is written; rows measured with a newer release are never replaced "
+                                   "by an older release's. The committed table: --data reference/data.")
     p.add_argument("--adapters", help=adapters_help)
-    p.add_argument("--data", default="reference/data", help="folder to write (default reference/data)")
+    p.add_argument("--data", default=str(io.WORK),
+                   help=f"folder to write (default {io.WORK}; the committed table: reference/data)")
     p.set_defaults(fn=cmd_conventions)
     p = sub.add_parser("findings", help="write findings.md from the measured conventions and equiv/known.py")
     p.add_argument("--data", default="reference/data", help="folder with conventions.json (default reference/data)")
@@ -415,7 +535,10 @@ def build_parser():
                                    "the nearest older one), naming every change. Exit 1 when the same version "
                                    "changed.")
     p.add_argument("--adapters", help=adapters_help)
-    p.add_argument("--save", action="store_true", help="store the fingerprints under reference/data/fingerprints")
+    p.add_argument("--save", action="store_true", help="store the fingerprints under --out")
+    p.add_argument("--out", default=str(io.WORK / "fingerprints"),
+                   help=f"folder of ADAPTER/VERSION.json for --save (default {io.WORK / 'fingerprints'}; the "
+                        "committed ones: reference/data/fingerprints)")
     p.set_defaults(fn=cmd_fingerprint)
     p = sub.add_parser("data", help="find, verify (and with --download fetch) Fashion-MNIST",
                        description="Looks for the Fashion-MNIST IDX files in --data-dir, $EQUIV_DATA_DIR, "
@@ -423,7 +546,9 @@ def build_parser():
                                    "and ~/.cache/bn-equiv/fashion-mnist, then checks magic numbers, shapes and "
                                    "SHA-256 checksums.")
     p.add_argument("--data-dir", default=None, help="folder with the four IDX files (.gz or raw)")
-    p.add_argument("--download", action="store_true", help="download into the cache when no folder has them")
+    p.add_argument("--download", action="store_true",
+                   help="download what is missing (into --data-dir when given, else the user cache); "
+                        "the files come over plain http and are checked against their SHA-256 sums")
     p.set_defaults(fn=cmd_data)
     from equiv.lenet import cli_glue
     p = sub.add_parser("lockstep", help="BN-LeNet step by step beside the NumPy reference; names the first divergent layer",
@@ -465,12 +590,30 @@ def build_parser():
     p = sub.add_parser("vectors", help="regenerate the golden vectors from the oracle",
                        description="Writes the golden cases (inputs, settings, the oracle's outputs and "
                                    "tolerance bounds) as .npz files plus index.json; tests only read them.")
-    p.add_argument("--out", default=None, help="folder (default reference/data/vectors)")
+    p.add_argument("--out", default=str(io.WORK / "vectors"),
+                   help=f"folder (default {io.WORK / 'vectors'}; the committed ones: reference/data/vectors)")
     p.set_defaults(fn=cmd_vectors)
+    p = sub.add_parser("readme", help="regenerate the numbers and tables of README.md from the code and data",
+                       description="README.md's counts and tables between <!-- equiv:NAME --> markers come "
+                                   "from the code and the committed data (equiv/readme.py); --check exits 1 "
+                                   "when they are stale.")
+    p.add_argument("--file", default="README.md", help="the README (default %(default)s)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 when the README is stale")
+    p.set_defaults(fn=cmd_readme)
     return parser
 
 
+def _quiet_frameworks():
+    """TensorFlow's C++ info lines (oneDNN, CPU features, absl) and its retracing warnings are
+    not the tool's output: keep them out of check and fingerprint (set the variable to see them)."""
+    import logging
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
 def main(argv=None):
+    _quiet_frameworks()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "fn", None):
@@ -478,6 +621,6 @@ def main(argv=None):
         return 2
     try:
         return args.fn(args)
-    except UsageError as e:
+    except (UsageError, io.OutputError, io.WouldLoseData) as e:
         print(f"equiv: error: {e}", file=sys.stderr)
         return 2

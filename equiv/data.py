@@ -8,8 +8,12 @@ t10k-labels-idx1-ubyte), each gzip-compressed (``.gz``) or raw, are looked for i
 3. ``/usr/share/datasets/fashion-mnist`` (Debian/Ubuntu: ``apt-get install dataset-fashion-mnist``),
 4. the user cache ``$XDG_CACHE_HOME/bn-equiv/fashion-mnist`` (default ``~/.cache/...``);
 
-the first folder that holds all four is used. If none does, ``download=True`` (``--download``)
-fetches them from the canonical URLs into the user cache; otherwise ``DataError`` is raised.
+the first folder that holds all four is used. A folder the user names (1 or 2) is the
+user's choice: when it lacks the files the search stops there with an error instead of
+silently taking another copy. If no folder has them, ``download=True`` (``--download``)
+fetches them from the canonical URLs (plain http: the data set's host serves no https; every
+file is checked against its SHA-256 sum below before it is kept) into the named folder, or
+else the user cache; otherwise ``DataError`` is raised.
 
 Every file is checked: IDX header (magic 0x00000803 for images, 0x00000801 for labels),
 length, shape (60000 x 28 x 28 / 10000 x 28 x 28 and as many labels), labels in 0..9, and
@@ -18,6 +22,7 @@ a ``DataError`` whose message says what is wrong and how to fix it.
 """
 import gzip
 import hashlib
+import math
 import os
 import tempfile
 import urllib.request
@@ -26,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+# The canonical host (an S3 website endpoint) has no https; what it serves is checked against SHA256.
 BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 ENV_VAR = "EQUIV_DATA_DIR"
@@ -68,7 +74,8 @@ def cache_dir():
 
 def _how_to_fix():
     return (f"pass --data-dir DIR, set {ENV_VAR}=DIR, run `apt-get install dataset-fashion-mnist`, "
-            f"put the four files in {cache_dir()}, or use --download to fetch them there")
+            f"put the four files in {cache_dir()}, or use --download to fetch them (into --data-dir "
+            "when given, else there; checksum-verified)")
 
 
 def _bad_file(path, problem):
@@ -84,28 +91,53 @@ def _candidates(name):
 def _find_file(folder, name):
     for cand in _candidates(name):
         p = Path(folder) / cand
-        if p.is_file():
-            return p
+        try:
+            if p.is_file():
+                return p
+        except OSError:                  # an unreadable folder holds nothing we can use
+            return None
     return None
 
 
-def _folders(data_dir):
-    folders = [Path(data_dir)] if data_dir is not None else []
+def _named(data_dir):
+    """(folder, how the user named it): --data-dir, else $EQUIV_DATA_DIR; (None, None) when neither."""
+    if data_dir is not None:
+        return Path(data_dir), f"--data-dir {data_dir}"
     if os.environ.get(ENV_VAR):
-        folders.append(Path(os.environ[ENV_VAR]))
-    return folders + [SYSTEM_DIR, cache_dir()]
+        return Path(os.environ[ENV_VAR]), f"{ENV_VAR}={os.environ[ENV_VAR]}"
+    return None, None
+
+
+def _folders(data_dir):
+    folder, _ = _named(data_dir)
+    return [folder] if folder is not None else [SYSTEM_DIR, cache_dir()]
+
+
+def _complete(folder):
+    return all(_find_file(folder, name) for name in FILES.values())
+
+
+def _check_named(folder, named):
+    """DataError unless the folder the user named is a readable folder."""
+    if not folder.exists():
+        raise DataError(f"{named}: {folder} does not exist; {_how_to_fix()}.")
+    if not folder.is_dir():
+        raise DataError(f"{named}: {folder} is a file, not a folder; {_how_to_fix()}.")
+    try:
+        os.listdir(folder)
+    except OSError as e:
+        raise DataError(f"{named}: cannot read the folder {folder} ({e.strerror or e}); {_how_to_fix()}.") from None
 
 
 def find_data_dir(data_dir=None):
     """The first folder in the lookup order that holds all four files, or None.
 
-    An explicit ``data_dir`` is the user's choice: when it lacks the files the search
-    stops there (None) instead of silently taking another copy.
+    A folder the user names (``data_dir``, else ``$EQUIV_DATA_DIR``) is the user's choice:
+    when it lacks the files the search stops there (None) instead of silently taking
+    another copy.
     """
-    if data_dir is not None:
-        return Path(data_dir) if all(_find_file(data_dir, n) for n in FILES.values()) else None
     for folder in _folders(data_dir):
-        if all(_find_file(folder, name) for name in FILES.values()):
+        if _complete(folder):
             return folder
     return None
 
@@ -127,7 +159,8 @@ def _read_bytes(path):
     return data
 
 
-def _parse_idx(data, path):
+def _check_magic(data, path, ndim_expected=None):
+    """The IDX magic number: unsigned bytes, and ``ndim_expected`` dimensions when given."""
     if len(data) < 4:
         raise _bad_file(path, f"is truncated ({len(data)} bytes, shorter than an IDX header)")
     magic = int.from_bytes(data[:4], "big")
@@ -135,12 +168,22 @@ def _parse_idx(data, path):
     if data[:2] != b"\x00\x00" or data[2] != _IDX_UBYTE or ndim == 0:
         raise _bad_file(path, f"has the wrong magic number 0x{magic:08x} (an unsigned-byte IDX "
                               f"file starts with 0x00000801 for labels or 0x00000803 for images)")
+    if ndim_expected is not None and ndim != ndim_expected:
+        kinds = {1: "labels", 3: "images"}
+        raise _bad_file(path, f"has the magic number 0x{magic:08x} of {ndim}-dimensional data "
+                              f"({kinds.get(ndim, 'not Fashion-MNIST')}) where a {kinds[ndim_expected]} file "
+                              f"(0x{0x800 + ndim_expected:08x}) is expected: the files are swapped or mislabelled")
+    return ndim
+
+
+def _parse_idx(data, path, ndim_expected=None):
+    ndim = _check_magic(data, path, ndim_expected)
     header = 4 + 4 * ndim
     if len(data) < header:
         raise _bad_file(path, f"is truncated (its {ndim}-dimensional IDX header needs {header} bytes, "
                               f"the file has {len(data)})")
     shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)
     body = len(data) - header
     if body < size:
         raise _bad_file(path, f"is truncated (header says {'x'.join(map(str, shape))} = {size} "
@@ -162,13 +205,13 @@ def write_idx(path, array, gz=True):
     header = bytes([0, 0, _IDX_UBYTE, a.ndim]) + b"".join(d.to_bytes(4, "big") for d in a.shape)
     data = header + a.tobytes()
     path = Path(path)
-    path.write_bytes(gzip.compress(data) if gz else data)
-    return path
+    from equiv import io
+    return io.write_bytes(path, gzip.compress(data) if gz else data)
 
 
-def _load_file(path, key, verify):
-    data = _read_bytes(path)
-    arr = _parse_idx(data, path)
+def _load_file(path, key, verify, data=None):
+    data = _read_bytes(path) if data is None else data
+    arr = _parse_idx(data, path, len(SHAPES[key]))
     if arr.shape != SHAPES[key]:
         raise _bad_file(path, f"has the wrong shape {arr.shape} (expected {SHAPES[key]})")
     if key.endswith("_y") and arr.size and arr.max() >= NUM_CLASSES:
@@ -230,17 +273,31 @@ def load_fashion_mnist(data_dir=None, *, download=False, verify=True):
     """Fashion-MNIST as dict(train_x, train_y, test_x, test_y) of uint8 arrays.
 
     Images are (N, 28, 28), labels (N,) in 0..9, N = 60000 (train) and 10000 (test).
-    ``download=True`` fetches the files into the user cache when no folder has them;
+    ``download=True`` fetches the missing files when no folder has them: into the folder the
+    user named (``data_dir`` or ``$EQUIV_DATA_DIR``), else into the user cache;
     ``verify=False`` skips the checksums (headers and shapes are always checked).
     """
-    folder = find_data_dir(data_dir)
-    if folder is None:
-        if data_dir is not None:
-            raise DataError(f"{data_dir} does not hold all of "
-                            f"{', '.join(n + '[.gz]' for n in FILES.values())}; {_how_to_fix()}.")
-        if not download:
-            searched = ", ".join(str(f) for f in _folders(data_dir))
-            raise DataError(f"Fashion-MNIST not found (no folder among {searched} holds all of "
-                            f"{', '.join(n + '[.gz]' for n in FILES.values())}); {_how_to_fix()}.")
-        folder = fetch(cache_dir(), verify=verify)
-    return {key: _load_file(_find_file(folder, name), key, verify) for key, name in FILES.items()}
+    names = ", ".join(n + "[.gz]" for n in FILES.values())
+    named_folder, named = _named(data_dir)
+    if named_folder is not None:
+        if not (download and not named_folder.exists()):
+            _check_named(named_folder, named)
+        if _complete(named_folder):
+            folder = named_folder
+        elif download:
+            folder = fetch(named_folder, verify=verify)
+        else:
+            raise DataError(f"{named}: {named_folder} does not hold all of {names}; {_how_to_fix()}.")
+    else:
+        folder = find_data_dir()
+        if folder is None:
+            if not download:
+                searched = ", ".join(str(f) for f in _folders(None))
+                raise DataError(f"Fashion-MNIST not found (no folder among {searched} holds all of "
+                                f"{names}); {_how_to_fix()}.")
+            folder = fetch(cache_dir(), verify=verify)
+    paths = {key: _find_file(folder, name) for key, name in FILES.items()}
+    raw = {key: _read_bytes(p) for key, p in paths.items()}
+    for key, p in paths.items():         # every file's kind first: swapped files are named as such
+        _check_magic(raw[key], p, len(SHAPES[key]))
+    return {key: _load_file(p, key, verify, raw[key]) for key, p in paths.items()}

@@ -26,6 +26,20 @@ CONVENTION_ADVICE = {
 }
 
 
+def divergence_counts(known):
+    """(layer-level, whole-network) documented divergences: the entries of ``known``
+    (equiv/known.py) and the distinct ids of ``equiv.lenet.NET_FINDINGS`` (one finding seen in
+    two implementations counts once). The one count the report, ``equiv findings`` and the
+    README use."""
+    return len(known), len({f.id for f in NET_FINDINGS})
+
+
+def divergence_phrase(known):
+    layer, net = divergence_counts(known)
+    return (f"{layer + net} documented divergences ({layer} of the layer, `equiv/known.py`; {net} of the "
+            "whole BN-LeNet, `equiv.lenet.NET_FINDINGS`)")
+
+
 def render(conventions, known):
     """Markdown text for a {adapter: record} mapping and the list of Divergence entries."""
     records = [conventions[k] for k in sorted(conventions)]

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 import reference
+from equiv import io
 from equiv.dtypes import UNIT_ROUNDOFF
 
-DIR = Path(reference.__file__).parent / "data" / "fingerprints"
+DIR = Path(reference.__file__).parent / "data" / "fingerprints"     # the stored ones: read, never written
 ULPS = 8
 
 
@@ -25,7 +26,9 @@ def take(adapter_cls, device="cpu"):
     """The fingerprint of the installed version of an adapter's framework."""
     from equiv.probes import measure
     from equiv.vectors import DEFAULT_DIR, load_arrays, load_index, run_case
-    conventions = {k: v for k, v in measure(adapter_cls).items() if k not in ("adapter", "framework")}
+    measured = measure(adapter_cls)
+    failures = measured.pop("probe_failures", None)
+    conventions = {k: v for k, v in measured.items() if k not in ("adapter", "framework")}
     cases = {}
     for rec in load_index()["cases"]:
         status, reason, out = run_case(adapter_cls, rec, load_arrays(DEFAULT_DIR, rec), device)
@@ -36,19 +39,33 @@ def take(adapter_cls, device="cpu"):
             entry["reason"] = reason
         cases[rec["name"]] = entry
     from equiv.core import framework_version
-    return {"adapter": adapter_cls.name, "framework": adapter_cls.framework,
-            "version": framework_version(adapter_cls.framework), "conventions": conventions, "cases": cases}
+    fp = {"adapter": adapter_cls.name, "framework": adapter_cls.framework,
+          "version": framework_version(adapter_cls.framework), "conventions": conventions, "cases": cases}
+    if failures:                 # failed probes: a failure, never a measured value (not saved)
+        fp["probe_failures"] = failures
+    return fp
 
 
 def path_for(adapter, version, root=DIR):
     return Path(root) / adapter / f"{version}.json"
 
 
-def save(fp, root=DIR):
+def save(fp, root):
+    """Write ``fp`` as root/ADAPTER/VERSION.json (atomically); returns the path.
+
+    Refused (ValueError) for a fingerprint with failed probes, and when the file there holds
+    cases or conventions this one lacks (they would be lost)."""
+    if fp.get("probe_failures"):
+        raise ValueError(f"{fp['adapter']}: probes failed ({', '.join(fp['probe_failures'])}); not saved")
     path = path_for(fp["adapter"], fp["version"], root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(fp, sort_keys=True) + "\n")
-    return path
+    old = io.read_json(path)
+    if isinstance(old, dict):
+        lost = sorted(set(old.get("cases", {})) - set(fp["cases"])) + sorted(
+            set(old.get("conventions", {})) - set(fp["conventions"]))
+        if lost:
+            raise io.WouldLoseData(f"{path} holds {', '.join(lost)}, which this fingerprint lacks; not saved "
+                                   "(save elsewhere with --out DIR)")
+    return io.write_text(path, json.dumps(fp, sort_keys=True) + "\n")
 
 
 def _key(version):
@@ -70,7 +87,11 @@ def compare(old, new):
     """Plain-word differences between two fingerprints of one adapter (empty: identical)."""
     from equiv.probes import matches
     changes = []
+    failed = new.get("probe_failures", {})
     for field, before in old["conventions"].items():
+        if field in failed:
+            changes.append(f"{field}: probe failed ({failed[field]})")
+            continue
         after = new["conventions"].get(field)
         if not matches(field, after, before) if not isinstance(before, str) else after != before:
             changes.append(f"{field} changed from {before} to {after}")

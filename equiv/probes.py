@@ -199,12 +199,26 @@ def describe(field, measured, declared):
 
 
 def measure(A):
-    """One record of measured conventions for an adapter class."""
+    """One record of measured conventions for an adapter class.
+
+    A probe that cannot run is recorded as a failure, never as a value: its field is left
+    out of the record and ``rec["probe_failures"][field]`` says why ("AttributeError: ...").
+    Records with failures are not written as measured conventions (``equiv conventions``,
+    ``equiv fingerprint --save`` refuse them).
+    """
     rec = {"adapter": A.name, "framework": A.framework}
+    failures = {}
     for field, probe in PROBES.items():
         try:
             rec[field] = probe(A)
         except Exception as e:   # a probe that cannot run is reported, not hidden
-            rec[field] = f"probe failed: {type(e).__name__}: {e}"[:200]
+            failures[field] = f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]
     rec["mode_switch"] = A.conventions.mode_switch
+    if failures:
+        rec["probe_failures"] = failures
     return rec
+
+
+def failures_line(name, failures):
+    """One line naming the failed probes of an adapter."""
+    return f"{name}: " + "; ".join(f"probe {f} failed ({why})" for f, why in failures.items())

@@ -10,21 +10,58 @@ Plots are PNG files made with matplotlib, beside the Markdown and embedded in th
 import base64
 import html
 import json
+import shutil
 from pathlib import Path
+
+from equiv import io
 
 STATUS = {"pass": ("pass", "#2e7d32"), "documented": ("documented divergence", "#f9a825"),
           "fail": ("FAIL", "#c62828"), "n/a": ("n/a", "#9e9e9e")}
 
 
+def _check_record(path, i, rec):
+    """ValueError naming the file unless ``rec`` is a record of `equiv check`."""
+    def bad(what):
+        return ValueError(f"{path}: record {i} {what}, so it is not a result of `equiv check`; "
+                          f"remove the file or rerun `equiv check --out {path.parent}`")
+    if not isinstance(rec, dict) or not isinstance(rec.get("adapter"), str):
+        raise bad("has no adapter name")
+    if "missing" in rec:
+        return
+    props = rec.get("properties")
+    if not isinstance(props, dict):
+        raise bad("has no 'properties'")
+    for name, res in props.items():
+        if not isinstance(res, dict) or res.get("status") not in STATUS:
+            raise bad(f"has no valid status for property {name}")
+    for key in ("framework", "version"):
+        if key not in rec:
+            raise bad(f"has no '{key}'")
+    if not isinstance(rec.get("conventions", {}), dict):
+        raise bad("has conventions that are not a mapping")
+
+
 def load_results(results_dir):
     """{adapter: record} merged from every check-*.json in the folder (later files win)."""
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise ValueError(f"--results {folder} {what}; give the folder of `equiv check --out` "
+                         f"(run `equiv check --out {folder}` first)")
     merged = {}
-    for path in sorted(Path(results_dir).glob("check-*.json")):
+    for path in sorted(folder.glob("check-*.json")):
         try:
             data = json.loads(path.read_text())
         except ValueError as e:
-            raise ValueError(f"{path} is not valid JSON ({e}); rerun `equiv check --out`") from e
-        for rec in data.get("records", []):
+            raise ValueError(f"{path} is not valid JSON ({e}); remove it or rerun `equiv check --out`") from None
+        except OSError as e:
+            raise ValueError(f"{path} cannot be read ({e.strerror or e}); remove it or rerun "
+                             "`equiv check --out`") from None
+        if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+            raise ValueError(f"{path} is not a result of `equiv check` (no list of records); remove it "
+                             f"or rerun `equiv check --out {folder}`")
+        for i, rec in enumerate(data["records"]):
+            _check_record(path, i, rec)
             if "missing" not in rec:
                 merged[rec["adapter"]] = rec
     return merged
@@ -45,7 +82,7 @@ def _runs_summary(runs_dir):
     return summary, runs.markdown(summary)
 
 
-def _plot_errors(records, path):
+def _plot_errors(records, png):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -71,20 +108,35 @@ def _plot_errors(records, path):
     ax.set_xlabel("log10(error / bound) per example (≤ 0 passes)")
     ax.set_title("Error against the oracle, relative to the tolerance bound")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with io.atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
 def build(results_dir, out_dir, conventions=None, known=(), runs_dir=None):
-    """Write report.md, report.html and the PNG plots into out_dir; returns their paths."""
-    from equiv.properties import PROPERTIES
-    from equiv.tables import CONVENTION_FIELDS
+    """Write report.md, report.html and the PNG plots into out_dir; returns their paths.
+
+    Every input is read and checked before anything is written; a folder this creates is
+    removed again when the report fails."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    io.check_dir(out, "--out")
     records = load_results(results_dir)
     if not records:
         raise ValueError(f"no results in {results_dir}: run `equiv check --out {results_dir}` first")
     runs = load_runs(runs_dir) if runs_dir else []
+    created = not out.exists()
+    try:
+        return _build(records, out, conventions, known, runs, runs_dir)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _build(records, out, conventions, known, runs, runs_dir):
+    from equiv.properties import PROPERTIES
+    from equiv.tables import CONVENTION_FIELDS
+    out.mkdir(parents=True, exist_ok=True)
     images = []
     _plot_errors(records, out / "errors.png")
     images.append(("Error distributions", "errors.png"))
@@ -106,6 +158,7 @@ def build(results_dir, out_dir, conventions=None, known=(), runs_dir=None):
                str(sum(r.get("examples", 0) for r in records[n]["properties"].values()))) for n in names]
     failures = [(n, p, records[n]["properties"][p].get("error", "")) for n in names for p in props
                 if records[n]["properties"].get(p, {}).get("status") == "fail"]
+    from equiv.findings import divergence_phrase
     findings = [(d.id, ", ".join(d.adapters), d.reason) for d in known]
     from equiv.lenet import NET_FINDINGS      # whole-network (BN-LeNet lockstep) divergences
     findings += [(f.id, f"{f.label} BN-LeNet, {'/'.join(f.dtypes)}, first at step {f.where[0]} "
@@ -116,7 +169,7 @@ def build(results_dir, out_dir, conventions=None, known=(), runs_dir=None):
         return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                          + ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows])
     md = ["# bn-equiv report", "",
-          f"{len(names)} implementations, {len(props)} properties, {len(findings)} documented divergences, "
+          f"{len(names)} implementations, {len(props)} properties, {divergence_phrase(known)}, "
           f"{len(failures)} failures.", "",
           "## Properties (implementation × property)", "",
           md_table(["adapter"] + props, [[n] + [STATUS[s][0] for s in row] for n, row in zip(names, matrix)]), "",
@@ -134,7 +187,7 @@ def build(results_dir, out_dir, conventions=None, known=(), runs_dir=None):
     md += ["", "## Timings and versions", "",
            md_table(["adapter", "property seconds", "examples"], timing), "",
            md_table(["adapter", "framework", "version", "device", "Hypothesis profile"], versions), ""]
-    (out / "report.md").write_text("\n".join(md))
+    io.write_text(out / "report.md", "\n".join(md))
 
     # --- HTML -----------------------------------------------------------------------------
     e = html.escape
@@ -155,7 +208,7 @@ def build(results_dir, out_dir, conventions=None, known=(), runs_dir=None):
              "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;"
              "margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}",
              "</style></head><body><h1>bn-equiv report</h1>",
-             f"<p>{len(names)} implementations, {len(props)} properties, {len(findings)} documented divergences, "
+             f"<p>{len(names)} implementations, {len(props)} properties, {e(divergence_phrase(known))}, "
              f"{len(failures)} failures.</p>",
              "<h2>Properties</h2>",
              h_table(["adapter"] + props, [[n] + [STATUS[s][0] for s in row] for n, row in zip(names, matrix)],
@@ -189,5 +242,5 @@ def build(results_dir, out_dir, conventions=None, known=(), runs_dir=None):
               "document.querySelectorAll('img').forEach(function(i){if(i.naturalWidth>0)n++;});"
               "document.body.setAttribute('data-images-loaded',n);});</script>",
               "</body></html>"]
-    (out / "report.html").write_text("\n".join(parts))
+    io.write_text(out / "report.html", "\n".join(parts))
     return [out / "report.md", out / "report.html"] + [out / png for _, png in images]

@@ -25,6 +25,7 @@ settings.register_profile("dev", max_examples=25, **_common)
 settings.register_profile("ci", max_examples=40, derandomize=True, database=None, **_common)
 settings.register_profile("thorough", max_examples=400, **_common)
 # for the tests that plant bugs: deterministic, and enough examples to reach the rare regions
+PROFILES = ("dev", "ci", "thorough")   # the ones a user picks (--profile, EQUIV_PROFILE)
 settings.register_profile("mutation", max_examples=200, derandomize=True, database=None, **_common)
 
 

@@ -9,8 +9,9 @@ def convention_table(records, markdown=False):
     for r in records:
         if "missing" in r:
             continue
-        c = r.get("conventions", r)
-        rows.append((r["adapter"], r.get("version", "")) + tuple(str(c.get(f, "")) for f in CONVENTION_FIELDS))
+        c, failed = r.get("conventions", r), r.get("probe_failures", {})
+        rows.append((r["adapter"], r.get("version", ""))
+                    + tuple("probe failed" if f in failed else str(c.get(f, "")) for f in CONVENTION_FIELDS))
     if markdown:
         out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
         out += ["| " + " | ".join(r) + " |" for r in rows[1:]]

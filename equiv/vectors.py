@@ -18,7 +18,9 @@ Modes and what a case stores:
 
 Bounds come from ``equiv.tolerance`` for the case's dtype; running-stat bounds add up over
 the steps, as in ``equiv.properties.running_stats``. ``check`` runs one stored case against
-an adapter. ``python -m equiv.vectors [out_dir]`` regenerates the files.
+an adapter. ``python -m equiv.vectors [out_dir]`` (``equiv vectors --out``) regenerates the
+files, into ``results/vectors`` unless told another folder (the committed ones:
+``reference/data/vectors``); it never replaces an index with fewer cases.
 """
 import hashlib
 import json
@@ -30,6 +32,7 @@ from decimal import Decimal
 import numpy as np
 
 import reference as ref
+from equiv import io
 from equiv import tolerance as tol
 from equiv.core import Unsupported, same_weight
 from equiv.strategies import Case
@@ -148,15 +151,24 @@ def expected(case, mode):
     return out
 
 
-def generate(out_dir=DEFAULT_DIR):
-    """Write every case's .npz and index.json into out_dir; returns the index (a dict)."""
+def generate(out_dir):
+    """Write every case's .npz and index.json into out_dir (each file atomically); returns the
+    index (a dict). Refused (``io.WouldLoseData``) when out_dir's index lists cases this
+    generator does not make."""
+    old = io.read_json(os.path.join(out_dir, INDEX))
+    if isinstance(old, dict):
+        names = {spec[0] for spec in SPECS}
+        lost = sorted(r.get("name", "?") for r in old.get("cases", []) if r.get("name") not in names)
+        if lost:
+            raise io.WouldLoseData(f"{os.path.join(out_dir, INDEX)} lists cases this generator does not make "
+                                   f"({', '.join(lost)}); nothing written (give another --out)")
     os.makedirs(out_dir, exist_ok=True)
     records = []
     for seed, (name, mode, dtype, shape, overrides, description) in enumerate(SPECS, start=1):
         case = make_case(seed, mode, dtype, shape, overrides)
         arrays = expected(case, mode)
         file = f"{name}.npz"
-        with open(os.path.join(out_dir, file), "wb") as f:
+        with io.atomic_path(os.path.join(out_dir, file)) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
         settings = {k: getattr(case, k) for k in CASE_FIELDS}
         settings["shape"] = list(case.shape)
@@ -165,8 +177,7 @@ def generate(out_dir=DEFAULT_DIR):
     index = dict(format=1, generator="equiv.vectors.generate",
                  checksum="sha256 of each array's little-endian float64 bytes in C order",
                  cases=records)
-    with open(os.path.join(out_dir, INDEX), "w", encoding="utf-8", newline="\n") as f:
-        f.write(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    io.write_text(os.path.join(out_dir, INDEX), json.dumps(index, indent=1, sort_keys=True) + "\n")
     return index
 
 
@@ -268,7 +279,8 @@ def check_all(adapter_cls, device="cpu", folder=DEFAULT_DIR):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    out_dir = argv[0] if argv else DEFAULT_DIR
+    out_dir = argv[0] if argv else str(io.WORK / "vectors")
+    io.check_dir(out_dir, "--out")
     index = generate(out_dir)
     size = sum(os.path.getsize(os.path.join(out_dir, r["file"])) for r in index["cases"])
     size += os.path.getsize(os.path.join(out_dir, INDEX))

@@ -5,7 +5,7 @@
 # Prepare on this machine (the data folder is git-ignored, so it must be carried):
 #   mkdir -p .data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz .data/fashion-mnist/
 # then run there:  bash scripts/gpu_runs.sh        (device tool: carry [".data"])
-# and copy $OUT/runs/*.json and $OUT/bench_cuda.json into reference/data/runs/, then `equiv runs`.
+# and copy $OUT/runs/*.json and $OUT/bench_cuda.json into reference/data/runs/, then `equiv runs --update`.
 set -euo pipefail
 export PYTHONPATH=. EQUIV_DATA_DIR=.data/fashion-mnist
 OUT=${OUT:-/tmp/bn-equiv-gpu}

@@ -273,3 +273,51 @@ def test_cli_missing_data_is_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2
     assert r.stderr.startswith("equiv: error: ") and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert "--data-dir" in r.stderr and "dataset-fashion-mnist" in r.stderr
+
+
+# --- a folder the user names is the user's choice ---------------------------------------
+
+def test_env_folder_is_strict(tiny, tmp_path, monkeypatch):
+    write_set(tmp_path / "system", tiny)                            # a copy that must not be taken
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("EQUIV_DATA_DIR", str(tmp_path / "empty"))
+    assert data.find_data_dir() is None
+    with pytest.raises(data.DataError) as err:
+        data.load_fashion_mnist()
+    assert_actionable(err, "EQUIV_DATA_DIR=", "does not hold all of")
+    monkeypatch.setenv("EQUIV_DATA_DIR", str(tmp_path / "nothing"))
+    with pytest.raises(data.DataError) as err:
+        data.load_fashion_mnist()
+    assert_actionable(err, "does not exist")
+
+
+def test_download_fills_the_named_folder(tiny, tmp_path, monkeypatch):
+    server = write_set(tmp_path / "server", tiny)
+    monkeypatch.setattr(data, "BASE_URL", server.as_uri() + "/")
+    check_equal(data.load_fashion_mnist(tmp_path / "mine", download=True), tiny)
+    assert data.find_data_dir(tmp_path / "mine") == tmp_path / "mine"
+    assert not data.cache_dir().exists()
+
+
+def test_named_folder_is_a_file_or_unreadable(tiny, tmp_path, monkeypatch):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(data.DataError) as err:
+        data.load_fashion_mnist(tmp_path / "f")
+    assert_actionable(err, "is a file, not a folder")
+    (tmp_path / "locked").mkdir()
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(data.os, "listdir", denied)              # as root a chmod would not stop us
+    with pytest.raises(data.DataError) as err:
+        data.load_fashion_mnist(tmp_path / "locked")
+    assert_actionable(err, "cannot read the folder", "Permission denied")
+
+
+def test_labels_with_the_images_magic_are_named_swapped(tiny, tmp_path):
+    folder = write_set(tmp_path / "d", tiny)
+    data.write_idx(folder / "train-labels-idx1-ubyte.gz", tiny["train_x"])     # an images file
+    with pytest.raises(data.DataError) as err:
+        data.load_fashion_mnist(folder)
+    assert_actionable(err, "train-labels-idx1-ubyte.gz", "0x00000803", "swapped")
+    assert "bytes of data" not in str(err.value)

@@ -42,6 +42,21 @@ def test_compare_reports_status_and_eps_changes():
     assert "default_eps changed from 1e-05 to 0.001" in changes
 
 
+def test_save_refuses_failed_probes_and_losing_cases(tmp_path):
+    import pytest
+    from equiv import io
+    fpr.save(_fp("1.0"), tmp_path)
+    fewer = _fp("1.0")
+    del fewer["cases"]["grad-f64"]
+    with pytest.raises(io.WouldLoseData, match="grad-f64"):
+        fpr.save(fewer, tmp_path)
+    with pytest.raises(ValueError, match="probes failed"):
+        fpr.save(dict(_fp("1.1"), probe_failures={"default_eps": "AttributeError: x"}), tmp_path)
+    assert not fpr.path_for("x", "1.1", tmp_path).exists()
+    assert fpr.compare(_fp(), dict(_fp(), probe_failures={"default_eps": "E: x"})) == \
+        ["default_eps: probe failed (E: x)"]
+
+
 def test_baseline_picks_same_or_nearest_older(tmp_path):
     for v in ("0.9.0", "0.10.2", "0.12.8"):
         fpr.save(dict(_fp(v), adapter="a"), tmp_path)
@@ -49,6 +64,14 @@ def test_baseline_picks_same_or_nearest_older(tmp_path):
     assert fpr.baseline("a", "0.11.0", tmp_path)[0] == "0.10.2"      # numeric, not string, order
     assert fpr.baseline("a", "0.13.0", tmp_path)[0] == "0.12.8"
     assert fpr.baseline("a", "0.8.0", tmp_path) == (None, None)
+
+
+def test_no_stored_fingerprint_holds_a_failed_probe():
+    import json
+    for path in sorted(fpr.DIR.glob("*/*.json")):
+        fp = json.loads(path.read_text())
+        bad = [f for f, v in fp["conventions"].items() if isinstance(v, str) and v.startswith("probe failed")]
+        assert "probe_failures" not in fp and not bad, (path, bad)
 
 
 def test_installed_release_matches_its_fingerprint(registered_adapter):

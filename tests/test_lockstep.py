@@ -75,6 +75,37 @@ def test_training_writes_json_and_plot(tmp_path):
     assert again["history"][0]["train_loss"] == h["train_loss"]
 
 
+def test_training_progress_moves_per_batch(tmp_path, monkeypatch):
+    """The bar advances once per batch, also through torch's whole-epoch path on the CPU."""
+    from equiv.data import read_idx
+    d = _tiny_idx(tmp_path / "data")
+    data = {k: read_idx(d / f) for k, f in (("train_x", "train-images-idx3-ubyte"),
+                                             ("train_y", "train-labels-idx1-ubyte"),
+                                             ("test_x", "t10k-images-idx3-ubyte"),
+                                             ("test_y", "t10k-labels-idx1-ubyte"))}
+    updates = []
+
+    class Bar:
+        n = 0
+
+        def update(self, k=1):
+            updates.append(k)
+            self.n += k
+
+        def set_description(self, *a, **k):
+            pass
+
+        set_postfix = set_description
+
+        def close(self):
+            pass
+    monkeypatch.setattr(train, "progress_bar", lambda total, desc, enabled=True: Bar())
+    train.train(torch_net, "builtin", data, epochs=2, lr=0.1, batch=16, seed=0)
+    steps = -(-len(data["train_y"]) // 16)
+    assert hasattr(torch_net, "train_epoch") and steps > 1
+    assert sum(updates) == 2 * steps and len(updates) >= 2 * steps        # one per batch
+
+
 def test_plot_overlays_the_runs_of_a_folder(tmp_path):
     pytest.importorskip("matplotlib", reason="the plot needs: pip install matplotlib")
     for label, acc in (("torch.builtin", 0.8), ("torch.scratch", 0.7)):
@@ -102,11 +133,49 @@ def test_cli_glue_errors_are_value_errors(tmp_path):
     p = cli_glue.add_lockstep_args(argparse.ArgumentParser())
     with pytest.raises(ValueError, match="unknown BN-LeNet implementation"):
         cli_glue.lockstep_main(p.parse_args(["--impls", "torch.nope", "--steps", "1"]))
-    with pytest.raises(ValueError, match="--steps must be positive"):
-        cli_glue.lockstep_main(p.parse_args(["--steps", "0"]))
+    with pytest.raises(SystemExit):                        # the argument type names the option
+        p.parse_args(["--steps", "0"])
+    args = p.parse_args([])
+    args.steps = 0                                         # bypassing argparse: still checked
+    with pytest.raises(ValueError, match="--steps must be a finite positive number"):
+        cli_glue.lockstep_main(args)
     t = cli_glue.add_train_args(argparse.ArgumentParser())
     with pytest.raises(ValueError, match="does not hold all of"):
         cli_glue.train_main(t.parse_args(["--data-dir", str(tmp_path), "--epochs", "1"]))
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="not available to torch"):
             cli_glue.train_main(t.parse_args(["--device", "cuda", "--epochs", "1"]))
+
+
+def test_cli_train_writes_to_its_folder_and_never_loses_epochs(tmp_path, monkeypatch, capsys):
+    """`equiv train`: the run and the plot go to --out; a run with fewer epochs than the file
+    there is refused before training, leaving the file as it was; a loss that stops being
+    finite is one line and exit 1, nothing written."""
+    import equiv.data
+    from equiv import io
+    from equiv.data import read_idx
+    d = _tiny_idx(tmp_path / "data")
+    data = {k: read_idx(d / f) for k, f in (("train_x", "train-images-idx3-ubyte"),
+                                             ("train_y", "train-labels-idx1-ubyte"),
+                                             ("test_x", "t10k-images-idx3-ubyte"),
+                                             ("test_y", "t10k-labels-idx1-ubyte"))}
+    monkeypatch.setattr(equiv.data, "load_fashion_mnist", lambda *a, **k: data)
+    p = cli_glue.add_train_args(argparse.ArgumentParser())
+    out = tmp_path / "runs"
+    args = ["--epochs", "2", "--batch", "64", "--out", str(out), "--quiet"]
+    assert cli_glue.train_main(p.parse_args(args)) == 0
+    (path,) = out.glob("*.json")
+    assert len(json.loads(path.read_text())["history"]) == 2
+    before = path.read_bytes()
+    with pytest.raises(io.WouldLoseData, match="epochs 2-2"):
+        cli_glue.train_main(p.parse_args(["--epochs", "1", "--batch", "64", "--out", str(out), "--quiet"]))
+    assert path.read_bytes() == before
+
+    def nan_step(net, x, y, lr, capture=True):
+        return float("nan"), {}
+    monkeypatch.setattr(torch_net, "train_epoch", None, raising=False)
+    monkeypatch.delattr(torch_net, "train_epoch")
+    monkeypatch.setattr(torch_net, "step", nan_step)
+    assert cli_glue.train_main(p.parse_args(["--epochs", "1", "--out", str(tmp_path / "nan"), "--quiet"])) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "became nan at step 1 of epoch 1" in err and not (tmp_path / "nan").exists()

@@ -55,12 +55,33 @@ def test_cli_runs_writes_the_summary_and_exits_1_outside_the_band(tmp_path, caps
     pytest.importorskip("matplotlib", reason="the plot needs: pip install matplotlib")
     for s in range(3):
         (tmp_path / f"a{s}.json").write_text(json.dumps(_run("a.builtin", s, [0.8, 0.85 + 0.002 * s], [0.5, 0.4])))
-    assert cli.main(["runs", "--folder", str(tmp_path)]) == 0
+    out = tmp_path / "out"
+    assert cli.main(["runs", "--folder", str(tmp_path), "--out", str(out)]) == 0
+    assert (out / "summary.md").exists() and (out / "runs.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "summary.md").exists()                  # the runs' folder only with --update
+    assert cli.main(["runs", "--folder", str(tmp_path), "--update"]) == 0
     assert (tmp_path / "summary.md").exists() and (tmp_path / "runs.png").read_bytes()[:4] == b"\x89PNG"
     (tmp_path / "c.json").write_text(json.dumps(_run("c.builtin", 0, [0.8, 0.5], [0.5, 0.4])))
     assert cli.main(["runs", "--folder", str(tmp_path), "--no-write"]) == 1
     assert cli.main(["runs", "--folder", str(tmp_path / "missing")]) == 2
     assert "train first" in capsys.readouterr().err
+
+
+def test_a_damaged_run_is_an_error_and_a_summary_never_shrinks(tmp_path, capsys):
+    for s in range(3):
+        (tmp_path / f"a{s}.json").write_text(json.dumps(_run("a.builtin", s, [0.8, 0.85 + 0.002 * s], [0.5, 0.4])))
+    (tmp_path / "b.json").write_text(json.dumps(_run("b.builtin", 0, [0.8, 0.85], [0.5, 0.4])))
+    assert cli.main(["runs", "--folder", str(tmp_path), "--update"]) == 0
+    before = (tmp_path / "summary.md").read_text()
+    text = (tmp_path / "b.json").read_text()
+    (tmp_path / "b.json").write_text(text[:len(text) // 2])        # truncated
+    with pytest.raises(ValueError, match="b.json is not valid JSON"):
+        runs.load(tmp_path)
+    assert cli.main(["runs", "--folder", str(tmp_path), "--update"]) == 2
+    assert "b.json" in capsys.readouterr().err
+    (tmp_path / "b.json").unlink()                                  # gone: the summary would lose it
+    assert cli.main(["runs", "--folder", str(tmp_path), "--update"]) == 2
+    assert "b.json" in capsys.readouterr().err and (tmp_path / "summary.md").read_text() == before
 
 
 # --- the committed runs ---------------------------------------------------------------

@@ -71,7 +71,7 @@ def load(label):
     """(implementation module, impl) for "framework.impl"; ValueError when unknown or missing."""
     fw, _, impl = label.partition(".")
     if fw not in FRAMEWORKS or impl not in IMPLS[fw]:
-        raise ValueError(f"unknown BN-LeNet implementation {label!r}; known: {', '.join(labels())}")
+        raise ValueError(f"unknown BN-LeNet implementation {label!r}; give one of: {', '.join(labels())}")
     module, install = FRAMEWORKS[fw]
     try:
         return importlib.import_module(module), impl

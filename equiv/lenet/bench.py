@@ -32,11 +32,11 @@ def synthetic_data(n_train=60000, n_test=10000, seed=0):
     return dict(train_x=x[:n_train], train_y=y[:n_train], test_x=x[n_train:], test_y=y[n_train:])
 
 
-def bench_one(label, data, *, epochs, device, dtype="float32", batch=128, lr=0.1, seed=0):
+def bench_one(label, data, *, epochs, device, dtype="float32", batch=128, lr=0.1, seed=0, progress=False):
     mod, impl = lenet.load(label)
     t0 = time.perf_counter()
     run = train.train(mod, impl, data, epochs=epochs, lr=lr, batch=batch, seed=seed, dtype=dtype,
-                      device=device, progress=False)
+                      device=device, progress=progress)
     wall = time.perf_counter() - t0
     secs = [e["seconds"] for e in run["history"]]
     steady = statistics.median(secs[1:]) if len(secs) > 1 else secs[0]
@@ -77,10 +77,11 @@ def check_targets(result):
     return lines
 
 
-def bench(labels, data, *, epochs, device, dtype="float32", source="synthetic", log=print):
+def bench(labels, data, *, epochs, device, dtype="float32", source="synthetic", log=print, progress=False):
+    """Time every implementation; ``progress``: a bar per batch on stderr while each one trains."""
     results = []
     for label in labels:
-        r = bench_one(label, data, epochs=epochs, device=device, dtype=dtype)
+        r = bench_one(label, data, epochs=epochs, device=device, dtype=dtype, progress=progress)
         log(f"{label:<15} {r['seconds_per_epoch']:9.3f} {r['first_epoch_seconds']:9.2f} {r['wall_seconds']:9.1f}"
             f"  {r['version']}")
         results.append(r)

@@ -329,7 +329,7 @@ def step(net, x, y, lr, capture=True):
     return float(loss), {k: activation_to_reference(k, _numpy(v)) for k, v in out.items()}
 
 
-def train_epoch(net, X, Y, order, lr, batch, scan=None):
+def train_epoch(net, X, Y, order, lr, batch, scan=None, on_step=None):
     """One epoch of SGD steps over ``order`` (indices into X, Y), batches of ``batch`` in that
     order, the last one the remainder: the same steps as calling ``step`` per batch (training
     mode, capture=False), without a transfer to the host per step.
@@ -345,6 +345,8 @@ def train_epoch(net, X, Y, order, lr, batch, scan=None):
     on 2 CPU cores).
     The book's layer changes its conv statistics' shape at the first step ((1, 1, 1, C) ->
     (1, H, 1, C)), which a scan carry cannot: then the first batch is a step of its own.
+
+    ``on_step(k)``, when given, is called as k more steps are dispatched (progress bars).
 
     Returns (the losses of the steps as a float64 NumPy array, the number of correct training
     predictions).
@@ -366,6 +368,8 @@ def train_epoch(net, X, Y, order, lr, batch, scan=None):
         net.params, net.stats, loss, logits, _ = _train_step(net.module, False, net.params, net.stats, Xb, Yb, lr)
         losses.append(loss[None])
         correct.append((jnp.argmax(logits, axis=1) == Yb).sum()[None])
+        if on_step:
+            on_step(1)
 
     start = 0
     if scan and n_full:
@@ -377,6 +381,8 @@ def train_epoch(net, X, Y, order, lr, batch, scan=None):
             net.params, net.stats, loss, c = _epoch_scan(net.module, net.params, net.stats, X, Y, idx, lr)
             losses.append(loss)
             correct.append(c)
+            if on_step:
+                on_step(n_full - start)
         start = n_full
     for b in range(start * batch, len(order), batch):
         single(order[b:b + batch])

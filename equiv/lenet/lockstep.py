@@ -65,6 +65,7 @@ SHADOW = 2.0 ** -40                   # relative perturbation of the shadow refe
 DEPTH = len(ref.ACTIVATIONS)          # 16
 LONGEST_DOT = 256                     # fc1 fan-in
 TINY = 1e-30
+SYNTHETIC_MAX = 60000                 # synthetic examples at most (as many as Fashion-MNIST's training set)
 
 
 def _growth(k):
@@ -135,14 +136,16 @@ def _first(step, errs, tol):
 
 
 def run(impl_module, impl, steps=30, dtype="float64", seed=0, batch=128, lr=0.1, *,
-        device="cpu", data_dir=None, real=None, download=False, conventions=None, dataset=None):
+        device="cpu", data_dir=None, real=None, download=False, conventions=None, dataset=None, on_step=None):
     """Run ``steps`` SGD steps of ``impl_module``'s variant ``impl`` beside the reference.
 
     ``dataset``: (x, y) to use instead of loading one (x float (N, 1, 28, 28) in [0, 1], or uint8).
     ``conventions``: the reference's BN conventions (default: the implementation's, from
     ``equiv.lenet.CONVENTIONS``); pass another implementation's to see what it changes.
+    ``on_step(1)``, when given, is called after every step (progress bars).
     Returns a JSON-able dict (see the keys below); ``passed`` is True when no quantity
     exceeded the step's tolerance (``tolerance`` × the step's measured ``amplification``).
+    Synthetic data has at most ``SYNTHETIC_MAX`` examples; longer runs start new epochs.
     """
     label = f"{impl_module.FRAMEWORK}.{impl}"
     conv = dict(CONVENTIONS[label] if conventions is None else conventions)
@@ -150,7 +153,7 @@ def run(impl_module, impl, steps=30, dtype="float64", seed=0, batch=128, lr=0.1,
     if dataset is not None:
         x_all, y_all, source = dataset[0], dataset[1], "given"
     else:
-        x_all, y_all, source = data(max(steps * batch, batch), seed, data_dir, download, real)
+        x_all, y_all, source = data(min(max(steps * batch, batch), SYNTHETIC_MAX), seed, data_dir, download, real)
     n = len(y_all)
 
     params = {k: round_to(v, dtype) for k, v in ref.init_params(seed).items()}
@@ -193,6 +196,8 @@ def run(impl_module, impl, steps=30, dtype="float64", seed=0, batch=128, lr=0.1,
                             amplification=amplification, tolerance=tol * amplification))
         if first is None:
             first = _first(s, errs, tol * amplification)
+        if on_step:
+            on_step(1)
 
     keys = records[0]["rel_error"].keys()
     max_err = {k: max(r["rel_error"][k] for r in records) for k in keys}

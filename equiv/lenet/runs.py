@@ -38,17 +38,35 @@ def band(values):
     return mean, mean - half, mean + half
 
 
+def _valid_run(r):
+    h = r.get("history")
+    keys = ("epoch", "train_loss", "train_acc", "test_acc", "seconds")
+    return (isinstance(r.get("label"), str) and isinstance(h, list) and h
+            and all(isinstance(e, dict) and all(isinstance(e.get(k), (int, float)) for k in keys) for e in h))
+
+
 def load(folder):
-    """Every run JSON (with a history) of ``folder``, sorted by file name."""
+    """Every run JSON (with a history) of ``folder``, sorted by file name.
+
+    Other JSON files (summary.json, anything that is not a run) are left out; a file that is
+    not valid JSON (a truncated run) or a run with a damaged history is a ValueError naming
+    the file: a run is never dropped from the summary without a word."""
     out = []
     for p in sorted(Path(folder).glob("*.json")):
         try:
             r = json.loads(p.read_text())
-        except ValueError:
+        except ValueError as e:
+            raise ValueError(f"{p} is not valid JSON ({e}): a truncated or damaged run? "
+                             "Restore it (git checkout) or remove it") from None
+        except OSError as e:
+            raise ValueError(f"{p} cannot be read ({e.strerror or e}); restore or remove it") from None
+        if not isinstance(r, dict) or "history" not in r:
             continue
-        if isinstance(r, dict) and r.get("history") and r.get("label"):
-            r["file"] = p.name
-            out.append(r)
+        if not _valid_run(r):
+            raise ValueError(f"{p} is a run whose label or per-epoch history is damaged; restore it "
+                             "(git checkout) or remove it")
+        r["file"] = p.name
+        out.append(r)
     return out
 
 

@@ -186,13 +186,14 @@ def _sgd_step(net, X, Y, idx, lr):
     return loss.detach(), (logits.argmax(dim=1) == yb).sum()
 
 
-def train_epoch(net, X, Y, order, lr, batch):
+def train_epoch(net, X, Y, order, lr, batch, on_step=None):
     """One epoch in training mode without a host synchronisation per step (``equiv.lenet.train``).
 
     The same arithmetic as ``step`` per batch (``torch.optim.SGD`` without momentum is
     ``w − lr·g``; tested equal). On CUDA the full-batch step (gather, forward, backward, SGD,
     bookkeeping) is captured once in a CUDA graph and replayed per batch: one launch per
     step instead of ~100 kernels from Python. The smaller last batch runs eagerly.
+    ``on_step(k)``, when given, is called as k more steps are launched (progress bars).
     Returns (per-step mean losses, correct training predictions) on the host.
     """
     net.train()
@@ -211,6 +212,8 @@ def train_epoch(net, X, Y, order, lr, batch):
             g["correct"].zero_()
             for _ in range(full):
                 g["graph"].replay()
+                if on_step:
+                    on_step(1)
             losses[:full] = g["losses"][:full]
             correct += g["correct"]
             start = full
@@ -219,6 +222,8 @@ def train_epoch(net, X, Y, order, lr, batch):
             loss, right = _sgd_step(net, X, Y, order_t[b * batch:(b + 1) * batch], lr)
             losses[b] = loss
             correct += right
+            if on_step:
+                on_step(1)
     return losses.cpu().numpy(), int(correct)
 
 

@@ -30,29 +30,13 @@ from equiv.lenet import epoch_order, scale_images
 from reference.lenet import init_params
 
 
-class _Bar:
-    """A tiny progress bar on stderr (tqdm is not a dependency)."""
-
-    def __init__(self, total, desc, enabled=True):
-        self.total, self.desc, self.n, self.enabled = total, desc, 0, enabled
-        self.t0, self.last = time.perf_counter(), 0.0
-
-    def update(self, n=1, **info):
-        self.n += n
-        now = time.perf_counter()
-        if self.enabled and (now - self.last > 0.2 or self.n == self.total):
-            self.last = now
-            width = 30
-            done = int(width * self.n / self.total)
-            extra = " ".join(f"{k} {v:.4g}" for k, v in info.items())
-            sys.stderr.write(f"\r{self.desc} [{'#' * done}{'.' * (width - done)}] "
-                             f"{self.n}/{self.total} {now - self.t0:.0f}s {extra}   ")
-            sys.stderr.flush()
-
-    def close(self):
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+def progress_bar(total, desc, enabled=True, unit="step"):
+    """A tqdm bar on stderr (rate and time left); refreshed at most every 0.5 s on a terminal,
+    every 10 s into a file or pipe (a log gets a few lines, not thousands)."""
+    from tqdm import tqdm
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled, leave=False,
+                mininterval=0.5 if tty else 10.0, dynamic_ncols=True)
 
 
 def train(impl_module, impl, data, *, epochs=10, lr=0.1, batch=128, seed=0, dtype="float32",
@@ -60,7 +44,9 @@ def train(impl_module, impl, data, *, epochs=10, lr=0.1, batch=128, seed=0, dtyp
     """Train and return the run record (JSON-able; see ``write_run``).
 
     ``data``: dict(train_x, train_y, test_x, test_y) as ``equiv.data.load_fashion_mnist``
-    returns it (uint8 images (N, 28, 28), or float images in [0, 1]).
+    returns it (uint8 images (N, 28, 28), or float images in [0, 1]). ``progress``: a bar per
+    batch on stderr (False: none). A loss that stops being finite ends the run at once
+    (``FloatingPointError`` naming the step).
     """
     net = impl_module.build(impl, dtype, device)
     impl_module.load_params(net, init_params(seed))
@@ -73,32 +59,40 @@ def train(impl_module, impl, data, *, epochs=10, lr=0.1, batch=128, seed=0, dtyp
     label = f"{impl_module.FRAMEWORK}.{impl}"
     fast = getattr(impl_module, "train_epoch", None)
     history = []
-    for epoch in range(epochs):
-        order = epoch_order(n, seed, epoch)
-        t0 = time.perf_counter()
-        if fast is not None:               # the module's whole-epoch path (lax.scan, a CUDA graph)
-            bar = _Bar(1, f"{label} epoch {epoch + 1}/{epochs}", progress)
-            losses, correct = fast(net, X, Y, order, lr, batch)
-            sizes = np.minimum(batch, n - batch * np.arange(steps))
-            loss_sum = float(np.dot(np.asarray(losses, dtype=np.float64), sizes))
-            bar.update(loss=float(losses[-1]))
-        else:
-            bar = _Bar(steps, f"{label} epoch {epoch + 1}/{epochs}", progress)
-            loss_sum, correct = 0.0, 0
-            for b in range(steps):
-                idx = order[b * batch:(b + 1) * batch]
-                loss, acts = impl_module.step(net, X[idx], Y[idx], lr, capture=False)
-                loss_sum += loss * len(idx)
-                correct += int((acts["fc3"].argmax(axis=1) == y_host[idx]).sum())
-                bar.update(loss=loss)
-        seconds = time.perf_counter() - t0
+    bar = progress_bar(epochs * steps, label, progress)
+    try:
+        for epoch in range(epochs):
+            order = epoch_order(n, seed, epoch)
+            bar.set_description(f"{label} epoch {epoch + 1}/{epochs}", refresh=False)
+            t0 = time.perf_counter()
+            if fast is not None:           # the module's whole-epoch path (lax.scan, a CUDA graph)
+                done = bar.n
+                losses, correct = fast(net, X, Y, order, lr, batch, on_step=bar.update)
+                bar.update(done + steps - bar.n)
+                sizes = np.minimum(batch, n - batch * np.arange(steps))
+                loss_sum = float(np.dot(np.asarray(losses, dtype=np.float64), sizes))
+                if not math.isfinite(loss_sum):
+                    bad = int(np.argmax(~np.isfinite(np.asarray(losses, dtype=np.float64))))
+                    raise FloatingPointError(f"{label}: the training loss became {losses[bad]} at step {bad + 1} "
+                                             f"of epoch {epoch + 1} (lr {lr:g} too large?)")
+            else:
+                loss_sum, correct = 0.0, 0
+                for b in range(steps):
+                    idx = order[b * batch:(b + 1) * batch]
+                    loss, acts = impl_module.step(net, X[idx], Y[idx], lr, capture=False)
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(f"{label}: the training loss became {loss} at step {b + 1} "
+                                                 f"of epoch {epoch + 1} (lr {lr:g} too large?)")
+                    loss_sum += loss * len(idx)
+                    correct += int((acts["fc3"].argmax(axis=1) == y_host[idx]).sum())
+                    bar.update(1)
+            seconds = time.perf_counter() - t0
+            bar.set_postfix(loss=f"{loss_sum / n:.4f}", refresh=False)
+            _, test_acc = impl_module.evaluate(net, Xt, Yt, 1024)
+            history.append(dict(epoch=epoch + 1, train_loss=loss_sum / n, train_acc=int(correct) / n,
+                                test_acc=test_acc, seconds=seconds))
+    finally:
         bar.close()
-        if not math.isfinite(loss_sum):
-            raise FloatingPointError(f"{label}: the training loss became {loss_sum} in epoch {epoch + 1} "
-                                     f"(lr {lr} too large?)")
-        _, test_acc = impl_module.evaluate(net, Xt, Yt, 1024)
-        history.append(dict(epoch=epoch + 1, train_loss=loss_sum / n, train_acc=int(correct) / n,
-                            test_acc=test_acc, seconds=seconds))
     return dict(label=label, framework=impl_module.FRAMEWORK, version=impl_module.version(), impl=impl,
                 device=_device_name(device), dtype=dtype, seed=seed, lr=lr, batch=batch, epochs=epochs,
                 command=" ".join(shlex.quote(a) for a in sys.argv), history=history)
@@ -119,13 +113,27 @@ def run_filename(run):
     return f"{run['label']}_{dev}_lr{run['lr']:g}_seed{run['seed']}.json"
 
 
+def check_replace(path, epochs):
+    """``io.WouldLoseData`` when ``path`` holds a run with more epochs than ``epochs`` (a 1-epoch
+    run must not replace a 10-epoch one); a damaged file there is a ValueError too."""
+    from equiv import io
+    path = Path(path)
+    if path.is_dir():
+        raise io.OutputError(f"{path} is a folder where the run's JSON file goes; move it or give another --out")
+    old = io.read_json(path)
+    if isinstance(old, dict) and isinstance(old.get("history"), list) and len(old["history"]) > epochs:
+        raise io.WouldLoseData(f"{path} holds a {len(old['history'])}-epoch run; this {epochs}-epoch run would "
+                               f"replace it and lose epochs {epochs + 1}-{len(old['history'])}: give another --out "
+                               "(or remove the file first)")
+
+
 def write_run(run, folder):
-    """Write the run as JSON into ``folder`` (created); returns the path."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / run_filename(run)
-    path.write_text(json.dumps(run, indent=1) + "\n")
-    return path
+    """Write the run as JSON into ``folder`` (created), atomically; returns the path.
+    Refused (``io.WouldLoseData``) when the file there holds more epochs."""
+    from equiv import io
+    path = Path(folder) / run_filename(run)
+    check_replace(path, len(run["history"]))
+    return io.write_text(path, json.dumps(run, indent=1) + "\n")
 
 
 def plot_runs(folder, png=None):
@@ -177,7 +185,9 @@ def plot_runs(folder, png=None):
         axes[0].legend(fontsize=6)
     fig.suptitle("BN-LeNet on Fashion-MNIST")
     fig.tight_layout()
+    from equiv import io
     png = Path(png) if png else folder / "runs.png"
-    fig.savefig(png, dpi=110)
+    with io.atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return png
