@@ -64,7 +64,7 @@ def declared_conventions(declaration, preset=None, *, for_function=False, where=
         raise SpecError(f"{where}: the spec names preset {preset!r}, the object declares {named!r}")
     name = preset or named or "torch"
     if name not in table:
-        raise SpecError(f"{where}: unknown conventions preset {name!r}; presets: {', '.join(table)}")
+        raise SpecError(f"{where}: unknown conventions preset {name!r}; use one of {', '.join(table)}")
     base = table[name]
     if for_function:   # a function returns its new statistics: they change in the forward
         base = dataclasses.replace(base, stats_update="forward")
@@ -86,14 +86,16 @@ def _import(module_name, spec):
         return importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
-            raise SpecError(f"--adapters {spec}: no module named {e.name!r} (looked in the current folder "
-                            "and on sys.path)") from None
-        raise SpecError(f"--adapters {spec}: importing {module_name} failed: {e}") from None
+            raise SpecError(f"--adapters {spec}: no module named {e.name!r} in the current folder or on "
+                            "sys.path; run from the folder that holds it, or fix the name") from None
+        raise SpecError(f"--adapters {spec}: importing {module_name} failed: {e}; install what it "
+                        "needs") from None
     except SyntaxError as e:
-        raise SpecError(f"--adapters {spec}: {e.filename}, line {e.lineno}: syntax error: {e.msg}") from None
+        raise SpecError(f"--adapters {spec}: {e.filename}, line {e.lineno}: syntax error: {e.msg}; "
+                        "fix it") from None
     except Exception as e:   # the user's module raised while importing
         raise SpecError(f"--adapters {spec}: importing {module_name} raised "
-                        f"{type(e).__name__}: {e}".replace("\n", " ")) from None
+                        f"{type(e).__name__}: {e}; fix the module so that it imports".replace("\n", " ")) from None
 
 
 def parse_spec(spec):
@@ -101,7 +103,7 @@ def parse_spec(spec):
     target, _, preset = spec.partition("@")
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
-        raise SpecError(f"--adapters {spec}: expected package.module:obj (a module and an object in it), "
+        raise SpecError(f"--adapters {spec}: give package.module:obj (a module and an object in it), "
                         f"e.g. mybn:batch_norm")
     return module_name, attr, preset or None
 
@@ -112,13 +114,14 @@ def load_external(spec):
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise SpecError(f"--adapters {spec}: module {module_name} has no {attr!r}")
+            raise SpecError(f"--adapters {spec}: module {module_name} has no {attr!r}; give an object it "
+                            "defines")
         obj = getattr(obj, part)
     if isinstance(obj, type):
         missing = [m for m in _METHODS if not hasattr(obj, m)]
         if missing:
             raise SpecError(f"--adapters {spec}: class {attr} is not an adapter, it lacks "
-                            f"{', '.join(missing)} (see the README)")
+                            f"{', '.join(missing)}; add them (see: README, Testing your own implementation)")
         conventions = declared_conventions(getattr(obj, "conventions", None), preset, where=spec)
         if not issubclass(obj, Adapter):   # duck-typed: give it the protocol's shared behaviour
             obj = type(obj.__name__, (obj, Adapter), {})
@@ -132,7 +135,8 @@ def load_external(spec):
         conventions = declared_conventions(getattr(obj, "conventions", None), preset, for_function=True,
                                            where=spec)
         return function_adapter(spec, obj, conventions)
-    raise SpecError(f"--adapters {spec}: {attr} is neither an adapter class nor a function")
+    raise SpecError(f"--adapters {spec}: {attr} is neither an adapter class nor a function; give one "
+                    "(see: README, Testing your own implementation)")
 
 
 class OutputError(AssertionError):

@@ -27,10 +27,11 @@ def adapter_names(spec=None, environ=None):
                              "(see: equiv list) or package.module:obj")
     unknown = [n for n in names if ":" not in n and not registry.is_known(n)]
     if unknown:
-        raise SelectionError(f"{origin}: unknown adapter(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(registry.known_names())}, or package.module:obj for your own")
+        raise SelectionError(f"{origin}: unknown adapter(s) {', '.join(unknown)}; use one of "
+                             f"{', '.join(registry.known_names())} (see: equiv list), or package.module:obj "
+                             "for your own")
     missing = [n for n in names if ":" not in n and not registry.framework_installed(n)]
     if missing and len(missing) == len(names):
-        raise SelectionError(f"{origin}: none of the selected adapters can run here: " + "; ".join(
-            f"{n} needs `{registry.install_command(n)}`" for n in missing))
+        raise SelectionError(f"{origin}: none of the selected adapters can run here; install: " + "; ".join(
+            f"`{registry.install_command(n)}` for {n}" for n in missing))
     return names

@@ -12,9 +12,9 @@ reverse). For each row we assert
 Where each row runs (CI is a 2-core machine): a row that needs a framework (``needs``) runs
 where it is installed (the torch env) and is skipped with its install command elsewhere; a
 row that needs none runs where no framework is installed (the numpy env: ``tox -e numpy``),
-so that each row runs once per `tox`. Rows whose input is a permission (an unreadable folder) are skipped when running as root, where
-permissions do not stop a read. ``PENDING_ISSUE_9``: the --adapters spec errors, fixed with
-the external-implementation loading (issue 9); they run as non-strict xfails until then.
+so that each row runs once per `tox`. Rows whose input is a permission (an unreadable folder)
+are skipped when running as root, where
+permissions do not stop a read.
 """
 import gzip
 import hashlib
@@ -339,15 +339,9 @@ CASES = [
 ]
 
 # The --adapters spec errors: issue 9 (the external-implementation loading) fixes them.
-PENDING_ISSUE_9 = {"check-unknown-adapter", "check-badimport", "check-syntaxerr", "check-empty-module",
-                   "check-empty-list", "check-none-installed"}
-
-
 def _params():
     for c in CASES:
-        marks = [pytest.mark.xfail(strict=False, reason="adapter-spec errors: issue 9")] \
-            if c.id in PENDING_ISSUE_9 else []
-        yield pytest.param(c, id=c.id, marks=marks)
+        yield pytest.param(c, id=c.id)
 
 
 def _tree(root, tracked_only):

@@ -48,8 +48,8 @@ def test_declared_fast_variance_is_excused_where_flax_is():
 
 
 @pytest.mark.parametrize("spec, message", [
-    (":fn", "expected package.module:obj"),
-    ("tests.planted:", "expected package.module:obj"),
+    (":fn", "give package.module:obj"),
+    ("tests.planted:", "give package.module:obj"),
     ("tests.planted:nosuch", "has no 'nosuch'"),
     ("tests.no_such_module:fn", "no module named 'tests.no_such_module'"),
     ("tests.planted:correct@pytorch", "unknown conventions preset 'pytorch'"),
