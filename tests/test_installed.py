@@ -37,14 +37,15 @@ def installed(tmp_path_factory):
     wheel = next((base / "dist").glob("bn_equiv-*.whl"))
     venv.create(base / "venv", with_pip=True)
     bindir = base / "venv" / "bin"
+    # nothing of this checkout or of the test run's environment leaks in (PYTHONPATH, tox's variables)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EQUIV_", "PYTHON", "VIRTUAL_ENV", "TOX"))}
+    env.update(PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}", CI="true")
     subprocess.run([str(bindir / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    f"{wheel}[test]"], check=True, capture_output=True, timeout=600)
+                    f"{wheel}[test]"], check=True, capture_output=True, timeout=600, env=env)
     user = base / "user-project"
     user.mkdir()
     code, _ = readme_section()
     (user / "mybn.py").write_text(code)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EQUIV_", "PYTHON", "VIRTUAL_ENV", "TOX"))}
-    env.update(PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}", CI="true")
     return user, env, bindir
 
 
