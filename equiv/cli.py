@@ -398,8 +398,13 @@ def cmd_fingerprint(args):
         _progress(f"fingerprinting {name}")
         fp = fpr.take(A)
         _progress("")
-        base_version, base = fpr.baseline(name, fp["version"])
-        if base is None:
+        # the project stores fingerprints of its registered adapters; yours are kept where --save puts them
+        root = out if A.external else fpr.DIR
+        base_version, base = fpr.baseline(name, fp["version"], root)
+        if base is None and A.external:
+            print(f"{name} {fp['version']}: no fingerprint of it in {root} yet; `equiv fingerprint --save "
+                  f"--adapters {name}` stores one there, and later runs compare with it")
+        elif base is None:
             print(f"{name} {fp['version']}: no stored fingerprint of this or an older version")
         else:
             changes = fpr.compare(base, fp)

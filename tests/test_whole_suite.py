@@ -116,3 +116,15 @@ def test_example_autograd_function_adapter_passes_through_the_plugin():
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "gradients" not in "".join(line for line in r.stdout.splitlines() if line.startswith("SKIPPED")), \
         "the example has a backward: its gradient properties must run"
+
+
+@whole
+def test_external_fingerprint_is_stored_where_save_puts_it_and_compared_later(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CI="true")
+    cmd = [sys.executable, "-m", "equiv", "fingerprint", "--adapters", "tests.planted:correct"]
+    first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0 and "no fingerprint of it in results/fingerprints yet" in first.stdout, first
+    saved = subprocess.run(cmd + ["--save"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert saved.returncode == 0 and list((tmp_path / "results" / "fingerprints").glob("*/*.json")), saved
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "(same version): no change" in again.stdout, again
