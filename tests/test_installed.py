@@ -1,9 +1,9 @@
 """bn-equiv installed, not cloned: the wheel `python -m build` makes, in a fresh virtual environment,
 used from a folder outside the repository exactly as the README's "Testing your own implementation"
 says (its `mybn.py` and its commands are read from the README and run as written)."""
-import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [
-    pytest.mark.skipif(importlib.util.find_spec("build") is None,
+    pytest.mark.skipif(shutil.which("pyproject-build", path=os.path.dirname(sys.executable)) is None,
                        reason="needs the build package: pip install build (the numpy tox env has it)"),
     pytest.mark.skipif(bool(os.environ.get("EQUIV_WHOLE_SUITE_CHILD")), reason="inside the whole-suite run"),
 ]
@@ -32,8 +32,11 @@ def readme_section():
 def installed(tmp_path_factory):
     """(folder outside the repository with mybn.py, environment whose PATH starts with the venv)."""
     base = tmp_path_factory.mktemp("installed")
+    source = base / "source"   # a copy: building leaves build/ and *.egg-info behind, not in the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".tox", "build", "dist", "*.egg-info", "results", "report", ".hypothesis", "__pycache__"))
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(base / "dist"),
-                    str(ROOT)], check=True, capture_output=True, timeout=600)
+                    str(source)], check=True, capture_output=True, timeout=600)
     wheel = next((base / "dist").glob("bn_equiv-*.whl"))
     venv.create(base / "venv", with_pip=True)
     bindir = base / "venv" / "bin"
