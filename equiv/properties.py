@@ -276,20 +276,24 @@ def applies(p, adapter_cls):
 def run(p, adapter_cls, device="cpu", profile=None):
     """Run one property under Hypothesis against one adapter; raises on a counterexample.
 
-    Cases in the region of a known divergence (``equiv.known``) are left out and counted.
-    Returns {"examples", "excluded", "worst", "ratios"}: worst is the largest error/bound
+    Cases in the region of a known divergence (``equiv.known``) are left out and counted, per
+    divergence and dtype ("excluded_by": {id: {dtype: n}}).
+    Returns {"examples", "excluded", "excluded_by", "worst", "ratios"}: worst is the largest error/bound
     ratio seen, ratios the ratio of every example by dtype (the error distributions).
     """
     from hypothesis import assume, given, settings
 
     from equiv.known import excluded
 
-    stats = {"examples": 0, "excluded": 0, "worst": 0.0, "ratios": {}}
+    stats = {"examples": 0, "excluded": 0, "worst": 0.0, "ratios": {}, "excluded_by": {}}
     failing = {}
 
     def test(case):
-        if excluded(adapter_cls, p.name, case) is not None:
+        known = excluded(adapter_cls, p.name, case)
+        if known is not None:
             stats["excluded"] += 1
+            by = stats["excluded_by"].setdefault(known.id, {})
+            by[case.dtype] = by.get(case.dtype, 0) + 1
             assume(False)
         try:
             ratio = p.check(adapter_cls, case, device)

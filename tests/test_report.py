@@ -81,3 +81,32 @@ def test_html_renders_in_headless_chromium(built, tmp_path):
     subprocess.run(args + [f"--screenshot={shot}", "--window-size=1200,900", (out / "report.html").as_uri()],
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_matrix_is_grouped_by_framework_and_path_and_names_each_divergence(tmp_path):
+    """~25 implementations stay readable: one table per framework, each adapter followed by its paths;
+    a cell names (and links) the divergence whose region left cases out, with the cases per dtype;
+    at a glance, each path against its eager layer."""
+    results = tmp_path / "results"
+    results.mkdir()
+    eager, path = _record("torch.builtin"), _record("torch.builtin+channels_last")
+    for rec in (eager, path):
+        rec["properties"]["train_forward"].update(
+            status="documented", excluded_by={"torch-fp16-invstd-overflow": {"float16": 3}})
+    path["properties"]["gradients"]["status"] = "documented"      # region never drawn: a plain pass
+    recs = [path, _record("tests.planted:correct"), eager, _record("mxnet.gluon")]
+    (results / "check-x.json").write_text(json.dumps({"records": recs}))
+    report.build(results, tmp_path / "out", None, KNOWN, None)
+    md = (tmp_path / "out" / "report.md").read_text()
+    headings = [line for line in md.splitlines() if line.startswith("### ")]
+    assert headings == ["### mxnet", "### torch", "### your own (--adapters package.module:obj)"]
+    torch_table = md[md.index("### torch"):md.index("### your own")]
+    assert torch_table.index("| torch.builtin |") < torch_table.index("| torch.builtin+channels_last |")
+    cell = "pass outside [torch-fp16-invstd-overflow](#torch-fp16-invstd-overflow) (3 float16 cases)"
+    assert f"| torch.builtin+channels_last | {cell} | pass | pass | pass | pass |" in md
+    assert '<a id="torch-fp16-invstd-overflow"></a>' in md
+    glance = md[md.index("## At a glance"):md.index("## Measured conventions")]
+    assert "**torch.builtin+channels_last** (eager: torch.builtin): no documented difference" in glance
+    assert "mxnet.gluon" not in glance and "torch.builtin** (" not in glance
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<a href='#torch-fp16-invstd-overflow'>" in page and "<li id='torch-fp16-invstd-overflow'>" in page
