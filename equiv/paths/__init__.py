@@ -28,10 +28,24 @@ class ExecutionPath:
 
 
 _TORCH = "equiv.paths.torch_paths"
+_ONNX = "equiv.paths.onnx_paths"
+_ORT = ("onnx", "onnxruntime")
+_ORT_INSTALL = "pip install onnx onnxruntime"
 
 PATHS = {p.name: p for p in [
     ExecutionPath("torch.builtin", "channels_last", _TORCH, "channels_last",
                   "BatchNorm2d module and input in torch.channels_last memory format (4-D only; 2-D as eager)"),
+    ExecutionPath("torch.builtin", "onnx", _ONNX, "onnx_export",
+                  "torch.onnx.export (TorchScript exporter, dynamo=False) per call, run by onnxruntime on the CPU",
+                  _ORT, _ORT_INSTALL),
+    ExecutionPath("torch.builtin", "onnx_dynamo", _ONNX, "onnx_dynamo",
+                  "torch.onnx.export(dynamo=True), run by onnxruntime on the CPU",
+                  _ORT + ("onnxscript",), _ORT_INSTALL + " onnxscript"),
+    ExecutionPath("onnx.node", "opset9", _ONNX, "opset9",
+                  "the BatchNormalization node in opset 9: no training_mode, training is five outputs"),
+    ExecutionPath("onnx.node", "opset14", _ONNX, "opset14", "the BatchNormalization node in opset 14"),
+    ExecutionPath("onnx.node", "optimized", _ONNX, "optimized",
+                  "onnxruntime with every graph optimization (ORT_ENABLE_ALL) instead of none"),
 ]}
 
 
