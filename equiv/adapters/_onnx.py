@@ -4,8 +4,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-ELEM = {"float64": onnx.TensorProto.DOUBLE, "float32": onnx.TensorProto.FLOAT}
-NP = {"float64": np.float64, "float32": np.float32}
+ELEM = {"float64": onnx.TensorProto.DOUBLE, "float32": onnx.TensorProto.FLOAT, "float16": onnx.TensorProto.FLOAT16}
+NP = {"float64": np.float64, "float32": np.float32, "float16": np.float16}
 
 
 def session(model, optimize=False):

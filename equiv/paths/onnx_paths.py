@@ -29,8 +29,8 @@ exports it, with the current state as the graph's initializers, for the call's i
   ``tests/test_paths_onnx.py`` checks that the instantiated graph equals a real export, node for
   node, attribute for attribute, on several shapes, eps and momenta.
 
-Neither computes gradients (an onnxruntime inference session has none). float16/bfloat16:
-onnxruntime's CPU provider has no BatchNormalization kernel for them.
+Neither computes gradients (an onnxruntime inference session has none). float64 and float32 only
+(the exports of a float16 module are not run here).
 
 Paths of ``onnx.node`` (opset 15, training_mode 1/0, graph optimizations off): ``+opset9`` (no
 training_mode attribute: training is five outputs), ``+opset14``, ``+optimized``
@@ -76,11 +76,11 @@ def _quiet():
     return w
 
 
-def export(module, x, mode, dynamo):
+def export(module, x, mode, dynamo, **options):
     """The ModelProto ``torch.onnx.export`` writes for ``module`` on input ``x``: mode "train"
     (module.train(), training=TRAINING), "infer" (module.eval()) or "default" (the module as
-    built, no training argument). Exports a copy: tracing a training-mode module updates its
-    running statistics."""
+    built, no training argument); ``options`` go to the TorchScript exporter. Exports a copy:
+    tracing a training-mode module updates its running statistics."""
     m = copy.deepcopy(module)
     m.train(mode != "infer")
     kw = {"training": torch.onnx.TrainingMode.TRAINING} if mode == "train" else {}
@@ -91,7 +91,7 @@ def export(module, x, mode, dynamo):
             logging.getLogger("torch.onnx").setLevel(logging.ERROR)
             return torch.onnx.export(m, (x,), dynamo=True, verbose=False, input_names=["input"], **kw).model_proto
         f = io.BytesIO()
-        torch.onnx.export(m, (x,), f, dynamo=False, input_names=["input"], **kw)
+        torch.onnx.export(m, (x,), f, dynamo=False, input_names=["input"], **kw, **options)
         return onnx.load_from_string(f.getvalue())
     finally:
         w.__exit__(None, None, None)
