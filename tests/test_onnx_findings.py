@@ -79,8 +79,8 @@ def test_dynamo_training_export_is_an_inference_node():
     assert nodes == [("BatchNormalization", 1, {"epsilon": round(float(np.float32(1e-5)), 10),
                                                 "momentum": round(float(np.float32(0.9)), 10)})]
     assert len(outputs) == 1
-    from equiv.adapters._onnx import session
-    y = session(model).run(None, {"input": X.numpy()})[0]
+    from equiv.adapters._onnx import runtime
+    y = runtime(model).run(None, {"input": X.numpy()})[0]
     with torch.no_grad():
         np.testing.assert_allclose(y, m.eval()(X).numpy(), rtol=1e-6)      # the inference output
 
@@ -88,8 +88,8 @@ def test_dynamo_training_export_is_an_inference_node():
 def test_onnxruntime_cpu_has_half_batch_norm_but_no_double_conv():
     """onnxruntime 1.32's CPU provider runs a float16 BatchNormalization (onnx.node holds it to the
     float16 bounds), but has no double Conv: a float64 BN-LeNet cannot run in it at all."""
-    from equiv.adapters.onnx_node import node_session
-    y = node_session(15, (2, 2), "float16", "infer", 1e-5, 0.9, False).run(
+    from equiv.adapters.onnx_node import node_runtime
+    y = node_runtime(15, (2, 2), "float16", "infer", 1e-5, 0.9, False).run(
         None, {"X": X.numpy().astype(np.float16), "scale": np.ones(2, np.float16), "B": np.zeros(2, np.float16),
                "input_mean": np.zeros(2, np.float16), "input_var": np.ones(2, np.float16)})[0]
     assert y.dtype == np.float16
@@ -103,10 +103,10 @@ def test_opset9_training_outputs_saved_inverse_std():
     """Opset 9 training is five outputs; onnxruntime fills the fifth with 1/sqrt(var + eps), not
     the variance the spec calls saved_var (batch_norm.h: 'with opset <= 9 we will be outputting
     saved_inv_std_dev instead of saved_var')."""
-    from equiv.adapters.onnx_node import STATE, node_session
+    from equiv.adapters.onnx_node import STATE, node_runtime
     x = X.numpy().astype(np.float32)
     state = dict(zip(STATE, (np.ones(2, np.float32), np.zeros(2, np.float32), np.zeros(2, np.float32),
                              np.ones(2, np.float32))))
-    out = node_session(9, (2, 2), "float32", "train", 1e-5, 0.9, False).run(None, {"X": x, **state})
+    out = node_runtime(9, (2, 2), "float32", "train", 1e-5, 0.9, False).run(None, {"X": x, **state})
     np.testing.assert_allclose(out[3], [1.0, 3.0], rtol=1e-6)
     np.testing.assert_allclose(out[4], 1 / np.sqrt(np.array([1.0, 4.0]) + 1e-5), rtol=1e-6)

@@ -1,5 +1,5 @@
 """onnxruntime helpers shared by the ONNX adapter and the ONNX execution paths (a backend helper,
-not an adapter): the CPU session, its graph-optimization level, and the element types."""
+not an adapter): the CPU InferenceSession, its graph-optimization level, and the element types."""
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -8,8 +8,8 @@ ELEM = {"float64": onnx.TensorProto.DOUBLE, "float32": onnx.TensorProto.FLOAT, "
 NP = {"float64": np.float64, "float32": np.float32, "float16": np.float16}
 
 
-def session(model, optimize=False):
-    """A CPU session for a ModelProto. ``optimize``: every graph optimization onnxruntime has
+def runtime(model, optimize=False):
+    """A CPU InferenceSession for a ModelProto. ``optimize``: every graph optimization onnxruntime has
     (ORT_ENABLE_ALL, its default); otherwise none (ORT_DISABLE_ALL). One thread: the batch-norm
     kernel is sequential anyway, and the results do not depend on the machine's core count."""
     so = ort.SessionOptions()

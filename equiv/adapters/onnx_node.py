@@ -22,7 +22,7 @@ Conventions, from the spec and the kernel:
 - the state is the node's inputs (scale, B, input_mean, input_var), fed to every run; the running
   statistics a training run outputs become the next run's inputs, as a training loop would.
 
-No gradients: onnxruntime's inference sessions compute none (``has_gradients = False``).
+No gradients: onnxruntime's InferenceSession computes none (``has_gradients = False``).
 float64, float32 and float16 (onnxruntime 1.32's CPU provider runs a float16 BatchNormalization
 and meets the float16 bounds, 400 cases per property); no bfloat16.
 """
@@ -32,7 +32,7 @@ import numpy as np
 from onnx import helper
 
 from equiv.adapters import ONNX
-from equiv.adapters._onnx import ELEM, NP, session
+from equiv.adapters._onnx import ELEM, NP, runtime
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
 
@@ -59,15 +59,15 @@ def node_model(opset, shape, dtype, mode, eps, momentum):
 
 
 @functools.lru_cache(maxsize=512)
-def node_session(opset, shape, dtype, mode, eps, momentum, optimize):
-    return session(node_model(opset, shape, dtype, mode, eps, momentum), optimize)
+def node_runtime(opset, shape, dtype, mode, eps, momentum, optimize):
+    return runtime(node_model(opset, shape, dtype, mode, eps, momentum), optimize)
 
 
 class OnnxNode(Adapter):
     name, framework, install = "onnx.node", "onnxruntime", ONNX
     conventions = DECLARED[name]
     dtypes = ("float64", "float32", "float16")
-    has_gradients = False   # an inference session computes no gradients
+    has_gradients = False   # onnxruntime's InferenceSession computes no gradients
     opset, optimize = 15, False
 
     def build(self, momentum, eps):
@@ -88,8 +88,8 @@ class OnnxNode(Adapter):
 
     def _run(self, x, mode):
         x = np.ascontiguousarray(x, dtype=NP[self.dtype])
-        sess = node_session(self.opset, x.shape, self.dtype, mode, self.eps_attr, self.momentum, self.optimize)
-        out = sess.run(None, {"X": x, **self.state})
+        rt = node_runtime(self.opset, x.shape, self.dtype, mode, self.eps_attr, self.momentum, self.optimize)
+        out = rt.run(None, {"X": x, **self.state})
         if mode == "train":
             self.state["input_mean"], self.state["input_var"] = out[1].copy(), out[2].copy()
         return np.array(out[0], dtype=np.float64)

@@ -29,7 +29,7 @@ exports it, with the current state as the graph's initializers, for the call's i
   ``tests/test_paths_onnx.py`` checks that the instantiated graph equals a real export, node for
   node, attribute for attribute, on several shapes, eps and momenta.
 
-Neither computes gradients (an onnxruntime inference session has none). float64 and float32 only
+Neither computes gradients (onnxruntime's InferenceSession has none). float64 and float32 only
 (the exports of a float16 module are not run here).
 
 Paths of ``onnx.node`` (opset 15, training_mode 1/0, graph optimizations off): ``+opset9`` (no
@@ -47,7 +47,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from equiv.adapters._onnx import ELEM, NP, session
+from equiv.adapters._onnx import ELEM, NP, runtime
 
 TORCHSCRIPT_CONVENTIONS = dict(
     running_var="biased",     # ONNX BatchNormalization: population variance
@@ -186,11 +186,11 @@ class _Exported:
     def _run(self, x, mode):
         model = self._graph(np.asarray(x), mode)
         stats = expose_running_stats(model)
-        sess = session(model)
+        rt = runtime(model)
         xin = np.ascontiguousarray(x, dtype=NP[self.dtype])
-        out = sess.run(None, {sess.get_inputs()[0].name: xin})
+        out = rt.run(None, {rt.get_inputs()[0].name: xin})
         if stats:
-            names = [o.name for o in sess.get_outputs()]
+            names = [o.name for o in rt.get_outputs()]
             with torch.no_grad():
                 self.module.running_mean.copy_(torch.from_numpy(out[names.index(stats[0])]))
                 self.module.running_var.copy_(torch.from_numpy(out[names.index(stats[1])]))
