@@ -47,7 +47,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from equiv.adapters._onnx import ELEM, NP, runtime
+from equiv.adapters._onnx import NP, runtime
 
 TORCHSCRIPT_CONVENTIONS = dict(
     running_var="biased",     # ONNX BatchNormalization: population variance
@@ -69,13 +69,6 @@ def bn_node(model):
     return node
 
 
-def _quiet():
-    w = warnings.catch_warnings()
-    w.__enter__()
-    warnings.simplefilter("ignore")
-    return w
-
-
 def export(module, x, mode, dynamo, **options):
     """The ModelProto ``torch.onnx.export`` writes for ``module`` on input ``x``: mode "train"
     (module.train(), training=TRAINING), "infer" (module.eval()) or "default" (the module as
@@ -84,17 +77,13 @@ def export(module, x, mode, dynamo, **options):
     m = copy.deepcopy(module)
     m.train(mode != "infer")
     kw = {"training": torch.onnx.TrainingMode.TRAINING} if mode == "train" else {}
-    w = _quiet()
-    try:
+    with warnings.catch_warnings():   # deprecation notes on the TorchScript exporter and on training=
+        warnings.simplefilter("ignore")
         if dynamo:
-            import logging
-            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
             return torch.onnx.export(m, (x,), dynamo=True, verbose=False, input_names=["input"], **kw).model_proto
         f = io.BytesIO()
         torch.onnx.export(m, (x,), f, dynamo=False, input_names=["input"], **kw, **options)
         return onnx.load_from_string(f.getvalue())
-    finally:
-        w.__exit__(None, None, None)
 
 
 def expose_running_stats(model):
