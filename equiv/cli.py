@@ -118,6 +118,9 @@ def check_adapter(A, device, profile):
         rec["properties"][name]["seconds"] = round(time.perf_counter() - t0, 2)
     for field, probe in PROBES.items():
         _progress(f"{A.name}: probe {field}")
+        if field in getattr(A, "unmeasured", {}):   # the probe does not apply (A.unmeasured says why)
+            rec["conventions"][field] = "n/a"
+            continue
         try:
             measured = probe(A)
         except Exception as e:           # a failure, never a measured value

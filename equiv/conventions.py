@@ -56,6 +56,11 @@ DECLARED = {
                        default_mode="inference",
                        mode_switch="autograd.is_training(): record() / train_mode()",
                        batch_of_one="beta", configurable=False),
+    "onnx.node": C(momentum_is="old_weight", default_momentum=0.9, running_var="biased",
+                   default_eps=1e-5, channel_axis=1, variance="two-pass", stats_update="forward",
+                   default_mode="inference",
+                   mode_switch="training_mode=1/0 attribute (opset 14+); opset 9: five outputs / one",
+                   batch_of_one="beta"),
 }
 
 # Named presets an external implementation may declare (``equiv.external``): the conventions of
@@ -79,6 +84,7 @@ ARGUMENTS = {
     "jax.scratch": dict(momentum=None, eps=None, axis=None),
     "mxnet.gluon": dict(momentum="momentum", eps="epsilon", axis="axis"),
     "mxnet.scratch": dict(momentum=None, eps=None, axis=None),
+    "onnx.node": dict(momentum="momentum", eps="epsilon", axis=None),
 }
 
 # Where each built-in layer keeps its batch-norm state (gamma, beta, running mean, running

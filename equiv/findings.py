@@ -64,6 +64,11 @@ def render(conventions, known):
                 d.reason, ""]
         if d.advice:
             out += [f"What to do: {d.advice}", ""]
+    from equiv.paths import EXPORT_FINDINGS
+    out += ["## Exporters (ONNX)", "", "What an exporter writes for the layer, pinned with its graph and versions "
+            "by `tests/test_onnx_findings.py`.", ""]
+    out += [f"- **{i}**: {text}" for i, text in EXPORT_FINDINGS]
+    out += [""]
     out += ["## BN-LeNet: whole-network divergences (`equiv lockstep`)", "",
             "Each is asserted at exactly this first divergent step and layer by "
             "`tests/test_lenet_nets.py`; every other implementation and dtype stays within the "

@@ -89,6 +89,33 @@ def _offset_ratio(case, prop, with_eps):
                    for x, e in xs)
 
 
+def everywhere(case, prop):
+    """The region of a divergence that holds for every input (a path that cannot compute the
+    property at all): the property is not run, its witness still runs as a strict xfail."""
+    return True
+
+
+def _f32_gap(v):
+    return abs(float(np.float32(v)) - v)
+
+
+def _eps_float32(case, prop):
+    """float64, and eps rounded to float32 (a FLOAT attribute) moves var + eps by more than K·u64
+    of it in some channel: of a batch, of the running variance (infer_forward) or, for
+    affine_invariance, also of a·x + b with eps·a²; below that the error is < 1/(2·growth) of the
+    float64 bound."""
+    if case.dtype != "float64":
+        return False
+    if prop == "infer_forward":
+        pairs = [(float(case.running_var.min()), case.eps)]
+    else:
+        pairs = [(float(case.batch(i).var(axis=_red(case)).min()), case.eps) for i in range(case.steps)]
+        if prop == "affine_invariance":
+            a2 = (10.0 ** np.random.default_rng([case.seed, 99]).uniform(0, 1)) ** 2
+            pairs += [(v * a2, e * a2) for v, e in pairs]
+    return any(_f32_gap(e) > 4 * 2.0 ** -53 * (v + e) for v, e in pairs)
+
+
 _FORWARD = ("train_forward", "gradients", "affine_invariance", "output_moments", "dx_sums_zero",
             "batch_permutation")
 
@@ -238,6 +265,60 @@ KNOWN = [
                      constant_channel=False, eps=1e-5, new_batch_weight=0.1),
         witness_property="train_forward",
         advice="in the book's JAX layer reduce over axes (0, 1, 2) for NHWC input"),
+    # --- onnx (onnx.node and its paths, torch.builtin's ONNX exports) --------------------
+    Divergence(
+        id="onnx-eps-float32",
+        adapters=("onnx.node", "torch.builtin+onnx", "torch.builtin+onnx_dynamo"),
+        properties=("train_forward", "infer_forward", "affine_invariance", "output_moments"),
+        reason=("ONNX's BatchNormalization takes epsilon as a FLOAT attribute (onnx/defs/nn/defs.cc:1687, "
+                "opset 15; old.cc:3410 and 3551, opsets 9 and 14) and onnxruntime keeps it as "
+                "`float epsilon_` (onnxruntime/core/providers/cpu/nn/batch_norm.h:41, used at 167 and 171), "
+                "so a float64 graph normalizes with var + float32(eps): eps 0.1 is 0.10000000149, and "
+                "where eps is not negligible against the variance the float64 output is float32-accurate "
+                "(the exporters write `epsilon_f`, symbolic_opset14.py:113, and onnxscript's torchlib "
+                "likewise). Witness: float64, eps 0.1: inference output off by 1.78e-10, 9.0e4× the "
+                "bound; training output off by 9.85e-10, 1.5e5×. float32 is exact here (the rounding is "
+                "below its own)"),
+        region=_eps_float32,
+        witness=Case(dtype="float64", shape=(2, 1), seed=0, log10_scale=0.0, log10_offset=None,
+                     constant_channel=False, eps=0.1, new_batch_weight=0.0),
+        witness_property="infer_forward",
+        advice="in float64 use an eps that float32 holds exactly (a power of two), or expect float32-accurate outputs"),
+    Divergence(
+        id="onnx-momentum-float32",
+        adapters=("onnx.node", "torch.builtin+onnx"),
+        properties=("running_stats", "state_after_calls"),
+        reason=("ONNX's momentum is a FLOAT attribute (onnx/defs/nn/defs.cc:1692, default 0.9f) and "
+                "onnxruntime keeps it as `float momentum_` (batch_norm.h:55), updating "
+                "input·momentum + batch·(1. − momentum) (batch_norm.h:154-155): the new batch weighs "
+                "1 − float32(1 − w), 0.10000000149 for w = 0.1 (the TorchScript exporter writes "
+                "momentum_f = 1 − momentum, symbolic_opset14.py:114); float64 running statistics are "
+                "float32-accurate, as mxnet.gluon's (witness: float64, w 0.1, running mean off by "
+                "3.29e-8, 9.4e6× the bound)"),
+        region=lambda c, p: c.dtype == "float64" and _f32_gap(1.0 - c.new_batch_weight) > 0,
+        witness=Case(dtype="float64", shape=(2, 1), seed=0, log10_scale=0.0, log10_offset=None,
+                     constant_channel=False, eps=0.1, new_batch_weight=0.1),
+        witness_property="running_stats",
+        advice="expect ONNX running statistics accurate to float32 only, even in a float64 graph"),
+    Divergence(
+        id="onnx-dynamo-training-exports-inference",
+        adapters=("torch.builtin+onnx_dynamo",),
+        properties=("train_forward", "batch_stats", "running_stats", "affine_invariance", "output_moments"),
+        reason=("torch.onnx.export(dynamo=True) (torch 2.13.0, onnxscript 0.7.2) ignores training= (the "
+                "dynamo branch of torch/onnx/__init__.py does not pass it on) and translates a "
+                "training-mode BatchNorm (aten._native_batch_norm_legit_functional, training=True) into "
+                "an inference node: onnxscript's torchlib sets `training = False` (onnxscript/"
+                "function_libs/torch_lib/ops/core.py:7337, a \"temporary fix\" because onnxruntime "
+                "supported training mode only below opset 14) and drops the running-statistics "
+                "updates. The exported graph is one BatchNormalization without training_mode "
+                "(epsilon 1e-5, momentum 0.9): the output is normalized with the running statistics, "
+                "which never change (witness: output off by 14.2, 1.2e7× the bound). No warning but "
+                "torch's generic \"Exporting a model while it is in training mode\""),
+        region=everywhere,
+        witness=Case(dtype="float32", shape=(4, 2), seed=0, log10_scale=0.0, log10_offset=None,
+                     constant_channel=False, eps=1e-5, new_batch_weight=0.1),
+        witness_property="train_forward",
+        advice="export BatchNorm for training with the TorchScript exporter (dynamo=False), or train in torch"),
     # --- mxnet (mxnet.gluon, mxnet.scratch) -------------------------------------------
     Divergence(
         id="mxnet-scratch-fp16-sum-overflow",

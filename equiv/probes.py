@@ -159,7 +159,10 @@ PROBES = {
 
 
 def expected(A, field):
-    """The declared value of a probed field."""
+    """The declared value of a probed field ("n/a" where the adapter says the probe cannot measure
+    it: ``A.unmeasured``, field -> reason)."""
+    if field in getattr(A, "unmeasured", {}):
+        return "n/a"
     conv = A.conventions
     return conv.default_new_batch_weight if field == "new_batch_weight" else getattr(conv, field)
 
@@ -209,6 +212,9 @@ def measure(A):
     rec = {"adapter": A.name, "framework": A.framework}
     failures = {}
     for field, probe in PROBES.items():
+        if field in getattr(A, "unmeasured", {}):   # the probe does not apply (A.unmeasured says why)
+            rec[field] = "n/a"
+            continue
         try:
             rec[field] = probe(A)
         except Exception as e:   # a probe that cannot run is reported, not hidden

@@ -46,7 +46,9 @@ def conventions():
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in sorted(conv, key=_adapter_order):
         r = conv[name]
-        rows.append("| " + " | ".join([name, f"{r['new_batch_weight']:g}", r["running_var"], _eps(r["default_eps"]),
+        w = r["new_batch_weight"]
+        rows.append("| " + " | ".join([name, f"{w:g}" if isinstance(w, (int, float)) else str(w), r["running_var"],
+                                       _eps(r["default_eps"]),
                                        str(r["channel_axis"]), r["variance"], r["stats_update"],
                                        r["default_mode"], r["batch_of_one"]]) + " |")
     return "\n\n" + "\n".join(rows) + "\n\n"

@@ -13,6 +13,7 @@ TORCH = "pip install torch==2.13.0"
 TF = "pip install tensorflow-cpu"
 JAX = "pip install jax flax"
 MXNET = "pip install mxnet==1.9.1 'numpy<1.24'"
+ONNX = "pip install onnx onnxruntime"
 
 REGISTRY = {
     "torch.builtin": ("equiv.adapters.torch_builtin", "TorchBuiltin", "torch", TORCH),
@@ -25,6 +26,7 @@ REGISTRY = {
     "jax.scratch": ("equiv.adapters.jax_scratch", "JaxScratch", "flax", JAX),
     "mxnet.gluon": ("equiv.adapters.mxnet_gluon", "MXNetGluon", "mxnet", MXNET),
     "mxnet.scratch": ("equiv.adapters.mxnet_scratch", "MXNetScratch", "mxnet", MXNET),
+    "onnx.node": ("equiv.adapters.onnx_node", "OnnxNode", "onnxruntime", ONNX),
 }
 
 

@@ -28,11 +28,50 @@ class ExecutionPath:
 
 
 _TORCH = "equiv.paths.torch_paths"
+_ONNX = "equiv.paths.onnx_paths"
+_ORT = ("onnx", "onnxruntime")
+_ORT_INSTALL = "pip install onnx onnxruntime"
 
 PATHS = {p.name: p for p in [
     ExecutionPath("torch.builtin", "channels_last", _TORCH, "channels_last",
                   "BatchNorm2d module and input in torch.channels_last memory format (4-D only; 2-D as eager)"),
+    ExecutionPath("torch.builtin", "onnx", _ONNX, "onnx_export",
+                  "torch.onnx.export (TorchScript exporter, dynamo=False) per call, run by onnxruntime on the CPU",
+                  _ORT, _ORT_INSTALL),
+    ExecutionPath("torch.builtin", "onnx_dynamo", _ONNX, "onnx_dynamo",
+                  "torch.onnx.export(dynamo=True), run by onnxruntime on the CPU",
+                  _ORT + ("onnxscript",), _ORT_INSTALL + " onnxscript"),
+    ExecutionPath("onnx.node", "opset9", _ONNX, "opset9",
+                  "the BatchNormalization node in opset 9: no training_mode, training is five outputs"),
+    ExecutionPath("onnx.node", "opset14", _ONNX, "opset14", "the BatchNormalization node in opset 14"),
+    ExecutionPath("onnx.node", "optimized", _ONNX, "optimized",
+                  "onnxruntime with every graph optimization (ORT_ENABLE_ALL) instead of none"),
 ]}
+
+
+# What an exporter does to the layer beyond the numbers (reference/data/findings.md); each pinned,
+# graph and versions, by tests/test_onnx_findings.py.
+EXPORT_FINDINGS = [
+    ("onnx-torchscript-training-export",
+     "torch.onnx.export(dynamo=False, training=TrainingMode.TRAINING) (torch 2.13.0, opset 20) writes one "
+     "BatchNormalization(epsilon=float32(eps), momentum=float32(1 − momentum), training_mode=1) with three "
+     "outputs, of which only Y is a graph output: the running mean and variance are computed and dropped "
+     "(symbolic_opset14.batch_norm returns only Y). Wired out, they are ONNX's: a biased running variance "
+     "where torch's is unbiased (torch.builtin+onnx declares and measures `biased`). Tracing runs the "
+     "module's forward in training mode: the module's running statistics and num_batches_tracked move one "
+     "step on the example input, and the file's running-statistics initializers are those moved values "
+     "(0.1·mean and 0.9 + 0.1·unbiased var from 0 and 1), not the state before the export."),
+    ("onnx-dynamo-training-export",
+     "torch.onnx.export(dynamo=True) (torch 2.13.0, onnxscript 0.7.2) ignores training= and writes a "
+     "training-mode module as one BatchNormalization(epsilon, momentum) without training_mode, one output: "
+     "an inference node (documented divergence onnx-dynamo-training-exports-inference)."),
+    ("onnx-lenet-folding",
+     "BN-LeNet in inference mode: the TorchScript exporter folds bn1 and bn2 into the convolutions itself "
+     "(constant folding; without it onnxruntime's basic optimizations do), bn3 and bn4 stay nodes after "
+     "Gemm; the dynamo exporter folds all four. Logits within 6.1e-7 … 7.8e-7 (normwise relative) of torch's "
+     "inference forward, folded or not (lockstep tolerance 6.9e-5). A float64 export cannot run: "
+     "onnxruntime's CPU provider has no double Conv."),
+]
 
 
 def requirements_met(name):

@@ -19,4 +19,7 @@ def test_property(adapter, prop_name, device, profile):
         pytest.skip(f"{adapter.name}: momentum is hard-coded, {prop_name} needs new-batch weight 1")
     except Unsupported as e:
         pytest.skip(str(e))
+    if "everywhere" in stats:
+        pytest.skip(f"{adapter.name}: {prop_name} is documented divergence {stats['everywhere']} for every "
+                    "input (equiv/known.py; its witness runs as a strict xfail)")
     assert stats["examples"] > 0, f"no example ran ({stats['excluded']} in known-divergence regions)"
