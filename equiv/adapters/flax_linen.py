@@ -7,6 +7,13 @@ param_dtype float32 would round float64 parameters). Batch statistics stay in at
 float32, as Flax keeps them. Variables live in ``self.variables``; each call is
 a jitted ``module.apply`` with the mode given as ``use_running_average`` and
 ``mutable=['batch_stats']``, as a Flax training loop does.
+
+The jitted functions take the module without its momentum and epsilon (``_static``, the
+part of the jit cache key) and those two as arguments, and put them back into the module
+(``clone``) inside the trace: the same ``module.apply`` of the same layer, with momentum and
+epsilon as runtime scalars instead of compile-time constants, so a new setting does not
+compile again (every Hypothesis example draws one); only a new shape or dtype does
+(``equiv.adapters._jax`` says what XLA folds differently).
 """
 from functools import partial
 
@@ -19,20 +26,28 @@ from equiv.conventions import DECLARED
 from equiv.core import Adapter
 
 
+def _static(module):
+    """The module without momentum and epsilon: hashable, the static part of the jit key."""
+    return module.clone(momentum=None, epsilon=None)
+
+
 @partial(jax.jit, static_argnums=0)
-def _init(module, x):
-    return module.init(jax.random.key(0), x, use_running_average=False)
+def _init(static, momentum, epsilon, x):
+    return static.clone(momentum=momentum, epsilon=epsilon).init(jax.random.key(0), x, use_running_average=False)
 
 
-@partial(jax.jit, static_argnums=(0, 3))
-def _apply(module, variables, x, use_running_average):
+@partial(jax.jit, static_argnums=(0, 5))
+def _apply(static, momentum, epsilon, variables, x, use_running_average):
     """One ``module.apply``, jitted (compiled once per module setting and shape)."""
+    module = static.clone(momentum=momentum, epsilon=epsilon)
     return module.apply(variables, x, use_running_average=use_running_average, mutable=["batch_stats"])
 
 
 @partial(jax.jit, static_argnums=0)
-def _step(module, variables, x, dy):
+def _step(static, momentum, epsilon, variables, x, dy):
     """Training forward, the batch stats it writes, and the vjp of dy w.r.t. x and params."""
+    module = static.clone(momentum=momentum, epsilon=epsilon)
+
     def f(x, params):
         y, new = module.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
                               use_running_average=False, mutable=["batch_stats"])
@@ -55,7 +70,8 @@ class FlaxLinen(Adapter):
         self.new_batch_weight = self.conventions.new_batch_weight(momentum)
         self.module = nn.BatchNorm(momentum=momentum, epsilon=eps, dtype=dt, param_dtype=dt,
                                    use_fast_variance=self.use_fast_variance)
-        self.variables = _init(self.module, sample(self.num_features, self.ndim, self.dtype))
+        self.jit = (_static(self.module), momentum, eps)   # the leading arguments of the jitted calls
+        self.variables = _init(*self.jit, sample(self.num_features, self.ndim, self.dtype))
 
     def _x(self, x):
         return array(x, self.dtype, nhwc=True)
@@ -63,8 +79,8 @@ class FlaxLinen(Adapter):
     def set_state(self, gamma, beta, running_mean, running_var):
         p, s = self.dtype, stats_dtype(self.dtype)
         self.variables = {"params": {"scale": array(gamma, p), "bias": array(beta, p)},
-                          "batch_stats": {"mean": array(running_mean, "float64").astype(s),
-                                          "var": array(running_var, "float64").astype(s)}}
+                          "batch_stats": {"mean": array(running_mean, s),
+                                          "var": array(running_var, s)}}
 
     def get_state(self):
         v = self.variables
@@ -72,7 +88,7 @@ class FlaxLinen(Adapter):
                     running_mean=numpy(v["batch_stats"]["mean"]), running_var=numpy(v["batch_stats"]["var"]))
 
     def _train(self, x):
-        y, new = _apply(self.module, self.variables, x, False)
+        y, new = _apply(*self.jit, self.variables, x, False)
         self.variables["batch_stats"] = new["batch_stats"]
         return y
 
@@ -80,7 +96,7 @@ class FlaxLinen(Adapter):
         return numpy(self._train(self._x(x)), nchw=True)
 
     def forward_infer(self, x):
-        return numpy(_apply(self.module, self.variables, self._x(x), True)[0], nchw=True)
+        return numpy(_apply(*self.jit, self.variables, self._x(x), True)[0], nchw=True)
 
     def forward_default(self, x):
         # use_running_average is None in the constructor and the call: Flax raises ValueError
@@ -90,7 +106,7 @@ class FlaxLinen(Adapter):
         return numpy(self._train(array(x, self.dtype)))
 
     def train_step(self, x, dy):
-        y, dx, dparams, self.variables["batch_stats"] = _step(self.module, self.variables, self._x(x),
+        y, dx, dparams, self.variables["batch_stats"] = _step(*self.jit, self.variables, self._x(x),
                                                               array(dy, self.dtype, nhwc=True))
         return numpy(y, nchw=True), numpy(dx, nchw=True), numpy(dparams["scale"]), numpy(dparams["bias"])
 

@@ -9,7 +9,15 @@ checkpoint with ``nnx.update`` does, so they are held in max(dtype, float32) lik
 reductions. The mode is
 switched with ``model.train()`` / ``model.eval()``. Calls are ``nnx.jit``-ted; gradients come from
 ``nnx.vjp``, which carries the batch-stat update out, as in a real ``nnx`` training step.
+
+Momentum and epsilon are given to the constructor as 0-d JAX arrays of the Python floats
+(weakly typed, promoted exactly as the floats are): ``nnx.jit`` then passes them to the
+compiled function as values, where a float would be part of the graph definition, its
+cache key, and compile the layer anew for every setting (every Hypothesis example draws
+one). The same ``BatchNorm.__call__`` runs; only a new shape, dtype or mode compiles
+(``equiv.adapters._jax`` says what XLA folds differently).
 """
+import jax.numpy as jnp
 from flax import nnx
 
 from equiv.adapters import JAX
@@ -41,8 +49,8 @@ class FlaxNNX(Adapter):
         # Flax weighs the batch by 1 − momentum: for a tiny w that is 1 − fl(1 − w), up to half
         # an ulp of 1 off w; report the weight the layer really applies, as the Keras adapter does.
         self.new_batch_weight = self.conventions.new_batch_weight(momentum)
-        self.module = nnx.BatchNorm(self.num_features, momentum=momentum, epsilon=eps, dtype=dt,
-                                    param_dtype=dt, rngs=nnx.Rngs(0))
+        self.module = nnx.BatchNorm(self.num_features, momentum=jnp.asarray(momentum),
+                                    epsilon=jnp.asarray(eps), dtype=dt, param_dtype=dt, rngs=nnx.Rngs(0))
 
     def _x(self, x):
         return array(x, self.dtype, nhwc=True)
@@ -52,8 +60,8 @@ class FlaxNNX(Adapter):
         m, s = self.module, stats_dtype(self.dtype)
         m.scale.set_value(array(gamma, self.dtype))
         m.bias.set_value(array(beta, self.dtype))
-        m.mean.set_value(array(running_mean, "float64").astype(s))
-        m.var.set_value(array(running_var, "float64").astype(s))
+        m.mean.set_value(array(running_mean, s))
+        m.var.set_value(array(running_var, s))
 
     def get_state(self):
         m = self.module

@@ -13,11 +13,18 @@ moving-average update runs there too (moving var 0.9 after init). Parameters and
 moving statistics are held in the case's dtype. On 4-D input the book reduces over
 NHWC axes (0, 2, 3) = N, W, C: after a training step the moving statistics have shape
 (1, H, 1, C) and ``get_state`` returns them flattened (H·C values), as they are.
+
+The jitted calls take ``setting`` as an argument, not a static one: (eps, momentum) reach
+the book's function as runtime scalars (weakly typed, promoted as the Python floats are), so
+a new setting does not compile again (every Hypothesis example draws one); only a new
+shape, dtype or mode does, and whether it is the layer's own setting (None)
+(``equiv.adapters._jax`` says what XLA folds differently).
 """
 from functools import partial
 from types import SimpleNamespace
 
 import jax
+import numpy as np
 
 from equiv.adapters import JAX
 from equiv.adapters._jax import array, numpy, sample, new_layer
@@ -28,7 +35,7 @@ from equiv.core import Adapter
 BOOK_EPS, BOOK_MOMENTUM = 1e-5, 0.9
 
 
-@partial(jax.jit, static_argnums=(0, 4))
+@partial(jax.jit, static_argnums=0)
 def _call(layer, params, stats, X, setting):
     """(Y, new batch_stats): the book's layer when ``setting`` is None, else the book's
     ``batch_norm`` with setting = (eps, momentum) on the layer's variables."""
@@ -41,7 +48,7 @@ def _call(layer, params, stats, X, setting):
     return Y, {"moving_mean": mm.value, "moving_var": mv.value}
 
 
-@partial(jax.jit, static_argnums=(0, 5))
+@partial(jax.jit, static_argnums=0)
 def _step(layer, params, stats, X, dY, setting):
     Y, vjp, stats = jax.vjp(lambda X, params: _call(layer, params, stats, X, setting), X, params, has_aux=True)
     return (Y, *vjp(dY), stats)
@@ -69,7 +76,7 @@ class JaxScratch(Adapter):
         return array(x, self.dtype, nhwc=True)
 
     def _v(self, v):
-        return array(v, self.dtype).reshape((1, -1) if self.ndim == 2 else (1, 1, 1, -1))
+        return array(np.reshape(v, (1, -1) if self.ndim == 2 else (1, 1, 1, -1)), self.dtype)
 
     def set_state(self, gamma, beta, running_mean, running_var):
         self.variables = {"params": {"gamma": self._v(gamma), "beta": self._v(beta)},

@@ -13,7 +13,15 @@ and the book passes the results of ``variable.assign``, which has already run, s
 method did nothing. That is all the subclass adds. The dtype is the layer's ``dtype``
 argument (a Keras dtype policy: variables and computation in that dtype). The mode is
 the ``training`` argument, which has no default: a plain call raises TypeError on Keras 3.
+
+The book's ``call`` is a ``tf.function``: each layer instance traces it anew (per input
+shape and mode), which costs more than the layer's arithmetic. Adapters therefore reuse
+built layers: a layer whose adapter is gone goes back to a pool (per dtype and input rank
+and width), and an adapter that takes it assigns the fresh layer's values (ones, zeros,
+zeros, ones, as the book's ``build`` makes them) before use. The traced graph is the one a
+fresh layer traces; a layer is never shared by two live adapters.
 """
+import weakref
 
 from equiv.adapters import TF
 from equiv.adapters._tf import KerasLayerAdapter, native_shape
@@ -34,5 +42,16 @@ class TFScratch(KerasLayerAdapter):
 
     def build(self, momentum, eps):
         self.eps, self.new_batch_weight = BOOK_EPS, BOOK_MOMENTUM   # hard-coded in the book's layer
-        self.layer = BookLayer(dtype=self.dtype)
-        self.layer.build(native_shape(self.ndim, self.num_features))
+        free = _pool.setdefault((self.dtype, self.ndim, self.num_features), [])
+        if free:
+            self.layer, fresh = free.pop()
+            for v, value in zip(self.layer.weights, fresh):
+                v.assign(value)
+        else:
+            self.layer = BookLayer(dtype=self.dtype)
+            self.layer.build(native_shape(self.ndim, self.num_features))
+            fresh = [v.numpy() for v in self.layer.weights]
+        weakref.finalize(self, free.append, (self.layer, fresh))
+
+
+_pool = {}   # (dtype, ndim, channels) -> [(built layer, its fresh values)] not held by an adapter
