@@ -127,3 +127,35 @@ def test_nnx_batch_stats_stay_float32_with_float64_data():
     nnx.update(m, jax.tree.map(lambda a: a.astype(jnp.float64), nnx.state(m, nnx.BatchStat)))
     m(x)
     assert m.mean[...].dtype == jnp.float64
+
+
+@pytest.mark.parametrize("name", ["flax.linen", "flax.linen.two_pass"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_runtime_settings_compute_what_a_users_literal_settings_do(name, dtype):
+    """The adapters hand momentum and eps to their jitted apply as runtime scalars (one compile per
+    shape, not per setting). A user writes them as literals, which XLA may fold: the numbers must
+    agree to one rounding of the dtype, output and running statistics, on many settings."""
+    from equiv.adapters import load
+    A = load(name)
+    u = 2.0 ** -52 if dtype == "float64" else 2.0 ** -23
+    rng = np.random.default_rng(3)
+    for _ in range(12):
+        w, eps = float(rng.uniform(0, 1)), float(10 ** rng.uniform(-8, -1))
+        x = rng.standard_normal((6, 3)) * 3 + 1
+        state = dict(gamma=rng.uniform(0.5, 2, 3), beta=rng.standard_normal(3),
+                     running_mean=rng.standard_normal(3), running_var=rng.uniform(0.5, 2, 3))
+        a = A(3, 2, dtype=dtype, new_batch_weight=w, eps=eps)
+        a.set_state(**state)
+        y, s = a.forward_train(x), a.get_state()
+        jdt = jnp.dtype(dtype)
+        user = nn.BatchNorm(momentum=a.module.momentum, epsilon=eps, dtype=jdt, param_dtype=jdt,
+                            use_fast_variance=a.use_fast_variance)    # literals, closed over by the jit
+        variables = {"params": {"scale": jnp.asarray(state["gamma"], jdt), "bias": jnp.asarray(state["beta"], jdt)},
+                     "batch_stats": {"mean": jnp.asarray(state["running_mean"], jdt),
+                                     "var": jnp.asarray(state["running_var"], jdt)}}
+        y2, new = jax.jit(lambda v, x: user.apply(v, x, use_running_average=False, mutable=["batch_stats"]))(
+            variables, jnp.asarray(x, jdt))
+        for got, want in ((y, y2), (s["running_mean"], new["batch_stats"]["mean"]),
+                          (s["running_var"], new["batch_stats"]["var"])):
+            want = np.asarray(want, dtype=np.float64)
+            assert np.all(np.abs(got - want) <= 2 * u * np.abs(want).max()), (w, eps, got, want)
