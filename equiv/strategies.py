@@ -27,12 +27,29 @@ settings.register_profile("thorough", max_examples=400, **_common)
 # for the tests that plant bugs: deterministic, and enough examples to reach the rare regions
 settings.register_profile("mutation", max_examples=200, derandomize=True, database=None, **_common)
 
+# A smaller budget for implementations that compile a graph per example: torch.compile recompiles
+# for every new eps and momentum (they are constants of the graph) and for every new dtype, rank and
+# size-0/1 specialization, ~0.5 s warm and several seconds cold on the CPU. An adapter that sets
+# ``example_budget = "compile"`` runs the "<profile>-compile" profile: a quarter of the examples of
+# dev, ci and thorough (the same strategies, derandomized where ci is).
+COMPILE_EXAMPLES = {"dev": 6, "ci": 10, "thorough": 100, "mutation": 50}
+for _name, _n in COMPILE_EXAMPLES.items():
+    settings.register_profile(f"{_name}-compile", parent=settings.get_profile(_name), max_examples=_n)
+
 
 PROFILES = ("dev", "ci", "thorough", "mutation")
 
 
 def default_profile():
     return os.environ.get("EQUIV_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+
+
+def profile_for(adapter_cls, name=None):
+    """The profile an adapter runs under: ``name`` (default: ``default_profile()``), or its smaller
+    "<name>-compile" variant when the adapter declares ``example_budget = "compile"``."""
+    name = name or default_profile()
+    budget = getattr(adapter_cls, "example_budget", None)
+    return f"{name}-{budget}" if budget and name in COMPILE_EXAMPLES else name
 
 
 def profile_error():

@@ -32,6 +32,20 @@ _TORCH = "equiv.paths.torch_paths"
 PATHS = {p.name: p for p in [
     ExecutionPath("torch.builtin", "channels_last", _TORCH, "channels_last",
                   "BatchNorm2d module and input in torch.channels_last memory format (4-D only; 2-D as eager)"),
+    ExecutionPath("torch.scratch", "channels_last", _TORCH, "channels_last",
+                  "the book's layer on input in torch.channels_last memory format (4-D only; 2-D as eager)"),
+    ExecutionPath("torch.builtin", "compile", _TORCH, "compile",
+                  "the module called through torch.compile(fullgraph=True), inductor on the CPU"),
+    ExecutionPath("torch.scratch", "compile", _TORCH, "compile",
+                  "the book's layer call through torch.compile(fullgraph=True), inductor on the CPU"),
+    ExecutionPath("torch.builtin", "bfloat16", _TORCH, "bfloat16",
+                  "bfloat16 input and upstream gradient, float32 parameters and buffers"),
+    ExecutionPath("torch.builtin", "autocast", _TORCH, "autocast",
+                  "a float32 module called inside torch.autocast('cpu', dtype=torch.bfloat16)"),
+    ExecutionPath("torch.builtin", "functional_call", _TORCH, "functional_call",
+                  "torch.func.functional_call(module, explicit parameters and buffers, (x,))"),
+    ExecutionPath("torch.builtin", "export", _TORCH, "export",
+                  "torch.export.export of the module in train() or eval(), run through ExportedProgram.module()"),
 ]}
 
 
