@@ -1,7 +1,7 @@
 """Paths of the torch adapters: each a few lines over the eager adapter.
 
-The eager adapters call ``self.module(x)`` (torch.builtin) or ``self._call(X)`` (torch.scratch) and
-read and write the state through ``self.module`` / ``self.layer``; a path replaces what is called
+The eager adapters call ``self.module(x)`` (torch.builtin) and read and write the state through
+``self.module`` (the book's layer: ``self.layer``); a path replaces what is called
 (the compiled module, the exported program, ``functional_call`` with explicit tensors) or what goes in
 (the memory format, the input dtype, an autocast region), nothing else.
 """
@@ -63,21 +63,10 @@ class _Compiled(torch.nn.Module):
 
 
 def compile(base):   # noqa: A001 (the path's name)
-    """Every dtype, rank and setting is a graph to compile (seconds each on the CPU): the built-in
-    layer runs float64, float32 and bfloat16, the book's float32, under the smaller "compile" example
-    budget (equiv.strategies.COMPILE_EXAMPLES)."""
-    if hasattr(base, "_call"):                      # the book's layer: its call, compiled
-        compiled = torch.compile(base._call, fullgraph=True, dynamic=True)
-
-        class CompiledScratch(base):
-            dtypes, example_budget = ("float32",), "compile"
-
-            def _call(self, X):
-                return compiled(self, X)
-        return CompiledScratch
-
+    """Every dtype, rank and setting is a graph to compile (seconds each on the CPU): the path runs
+    float32, under the smaller "compile" example budget (equiv.strategies.COMPILE_EXAMPLES)."""
     class Compiled(base):
-        dtypes, example_budget = ("float64", "float32", "bfloat16"), "compile"
+        dtypes, example_budget = ("float32",), "compile"
 
         def build(self, momentum, eps):
             super().build(momentum, eps)
@@ -87,9 +76,11 @@ def compile(base):   # noqa: A001 (the path's name)
 
 # --- precision ----------------------------------------------------------------------------
 def bfloat16(base):
-    """bfloat16 input (and upstream gradient) into a layer whose parameters and buffers are float32."""
+    """bfloat16 input (and upstream gradient) into a layer whose parameters and buffers are float32.
+    float32 input is accepted too (there it is the eager float32 layer): the probes, which measure in
+    float32 at least, and the golden vectors (float32 and float64) then run on the path."""
     class BFloat16Input(base):
-        dtypes = ("bfloat16",)
+        dtypes = ("bfloat16", "float32")
 
         def build(self, momentum, eps):
             super().build(momentum, eps)
@@ -174,6 +165,8 @@ class _Exported:
 
 def export(base):
     class Exported(base):
+        example_budget = "compile"      # a program traced per example (equiv.strategies.COMPILE_EXAMPLES)
+
         def build(self, momentum, eps):
             super().build(momentum, eps)
             self.module = _Exported(self.module)
