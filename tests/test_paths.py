@@ -138,9 +138,8 @@ def test_export_program_changes_the_layers_own_buffers(mode):
     the very tensors of the exported layer (ep.state_dict too). A training-mode program therefore
     changes running_mean, running_var and num_batches_tracked of the original layer, in place,
     exactly as eager does; an eval-mode program changes nothing. The mode is frozen at export:
-    .train()/.eval() on the exported module raise NotImplementedError ("Calling eval() is not
-    supported yet", torch/export/exported_program.py, _disabled_load_state_dict_hook's neighbour
-    _eval/_train in torch/export/_unlift.py)."""
+    .train()/.eval() on the exported module raise NotImplementedError ("Calling train() / eval() is
+    not supported yet.", torch/export/exported_program.py:1481 and :1484 in torch 2.13.0)."""
     import torch
     x = _x((4, 3, 2, 2))
     layer = getattr(torch.nn.BatchNorm2d(3, momentum=0.3, dtype=torch.float64), mode)()
