@@ -166,11 +166,13 @@ def property_table(records):
 
 
 def cmd_list(args):
-    for name in registry.known_names():
+    names = registry.known_names()
+    width = max(map(len, names))
+    for name in names:
         state = "installed" if registry.framework_installed(name) else f"missing ({registry.install_command(name)})"
         if not registry.implemented(name):
             state = "not yet implemented"
-        print(f"{name:22} {state}")
+        print(f"{name:{width}} {state}")
     return 0
 
 

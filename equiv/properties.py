@@ -317,8 +317,9 @@ def run(p, adapter_cls, device="cpu", profile=None):
 
     test.__name__ = test.__qualname__ = p.name
     test = given(case=strategy_for(p, adapter_cls))(test)
-    if profile is not None:
-        test = settings(settings.get_profile(profile))(test)
+    if profile is not None or getattr(adapter_cls, "example_budget", None):
+        from equiv.strategies import profile_for
+        test = settings(settings.get_profile(profile_for(adapter_cls, profile)))(test)
     try:
         test()
     except PASS_THROUGH:

@@ -28,12 +28,31 @@ settings.register_profile("thorough", max_examples=400, **_common)
 PROFILES = ("dev", "ci", "thorough")   # the ones a user picks (--profile, EQUIV_PROFILE)
 settings.register_profile("mutation", max_examples=200, derandomize=True, database=None, **_common)
 
+# A smaller budget for implementations that compile or trace a graph per example: torch.compile
+# recompiles for every new eps and momentum (constants of the graph) and every new dtype, rank and
+# size-0/1 specialization, ~0.5 s warm and several seconds cold on the CPU; torch.export traces a
+# program per shape and mode. An adapter that sets ``example_budget = "compile"`` runs the
+# "<profile>-compile" profile: the same strategies (derandomized where ci is), with 4 examples under
+# dev and ci (on a cold inductor cache every example is a compile of a few seconds: ~2.5 minutes for
+# torch.builtin+compile's share of the torch env), 100 under thorough, 50 under mutation.
+COMPILE_EXAMPLES = {"dev": 4, "ci": 4, "thorough": 100, "mutation": 50}
+for _name, _n in COMPILE_EXAMPLES.items():
+    settings.register_profile(f"{_name}-compile", parent=settings.get_profile(_name), max_examples=_n)
+
 
 PROFILES = ("dev", "ci", "thorough", "mutation")
 
 
 def default_profile():
     return os.environ.get("EQUIV_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+
+
+def profile_for(adapter_cls, name=None):
+    """The profile an adapter runs under: ``name`` (default: ``default_profile()``), or its smaller
+    "<name>-compile" variant when the adapter declares ``example_budget = "compile"``."""
+    name = name or default_profile()
+    budget = getattr(adapter_cls, "example_budget", None)
+    return f"{name}-{budget}" if budget and name in COMPILE_EXAMPLES else name
 
 
 def profile_error():

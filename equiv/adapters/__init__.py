@@ -90,6 +90,7 @@ def load(name):
     return adapter
 
 
-def available(paths=False):
-    """Names of the registered adapters (and, with ``paths``, execution paths) that can run here."""
+def available(paths=True):
+    """Names of the registered adapters and execution paths (without ``paths``: the adapters only)
+    that can run here."""
     return [n for n in known_names() if (paths or "+" not in n) and implemented(n) and framework_installed(n)]

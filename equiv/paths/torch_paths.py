@@ -1,17 +1,174 @@
-"""Paths of the torch adapters: each a few lines over the eager adapter."""
+"""Paths of the torch adapters: each a few lines over the eager adapter.
+
+The eager adapters call ``self.module(x)`` (torch.builtin) and read and write the state through
+``self.module`` (the book's layer: ``self.layer``); a path replaces what is called
+(the compiled module, the exported program, ``functional_call`` with explicit tensors) or what goes in
+(the memory format, the input dtype, an autocast region), nothing else.
+"""
+import functools
+
 import torch
+
+# torch.compile falls back to eager, silently, once a function has been recompiled
+# ``recompile_limit`` times: every Hypothesis example has its own eps, so the compile paths raise
+# the limit and make hitting it an error: a compile path never runs eager code unnoticed.
+torch._dynamo.config.recompile_limit = 4096
+torch._dynamo.config.accumulated_recompile_limit = 1 << 20
+torch._dynamo.config.fail_on_recompile_limit_hit = True
+torch._dynamo.config.force_parameter_static_shapes = False
+
+
+def _channels_last(t):
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
 
 def channels_last(base):
     class ChannelsLast(base):
         def build(self, momentum, eps):
             super().build(momentum, eps)
-            if self.ndim == 4:
+            if self.ndim == 4 and hasattr(self, "module"):
                 self.module = self.module.to(memory_format=torch.channels_last)
 
         def _t(self, a, requires_grad=False):
-            t = super()._t(a)
-            if t.dim() == 4:
-                t = t.contiguous(memory_format=torch.channels_last)
-            return t.detach().requires_grad_(requires_grad)
+            return _channels_last(super()._t(a)).detach().requires_grad_(requires_grad)
     return ChannelsLast
+
+
+# --- torch.compile ----------------------------------------------------------------------
+# One compiled callable, as a user compiles a model once and reuses it: dynamo caches a graph per
+# guard set (dtype, rank, mode, whether x needs a gradient, eps and momentum, which it specializes
+# on), with shapes dynamic (dynamic=True; parameter shapes too), so a new batch size or channel
+# count reuses the graph. fullgraph=True: a graph break would run part of the layer eagerly; it is
+# an error instead.
+@functools.cache
+def _compiled_module_call():
+    return torch.compile(lambda module, x: module(x), fullgraph=True, dynamic=True)
+
+
+class _Compiled(torch.nn.Module):
+    """The layer, called through torch.compile; state, mode and gradients are the layer's own."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.inner = module
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["inner"], name)
+
+    def forward(self, x):
+        return _compiled_module_call()(self.inner, x)
+
+
+def compile(base):   # noqa: A001 (the path's name)
+    """Every dtype, rank and setting is a graph to compile (seconds each on the CPU): the path runs
+    float32, under the smaller "compile" example budget (equiv.strategies.COMPILE_EXAMPLES)."""
+    class Compiled(base):
+        dtypes, example_budget = ("float32",), "compile"
+
+        def build(self, momentum, eps):
+            super().build(momentum, eps)
+            self.module = _Compiled(self.module)
+    return Compiled
+
+
+# --- precision ----------------------------------------------------------------------------
+def bfloat16(base):
+    """bfloat16 input (and upstream gradient) into a layer whose parameters and buffers are float32.
+    float32 input is accepted too (there it is the eager float32 layer): the probes, which measure in
+    float32 at least, and the golden vectors (float32 and float64) then run on the path."""
+    class BFloat16Input(base):
+        dtypes = ("bfloat16", "float32")
+
+        def build(self, momentum, eps):
+            super().build(momentum, eps)
+            self.module = self.module.float()
+    return BFloat16Input
+
+
+def _within(base, context, methods=("forward_train", "forward_infer", "forward_default", "train_step")):
+    """``base`` with each call made inside ``context()``."""
+    def wrapped(name):
+        def method(self, *args):
+            with context():
+                return getattr(super(cls, self), name)(*args)
+        method.__name__ = name
+        return method
+    cls = type(base.__name__, (base,), {name: wrapped(name) for name in methods})
+    return cls
+
+
+def autocast(base):
+    """A float32 layer called inside torch.autocast("cpu", dtype=torch.bfloat16), on float32 input or on
+    bfloat16 input (what a preceding autocast matmul or convolution hands it)."""
+    cls = _within(base, lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    cls.dtypes = ("float32", "bfloat16")
+    build = cls.build
+
+    def build_float32(self, momentum, eps):
+        build(self, momentum, eps)
+        self.module = self.module.float()
+    cls.build = build_float32
+    return cls
+
+
+# --- functional_call and export -------------------------------------------------------------
+class _Functional:
+    """The layer called as torch.func.functional_call(module, tensors, (x,)) with explicit parameters
+    and buffers (copies: the module's own stay untouched); the adapter's state is the explicit tensors."""
+
+    def __init__(self, module):
+        self.module = module
+        self.tensors = {k: v.detach().clone().requires_grad_(v.requires_grad) for k, v in
+                        [*module.named_parameters(), *module.named_buffers()]}
+
+    def __getattr__(self, name):
+        tensors = self.__dict__["tensors"]
+        return tensors[name] if name in tensors else getattr(self.__dict__["module"], name)
+
+    def __call__(self, x):
+        return torch.func.functional_call(self.module, self.tensors, (x,))
+
+    def zero_grad(self, set_to_none=True):
+        for t in self.tensors.values():
+            t.grad = None
+
+
+def functional_call(base):
+    class FunctionalCall(base):
+        def build(self, momentum, eps):
+            super().build(momentum, eps)
+            self.module = _Functional(self.module)
+    return FunctionalCall
+
+
+class _Exported:
+    """The layer exported with torch.export.export in its current mode (train() or eval(): the
+    program keeps it) and run through ExportedProgram.module(), one program per mode, shape and
+    dtype. The unlifted module holds the layer's own parameter and buffer tensors (measured:
+    tests/test_paths.py), so the state is read and written on the layer."""
+
+    def __init__(self, module):
+        self.module, self.programs = module, {}
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["module"], name)
+
+    def __call__(self, x):
+        key = (self.module.training, tuple(x.shape), x.dtype, x.requires_grad)
+        if key not in self.programs:
+            self.programs[key] = torch.export.export(self.module, (x.detach(),)).module()
+        return self.programs[key](x)
+
+
+def export(base):
+    class Exported(base):
+        example_budget = "compile"      # a program traced per example (equiv.strategies.COMPILE_EXAMPLES)
+
+        def build(self, momentum, eps):
+            super().build(momentum, eps)
+            self.module = _Exported(self.module)
+    return Exported
+
