@@ -143,3 +143,16 @@ def test_oracle_imports_numpy_only():
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 for n in names:
                     assert n.split(".")[0] in ("numpy", "reference"), f"{path.name} imports {n}"
+
+
+def test_excess_counts_equal_values_and_only_those_as_no_error():
+    """Equal infinities (two implementations overflowing alike) agree; NaN, or inf against a finite
+    value, is an infinite excess; otherwise the error over the bound."""
+    from equiv.tolerance import ToleranceError, assert_close, excess
+    inf, nan = np.inf, np.nan
+    assert excess(np.array([-inf, 1.0]), np.array([-inf, 1.0]), 1e-9) == 0.0
+    assert excess(np.array([inf]), np.array([1.0]), 1e-9) == inf
+    assert excess(np.array([nan]), np.array([nan]), 1e-9) == inf
+    assert excess(np.array([1.5]), np.array([1.0]), 1.0) == 0.5
+    with pytest.raises(ToleranceError, match=r"index \(1,\)"):
+        assert_close("v", np.array([-inf, 2.0]), np.array([-inf, 1.0]), 0.5)
