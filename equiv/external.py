@@ -48,7 +48,6 @@ def presets():
 def declared_conventions(declaration, preset=None, *, for_function=False, where=""):
     """The ``Conventions`` an external object declares (attribute and/or spec preset)."""
     table = presets()
-    fields = {}
     if isinstance(declaration, Conventions):
         if preset:
             raise SpecError(f"{where}: declares a full Conventions and the preset {preset!r} too; give one")
