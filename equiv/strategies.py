@@ -216,3 +216,52 @@ def parse_case(text):
     if kwargs["dtype"] not in SCALE_RANGE or len(kwargs["shape"]) not in (2, 4) or min(kwargs["shape"]) < 1:
         raise ValueError(f"Case dtype must be one of {', '.join(SCALE_RANGE)} and shape 2-D or 4-D with sizes >= 1")
     return Case(**kwargs)
+
+
+@dataclass
+class ParallelCase:
+    """A data-parallel case: ``case`` is the global batch (its dtype, shape, data, eps, weight,
+    steps); ``sizes`` the rows of it each replica gets, in order (Σ sizes = N)."""
+    case: Case
+    sizes: tuple
+
+    @property
+    def replicas(self):
+        return len(self.sizes)
+
+    def shards(self, a):
+        return np.split(np.asarray(a), np.cumsum(self.sizes)[:-1], axis=0)
+
+    def steps(self):
+        """[(x shards, dy shards)] per step: what ``ParallelAdapter.run`` takes."""
+        return [(self.shards(self.case.batch(i)), self.shards(self.case.dy)) for i in range(self.case.steps)]
+
+
+@st.composite
+def parallel_cases(draw, replicas=(2, 4), dtypes=("float64", "float32"), ndims=(2, 4), unequal=True,
+                   empty=False, max_steps=3):
+    """A batch split over R replicas: equal shards, or (``unequal``) of different sizes, an empty one
+    among them with ``empty``; every non-empty shard holds ≥ 2 values per channel."""
+    R = draw(st.sampled_from(replicas))
+    ndim = draw(st.sampled_from(ndims))
+    c = draw(st.integers(1, 4))
+    hw = () if ndim == 2 else (draw(st.integers(1, 4)), draw(st.integers(2, 4)))
+    low = 2 if ndim == 2 else 1
+    if unequal and draw(st.booleans()):
+        sizes = [draw(st.integers(low, 6)) for _ in range(R)]
+        if empty and draw(st.booleans()):
+            sizes[draw(st.integers(0, R - 1))] = 0
+    else:
+        sizes = [draw(st.integers(low, 6))] * R
+    dtype = draw(st.sampled_from(dtypes))
+    lo, hi = SCALE_RANGE[dtype]
+    log10_scale = draw(st.floats(lo, hi))
+    log10_offset = draw(st.one_of(st.none(), st.floats(-1, 4)))
+    if log10_offset is not None:
+        log10_offset = min(log10_offset, np.log10(MAX_ABS[dtype]) - log10_scale - 1)
+    case = Case(dtype=dtype, shape=(sum(sizes), c) + hw, seed=draw(st.integers(0, 2**32 - 1)),
+                log10_scale=log10_scale, log10_offset=log10_offset, constant_channel=draw(st.booleans()),
+                eps=10.0 ** draw(st.floats(-12, -1)),
+                new_batch_weight=draw(st.one_of(st.sampled_from([1.0, 0.1]), st.floats(0, 1))),
+                steps=draw(st.integers(1, max_steps)))
+    return ParallelCase(case=case, sizes=tuple(sizes))

@@ -1,0 +1,147 @@
+"""Data-parallel BatchNorm: one layer replicated over R devices or processes, each given a shard
+of the batch, on the framework's own distributed engine.
+
+An implementation is a ``ParallelAdapter``: it runs k training steps of R replicas on given shards
+in one call and returns what every replica computed and holds (``Run``). What it does across
+replicas is declared as data (``ParallelConventions``); what it does on one replica is the
+single-device row of its base layer (``equiv.conventions.DECLARED[base]``: momentum, running
+variance, eps). ``equiv.parallel.expect`` turns both into the oracle's run
+(``reference.parallel``) and compares under ``equiv.tolerance``. Frameworks are imported lazily:
+nothing here imports one.
+"""
+import importlib
+import importlib.util
+from dataclasses import asdict, dataclass, field
+
+from equiv.core import FrameworkMissing, Unsupported, framework_version
+
+
+@dataclass(frozen=True)
+class ParallelConventions:
+    """What a data-parallel BatchNorm does across replicas. Field by field:
+
+    synchronized:  True when every replica normalizes with statistics merged over all replicas.
+    weighting:     how per-replica statistics are merged: "count" (each value counts once: the
+                   global batch), "equal" (each replica's mean counts once, whatever its count);
+                   "n/a" when not synchronized.
+    variance:      the variance across replicas: "two-pass" (from per-replica moments) or "fast"
+                   (E[x²] − E[x]² from all-reduced sums); "n/a" when not synchronized.
+    running_stats: what every replica's running statistics hold after k steps: "global" (updated
+                   from the merged statistics, equal on all replicas), "own" (each replica's from its
+                   own shards), "rank0-broadcast" (replica 0's buffers are copied to all before each
+                   step, then each updates from its own shard: DistributedDataParallel's
+                   broadcast_buffers).
+    param_grads:   the dgamma, dbeta every replica ends with: "local" (Σ over its own shard),
+                   "sum" (Σ over all replicas) or "mean" (Σ/R: the wrapper averages gradients).
+    dx:            "global" (the gradient of Σ over replicas of Σ y·dy, through the merged
+                   statistics) or "local" (of the replica's own Σ y·dy only).
+    empty_shard:   what a replica given no values does: "error", "skip" (it weighs nothing), "nan".
+    """
+
+    synchronized: bool
+    weighting: str
+    variance: str
+    running_stats: str
+    param_grads: str
+    dx: str = "global"
+    empty_shard: str = "error"
+
+    def as_dict(self):
+        return asdict(self)
+
+
+@dataclass
+class Run:
+    """What R replicas computed over k steps: ``ys[step][replica]``, ``dxs`` alike (None without
+    gradients), ``dgammas[step][replica]`` and ``dbetas`` (length-C vectors), and ``states[replica]``,
+    the dict gamma, beta, running_mean, running_var after the last step. Float64 NumPy, channel-first."""
+
+    ys: list
+    dxs: list = None
+    dgammas: list = None
+    dbetas: list = None
+    states: list = field(default_factory=list)
+    history: list = None   # the oracle's: running statistics per replica before step 1 and after each
+
+
+class ParallelAdapter:
+    """A data-parallel BatchNorm behind one protocol. Subclasses set the class attributes and
+    implement ``run`` (and ``close`` if they hold processes or devices)."""
+
+    name = ""            # "torch.ddp"
+    framework = ""       # distribution name, for the version
+    install = ""
+    base = ""            # the single-device row in equiv.conventions.DECLARED
+    engine = ""          # one line: what runs the replicas ("torch.distributed, gloo, a process per replica")
+    conventions: ParallelConventions = None
+    dtypes = ("float64", "float32")
+    replicas = (2, 4)
+    ndims = (2, 4)
+    unequal_shards = True
+    has_gradients = True
+
+    def __init__(self, num_features, ndim, replicas, *, dtype="float32", new_batch_weight=None, eps=None):
+        from equiv.conventions import DECLARED
+        if dtype not in self.dtypes:
+            raise Unsupported(f"{self.name} does not support dtype {dtype}")
+        if replicas not in self.replicas:
+            raise Unsupported(f"{self.name} runs {', '.join(map(str, self.replicas))} replicas, not {replicas}")
+        if ndim not in self.ndims:
+            raise Unsupported(f"{self.name} does not support {ndim}-D input")
+        conv = self.single = DECLARED[self.base]
+        self.num_features, self.ndim, self.replica_count, self.dtype = num_features, ndim, replicas, dtype
+        self.new_batch_weight = conv.default_new_batch_weight if new_batch_weight is None else float(new_batch_weight)
+        self.eps = conv.default_eps if eps is None else float(eps)
+        self.build(conv.momentum_for(self.new_batch_weight), self.eps)
+
+    def build(self, momentum, eps):
+        """Prepare the replicated layer with the framework's own momentum and eps."""
+
+    def run(self, state, steps):
+        """Load ``state`` (gamma, beta, running_mean, running_var: length-C vectors) into every
+        replica, then run one training step per entry of ``steps`` — a pair (shards, dy shards), one
+        array per replica — forward and backward of Σ y·dy; return a ``Run``."""
+        raise NotImplementedError
+
+    def close(self):
+        """Release processes or devices."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @classmethod
+    def version(cls):
+        return framework_version(cls.framework)
+
+
+# name -> (module, class, framework import name, install command)
+REGISTRY = {}
+
+
+def known_names():
+    return sorted(REGISTRY)
+
+
+def framework_installed(name):
+    return importlib.util.find_spec(REGISTRY[name][2]) is not None
+
+
+def load(name):
+    """The ParallelAdapter class of a registered name; FrameworkMissing when its framework is absent."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown data-parallel implementation {name!r}; known: {', '.join(known_names()) or 'none'}")
+    module, cls, framework, install = REGISTRY[name]
+    if not framework_installed(name):
+        raise FrameworkMissing(name, install, f"no module named {framework!r}")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise FrameworkMissing(name, install, str(e)) from e
+    return getattr(mod, cls)
+
+
+def available():
+    return [n for n in known_names() if framework_installed(n)]

@@ -1,0 +1,102 @@
+"""The oracle's run for a data-parallel implementation, from what it declares, and the comparison
+of a measured run with it under ``equiv.tolerance``.
+
+``expected`` reads the declaration field by field (``ParallelConventions``) and the base layer's
+single-device row (momentum meaning, running-variance estimator); it never looks at what the
+implementation computed. ``compare`` bounds every output by the tolerance of the batch it was
+normalized over (the global batch when synchronized, the shard when not).
+"""
+import numpy as np
+
+import reference as ref
+from equiv import tolerance as tol
+from reference import parallel as par
+
+
+def expected(conv, single, state, steps, *, eps, new_batch_weight):
+    """The oracle's ``Run`` for ``steps`` [(shards, dy shards), ...] from ``state`` under the
+    data-parallel conventions ``conv`` and the single-device conventions ``single``."""
+    from equiv.parallel import Run
+    R = len(steps[0][0])
+    unbiased = single.running_var == "unbiased"
+    gamma, beta = state["gamma"], state["beta"]
+    states = [dict(running_mean=np.asarray(state["running_mean"], dtype=np.float64),
+                   running_var=np.asarray(state["running_var"], dtype=np.float64)) for _ in range(R)]
+    run = Run(ys=[], dxs=[], dgammas=[], dbetas=[])
+    run.history = [states]
+    for shards, dys in steps:
+        if conv.running_stats == "rank0-broadcast":
+            states = [dict(states[0]) for _ in range(R)]
+        if conv.synchronized:
+            ys, mean, var = par.merged_batch_norm_train(shards, gamma, beta, eps=eps, weighting=conv.weighting)
+            if conv.dx == "global":
+                dxs, dgs, dbs = par.merged_batch_norm_backward(shards, gamma, dys, eps=eps, weighting=conv.weighting)
+            else:
+                raise NotImplementedError("dx='local' has no oracle yet")
+            n = par.count_per_channel(par.global_batch(shards))
+            batch = [(mean, var, n)] * R
+        else:
+            fw = par.local_batch_norm_train(shards, gamma, beta, eps=eps)
+            bw = par.local_batch_norm_backward(shards, gamma, dys, eps=eps)
+            ys, dxs = [f[0] for f in fw], [b[0] for b in bw]
+            dgs, dbs = np.array([b[1] for b in bw]), np.array([b[2] for b in bw])
+            batch = [(f[1], f[2], par.count_per_channel(s)) for f, s in zip(fw, shards)]
+        dgs, dbs = _reduce(dgs, conv.param_grads), _reduce(dbs, conv.param_grads)
+        run.ys.append(ys), run.dxs.append(dxs), run.dgammas.append(list(dgs)), run.dbetas.append(list(dbs))
+        states = [dict(zip(("running_mean", "running_var"),
+                           ref.update_running_stats(s["running_mean"], s["running_var"], m, v, n,
+                                                    new_batch_weight=new_batch_weight, unbiased=unbiased)))
+                  for s, (m, v, n) in zip(states, batch)]
+        run.history.append(states)
+    run.states = [dict(gamma=np.asarray(gamma, dtype=np.float64), beta=np.asarray(beta, dtype=np.float64), **s)
+                  for s in states]
+    return run
+
+
+def _reduce(per_replica, how):
+    per_replica = np.asarray(per_replica, dtype=np.float64)
+    if how == "local":
+        return per_replica
+    total = per_replica.sum(axis=0)
+    return np.array([total if how == "sum" else total / len(per_replica)] * len(per_replica))
+
+
+def compare(conv, run, want, steps, state, *, eps, new_batch_weight, dtype, gradients=True):
+    """The largest error/bound ratio of ``run`` against ``want`` (an ``expected`` run; ≤ 1 passes);
+    raises ``tolerance.ToleranceError`` naming the step, the replica and the quantity otherwise.
+    Every output is bounded by the tolerance of the batch it was normalized over: the global batch
+    when synchronized, the replica's shard when not."""
+    gamma = state["gamma"]
+    R = len(steps[0][0])
+    worst = 0.0
+    bound_m, bound_v = [0.0] * R, [0.0] * R
+    for k, (shards, dys) in enumerate(steps):
+        for r in range(R):
+            at = f"step {k + 1}, replica {r}"
+            if conv.synchronized:
+                x, dy = par.global_batch(shards), par.global_batch(dys)
+                mine = lambda b: par.split_like(b, shards)[r]  # noqa: E731
+            else:
+                x, dy = np.asarray(shards[r], dtype=np.float64), np.asarray(dys[r], dtype=np.float64)
+                mine = lambda b: b  # noqa: E731
+            worst = max(worst, tol.assert_close(f"y ({at})", run.ys[k][r], want.ys[k][r],
+                                                mine(tol.train_forward(x, gamma, state["beta"], eps, dtype))))
+            if gradients:
+                bdx, bdg, bdb = tol.gradients(x, gamma, dy, eps, dtype)
+                scale = R if conv.param_grads == "sum" else 1   # a sum over replicas adds R bounds
+                worst = max(worst, tol.assert_close(f"dx ({at})", run.dxs[k][r], want.dxs[k][r], mine(bdx)),
+                            tol.assert_close(f"dgamma ({at})", run.dgammas[k][r], want.dgammas[k][r], scale * bdg),
+                            tol.assert_close(f"dbeta ({at})", run.dbetas[k][r], want.dbetas[k][r], scale * bdb))
+            old, new = want.history[k][r], want.history[k + 1][r]
+            dm, dv = tol.running_stats(x, old["running_mean"], old["running_var"], new["running_mean"],
+                                       new["running_var"], new_batch_weight, dtype)
+            # each update's bound adds up; earlier errors are carried forward with factor 1 − w ≤ 1
+            bound_m[r], bound_v[r] = bound_m[r] + dm, bound_v[r] + dv
+    for r in range(R):
+        got, exp = run.states[r], want.states[r]
+        worst = max(worst,
+                    tol.assert_close(f"running mean (replica {r}, after {len(steps)} steps)",
+                                     got["running_mean"], exp["running_mean"], bound_m[r]),
+                    tol.assert_close(f"running var (replica {r}, after {len(steps)} steps)",
+                                     got["running_var"], exp["running_var"], bound_v[r]))
+    return worst

@@ -1,0 +1,37 @@
+"""Every registered data-parallel implementation that can run here, against the oracle under what
+it declares (``equiv.parallel.expect``): synchronized ≡ the global batch, unsynchronized ≡ per shard,
+running statistics of every replica after k steps, gradients as the layer (or its wrapper) leaves
+them. Known divergences are listed in ``equiv.known`` like the single-device ones."""
+import pytest
+from hypothesis import given, settings
+
+from equiv import parallel
+from equiv.parallel.expect import compare, expected
+from equiv.strategies import parallel_cases
+
+NAMES = parallel.known_names()
+
+
+def _adapter_or_skip(name):
+    if not parallel.framework_installed(name):
+        pytest.skip(f"{name}: framework not installed ({parallel.REGISTRY[name][3]})")
+    return parallel.load(name)
+
+
+@pytest.mark.parametrize("name", NAMES or [pytest.param(None, marks=pytest.mark.skip(reason="none registered"))])
+def test_matches_the_oracle_under_its_declaration(name):
+    A = _adapter_or_skip(name)
+    conv = A.conventions
+
+    @settings(max_examples=getattr(A, "max_examples", 10), deadline=None)
+    @given(parallel_cases(replicas=A.replicas, dtypes=A.dtypes, ndims=A.ndims, unequal=A.unequal_shards,
+                          empty=conv.empty_shard == "skip"))
+    def check(pc):
+        c = pc.case
+        with A(c.channels, c.ndim, pc.replicas, dtype=c.dtype, new_batch_weight=c.new_batch_weight,
+               eps=c.eps) as a:
+            got = a.run(c.state, pc.steps())
+            want = expected(conv, a.single, c.state, pc.steps(), eps=a.eps, new_batch_weight=a.new_batch_weight)
+            compare(conv, got, want, pc.steps(), c.state, eps=a.eps, new_batch_weight=a.new_batch_weight,
+                    dtype=c.dtype, gradients=A.has_gradients)
+    check()
