@@ -61,6 +61,20 @@ DECLARED = {
                    default_mode="inference",
                    mode_switch="training_mode=1/0 attribute (opset 14+); opset 9: five outputs / one",
                    batch_of_one="beta"),
+    # tinygrad/nn/__init__.py:32 (defaults), :47-49 (two-pass batch variance), :55-57 (the update:
+    # (1 − momentum)·old + momentum·batch, the batch variance times m/(m − 1)); TRAINING defaults
+    # to 0 (tinygrad/helpers.py:237); a batch of one divides by m − 1 = 0 in Python (:57)
+    "tinygrad.builtin": C(momentum_is="new_batch_weight", default_momentum=0.1, running_var="unbiased",
+                          default_eps=1e-5, channel_axis=1, variance="two-pass", stats_update="forward",
+                          default_mode="inference",
+                          mode_switch="Context(TRAINING=1) / env TRAINING=1 (process-wide); unset: inference",
+                          batch_of_one="error"),
+    # mlx/nn/layers/normalization.py:320-326 (defaults), :371-374 (mx.var over all axes but the
+    # last), :393-400 (a batch of one raises), :404-409 (the update, ddof=1); base.py:64 (trains)
+    "mlx.builtin": C(momentum_is="new_batch_weight", default_momentum=0.1, running_var="unbiased",
+                     default_eps=1e-5, channel_axis=-1, variance="two-pass", stats_update="forward",
+                     default_mode="training", mode_switch="module.train() / module.eval()",
+                     batch_of_one="error"),
 }
 
 # Named presets an external implementation may declare (``equiv.external``): the conventions of
@@ -85,6 +99,8 @@ ARGUMENTS = {
     "mxnet.gluon": dict(momentum="momentum", eps="epsilon", axis="axis"),
     "mxnet.scratch": dict(momentum=None, eps=None, axis=None),
     "onnx.node": dict(momentum="momentum", eps="epsilon", axis=None),
+    "tinygrad.builtin": dict(momentum="momentum", eps="eps", axis=None),
+    "mlx.builtin": dict(momentum="momentum", eps="eps", axis=None),
 }
 
 # Where each built-in layer keeps its batch-norm state (gamma, beta, running mean, running
@@ -95,4 +111,6 @@ STATE_NAMES = {
     "flax.linen": ("params/scale", "params/bias", "batch_stats/mean", "batch_stats/var"),
     "flax.nnx": ("scale", "bias", "mean", "var"),
     "mxnet.gluon": ("gamma", "beta", "running_mean", "running_var"),
+    "tinygrad.builtin": ("weight", "bias", "running_mean", "running_var"),
+    "mlx.builtin": ("weight", "bias", "running_mean", "running_var"),
 }

@@ -71,6 +71,17 @@ def _scratch_grad_overflows(case, prop):
     return bool(max(dvar.max(), dnum.max(), dmean.max()) > 65504 / 4)
 
 
+def _fp16_sum_of_squares_overflows(case, prop):
+    """float16, and Σ (x − mean)² of a channel beyond float16's range (> 65504, with a margin for
+    the float16 mean) in some batch; for affine_invariance also of a·x + b (a as the property draws it)."""
+    if case.dtype != "float16":
+        return False
+    red = _red(case)
+    a2 = (10.0 ** np.random.default_rng([case.seed, 99]).uniform(0, 1)) ** 2 if prop == "affine_invariance" else 1.0
+    return max(float(((x - x.mean(axis=red, keepdims=True)) ** 2).sum(axis=red).max())
+               for x in map(case.batch, range(case.steps))) * a2 > 65504 / 1.05
+
+
 def _offset_ratio(case, prop, with_eps):
     """max over channels and batches of |mean|/sqrt(var + eps): E[x²] − E[x]² loses ~u·(1 + ratio²)
     of var + eps; without eps, |mean|/std, where var itself matters (running statistics, and
@@ -463,6 +474,51 @@ KNOWN = [
                      constant_channel=False, eps=1e-5, new_batch_weight=0.0),
         witness_property="gradients",
         advice="run the book's layer in float32"),
+    # --- mlx -------------------------------------------------------------------------
+    Divergence(
+        id="mlx-fp16-rsqrt-vjp-overflow",
+        adapters=("mlx.builtin",),
+        properties=("gradients", "dx_sums_zero"),
+        reason=("float16 (MLX 0.32.4, CPU): mlx.nn.BatchNorm normalizes with mx.rsqrt(var + eps) "
+                "(mlx/nn/layers/normalization.py:413), whose vjp is −0.5·dy·(rsqrt(v)/v) with rsqrt(v)/v "
+                "formed in the input dtype (mlx/primitives.cpp, Sqrt::vjp, one_over_x_root_x): v^{-3/2} "
+                "overflows float16 (> 65504) for var + eps < 6.2e-4, although the gradient is representable; "
+                "inf·0 then gives NaN in every dx of the channel (witness: var + eps ≈ 5.0e-4, dx NaN where "
+                "the oracle has 18.9 against a bound of 15.7; float32, float64 and bfloat16 are finite)"),
+        region=lambda c, p: c.dtype == "float16" and _min_var_plus_eps(c) < 7e-4,
+        witness=Case(dtype="float16", shape=(2, 1), seed=0, log10_scale=-1.0, log10_offset=None,
+                     constant_channel=False, eps=1e-4, new_batch_weight=0.0),
+        witness_property="gradients",
+        advice="train MLX models with BatchNorm in float32 or bfloat16, or keep var + eps above 6.2e-4 in float16"),
+    Divergence(
+        id="mlx-fp16-eps-underflow",
+        adapters=("mlx.builtin",),
+        properties=_FORWARD,
+        reason=("float16 (MLX 0.32.4, CPU): mx.rsqrt(var + self.eps) (mlx/nn/layers/normalization.py:413) adds "
+                "the Python float eps as a weak scalar, in the input dtype: an eps below 2.98e-8 (half the "
+                "smallest float16 subnormal) rounds away, and a zero-variance channel gives 0·rsqrt(0) = 0·inf "
+                "= NaN where the exact output is beta (witness: eps 1e-8, output NaN, oracle 0.069)"),
+        region=lambda c, p: c.dtype == "float16" and _min_var_plus_eps(c) < 6e-8,
+        witness=Case(dtype="float16", shape=(2, 1), seed=0, log10_scale=0.0, log10_offset=None,
+                     constant_channel=True, eps=1e-8, new_batch_weight=0.0),
+        witness_property="train_forward",
+        advice="in float16 MLX models keep eps ≥ 6e-8 (the default 1e-5 is fine)"),
+    Divergence(
+        id="mlx-fp16-var-square-overflow",
+        adapters=("mlx.builtin",),
+        properties=_FORWARD + ("running_stats", "state_after_calls", "batch_stats"),
+        reason=("float16 (MLX 0.32.4, CPU): the batch variance is mx.var (mlx/nn/layers/normalization.py:374), "
+                "sum(square(x − mean)) · (1/n) in the input dtype (mlx/ops.cpp, var()): the sum overflows float16 "
+                "when Σ (x − mean)² > 65504 (one |x − mean| > 255.9 suffices) although the variance and the "
+                "output are representable; the variance becomes inf, the "
+                "output collapses to beta, the gradient of gamma to 0 and the running variance to inf "
+                "(witness: std ~ 100, dgamma 0 where the oracle has −1.02, 17.9× the bound; torch.builtin "
+                "accumulates float16 in float32)"),
+        region=_fp16_sum_of_squares_overflows,
+        witness=Case(dtype="float16", shape=(2, 1), seed=2, log10_scale=2.0, log10_offset=None,
+                     constant_channel=False, eps=0.1, new_batch_weight=0.0),
+        witness_property="gradients",
+        advice="keep Σ (x − mean)² per channel below 65504 in float16 MLX models (normalize inputs), or run BatchNorm in float32"),
 ]
 
 

@@ -14,6 +14,8 @@ TF = "pip install tensorflow-cpu"
 JAX = "pip install jax flax"
 MXNET = "pip install mxnet==1.9.1 'numpy<1.24'"
 ONNX = "pip install onnx onnxruntime"
+TINYGRAD = "pip install tinygrad && apt-get install -y clang"
+MLX = "pip install 'mlx[cpu]'"
 
 REGISTRY = {
     "torch.builtin": ("equiv.adapters.torch_builtin", "TorchBuiltin", "torch", TORCH),
@@ -27,6 +29,8 @@ REGISTRY = {
     "mxnet.gluon": ("equiv.adapters.mxnet_gluon", "MXNetGluon", "mxnet", MXNET),
     "mxnet.scratch": ("equiv.adapters.mxnet_scratch", "MXNetScratch", "mxnet", MXNET),
     "onnx.node": ("equiv.adapters.onnx_node", "OnnxNode", "onnxruntime", ONNX),
+    "tinygrad.builtin": ("equiv.adapters.tinygrad_builtin", "TinygradBuiltin", "tinygrad", TINYGRAD),
+    "mlx.builtin": ("equiv.adapters.mlx_builtin", "MLXBuiltin", "mlx", MLX),
 }
 
 
