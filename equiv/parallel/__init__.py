@@ -113,12 +113,21 @@ class ParallelAdapter:
         self.close()
 
     @classmethod
+    def unavailable(cls):
+        """Why this implementation cannot run here (e.g. it needs a GPU), or None."""
+        return None
+
+    @classmethod
     def version(cls):
         return framework_version(cls.framework)
 
 
 # name -> (module, class, framework import name, install command)
-REGISTRY = {}
+REGISTRY = {
+    "torch.ddp": ("equiv.parallel.torch_ddp", "TorchDDP", "torch", "pip install torch==2.13.0"),
+    "torch.ddp.local_buffers": ("equiv.parallel.torch_ddp", "TorchDDPLocalBuffers", "torch", "pip install torch==2.13.0"),
+    "torch.syncbn": ("equiv.parallel.torch_ddp", "TorchSyncBN", "torch", "pip install torch==2.13.0"),
+}
 
 
 def known_names():
