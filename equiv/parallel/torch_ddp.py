@@ -77,11 +77,12 @@ def _run_job(job, group, rank):
         for p, v in ((bn.weight, "gamma"), (bn.bias, "beta"), (bn.running_mean, "running_mean"),
                      (bn.running_var, "running_var")):
             p.copy_(tensor(job["state"][v], job["dtype"], device))
-    model = DDP(bn, process_group=group, forward_sync_buffers=job["forward_sync_buffers"],
-                device_ids=[0] if device == "cuda" else None)
+    model = bn if not job.get("ddp", True) else DDP(
+        bn, process_group=group, forward_sync_buffers=job["forward_sync_buffers"],
+        device_ids=[0] if device == "cuda" else None)
     out = dict(ys=[], dxs=[], dgammas=[], dbetas=[])
     for x, dy in job["steps"]:
-        model.zero_grad(set_to_none=True)
+        bn.zero_grad(set_to_none=True)
         xt = tensor(x, job["dtype"], device, requires_grad=True)
         y = model(xt)
         y.backward(tensor(dy, job["dtype"], device))
@@ -92,7 +93,7 @@ def _run_job(job, group, rank):
         out["dbetas"].append(numpy(bn.bias.grad) if bn.bias.grad is not None else zeros)
     out["state"] = dict(gamma=numpy(bn.weight), beta=numpy(bn.bias), running_mean=numpy(bn.running_mean),
                         running_var=numpy(bn.running_var))
-    out["checkpoint"] = {k: numpy(v) for k, v in model.module.state_dict().items()}
+    out["checkpoint"] = {k: numpy(v) for k, v in bn.state_dict().items()}   # DDP's model.module
     return out
 
 
@@ -129,14 +130,16 @@ class Pool:
 
     def run(self, jobs):
         """Send ``jobs[r]`` to rank r (r < len(jobs)); their results, or ReplicaError of the first
-        replica that raised (then the pool is ended: its peers may wait in a collective)."""
+        replica that raised. When only some raised, their peers went on alone (a collective
+        may have timed out): the pool is ended and the next job starts a fresh one."""
         for conn, job in zip(self.conns, jobs):
             conn.send(job)
         answers = [self._receive(r, JOB_TIMEOUT) for r in range(len(jobs))]
-        for r, (status, value) in enumerate(answers):
-            if status != "ok":
+        failed = [r for r, (status, _) in enumerate(answers) if status != "ok"]
+        if failed:
+            if len(failed) < len(answers):
                 self.close()
-                raise ReplicaError(r, value[0], value[1])
+            raise ReplicaError(failed[0], *answers[failed[0]][1][:2])
         return [value for _, value in answers]
 
     def alive(self):
@@ -201,6 +204,7 @@ class TorchDDP(ParallelAdapter):
                                       empty_shard="skip")
     forward_sync_buffers = True
     sync = False
+    ddp = True            # False: the layer alone in the process group, no DistributedDataParallel
     device = "cpu"
     max_examples = 8
 
@@ -211,7 +215,7 @@ class TorchDDP(ParallelAdapter):
         R = self.replica_count
         return [dict(replicas=R, channels=self.num_features, ndim=self.ndim, dtype=self.dtype,
                      momentum=self.momentum, eps=self.eps, sync=self.sync, device=self.device,
-                     forward_sync_buffers=self.forward_sync_buffers,
+                     forward_sync_buffers=self.forward_sync_buffers, ddp=self.ddp,
                      state={k: np.asarray(v, dtype=np.float64) for k, v in state.items()},
                      steps=[(np.asarray(xs[r], dtype=np.float64), np.asarray(dys[r], dtype=np.float64))
                             for xs, dys in steps])
