@@ -222,3 +222,13 @@ def test_syncbn_on_cuda_is_the_global_batch(R):
         want = _expected(a, state, steps)
         compare(a.conventions, got, want, steps, state, eps=a.eps, new_batch_weight=a.new_batch_weight,
                 dtype="float64")
+
+
+def test_readme_rows_are_the_declarations():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    fields = ("synchronized", "weighting", "variance", "running_stats", "param_grads", "dx", "empty_shard")
+    for name in NAMES:
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
+        conv = parallel.load(name).conventions
+        assert [c.strip() for c in row.strip("|").split("|")[2:]] == [str(getattr(conv, f)) for f in fields], name
