@@ -206,7 +206,8 @@ def test_syncbn_refuses_the_cpu():
             x, x, mean, invstd, None, mean, mean, torch.tensor([4], dtype=torch.int32)),
     }
     for op, call in calls.items():
-        with pytest.raises(NotImplementedError, match=f"Could not run 'aten::{op}' with arguments from the 'CPU' backend"):
+        with pytest.raises(NotImplementedError,
+                           match=f"Could not run 'aten::{op}' with arguments from the 'CPU' backend"):
             call()
     from torch.nn.modules._functions import SyncBatchNorm as SyncFunction
     with pytest.raises(NotImplementedError, match="aten::batch_norm_stats"):
@@ -232,3 +233,19 @@ def test_readme_rows_are_the_declarations():
         row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
         conv = parallel.load(name).conventions
         assert [c.strip() for c in row.strip("|").split("|")[2:]] == [str(getattr(conv, f)) for f in fields], name
+
+
+def test_a_job_that_never_completes_times_out_and_ends_the_pool():
+    """Every wait is bounded: a 2-replica job sent to rank 0 alone waits in DDP's first collective;
+    the parent gives up after the timeout and ends the pool (the next job starts a fresh one).
+    Last in the module: nothing after it needs the pool."""
+    import time
+    from equiv.parallel import torch_ddp
+    state, steps = _witness(2, steps=1)
+    a = TorchDDP(2, 2, 2, dtype="float64")
+    p = torch_ddp.pool()
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="replica 0 did not answer within 2 s"):
+        p.run(a.jobs(state, steps)[:1], timeout=2)
+    assert time.monotonic() - start < 30
+    assert torch_ddp._POOL is None and not p.procs

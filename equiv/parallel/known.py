@@ -22,8 +22,9 @@ KNOWN = [
         id="torch-ddp-rank0-broadcast",
         implementations=("torch.ddp",),
         reason=("DistributedDataParallel (torch 2.13.0, forward_sync_buffers / broadcast_buffers default True) "
-                "broadcasts rank 0's buffers to every replica before each forward (torch/nn/parallel/distributed.py:1782, "
-                "_pre_forward → _sync_buffers; :2417 'The process with rank 0 is considered the authoritative copy'), "
+                "broadcasts rank 0's buffers to every replica before each forward "
+                "(torch/nn/parallel/distributed.py:1782, _pre_forward → _sync_buffers; :2417 'The process with "
+                "rank 0 is considered the authoritative copy'), "
                 "then each replica updates them from its own shard: replica r's running statistics after k steps are "
                 "rank 0's chain through step k − 1 plus one update from r's k-th shard, not its own chain ("
                 + _WITNESS + ", R = 2: replica 1's running mean 0.449 where its own chain is 1.332)."),
@@ -48,8 +49,9 @@ KNOWN = [
         implementations=("torch.ddp", "torch.ddp.local_buffers"),
         reason=("DDP all-reduces the parameter gradients and divides by the world size "
                 "(torch/distributed/algorithms/ddp_comm_hooks/default_hooks.py:26, "
-                "tensor.div_(group_to_use.size()); the built-in reducer, no hook registered, divides alike: measured): every replica's "
-                "dgamma, dbeta is Σ over replicas / R, 1/R of the global batch's gradient of Σ y·dy (measured "
+                "tensor.div_(group_to_use.size()); the built-in reducer, no hook registered, divides alike: "
+                "measured): every replica's dgamma, dbeta is Σ over replicas / R, 1/R of the global batch's "
+                "gradient of Σ y·dy (measured "
                 "ratio 0.5 with R = 2, 0.25 with R = 4, to 1e-15), whatever the shard sizes: with unequal "
                 "shards a replica's values weigh 1/(R·n_r) of a mean loss, not 1/N. An empty shard still "
                 "counts in R (its zero gradients are averaged in)."),

@@ -119,7 +119,7 @@ class Pool:
     def _receive(self, rank, timeout):
         conn = self.conns[rank]
         if not conn.poll(timeout):
-            self.close()
+            self.close(grace=1.0)
             raise TimeoutError(f"replica {rank} did not answer within {timeout:.0f} s")
         try:
             return conn.recv()
@@ -128,24 +128,25 @@ class Pool:
             self.close()
             raise RuntimeError(f"replica {rank} exited (code {code})") from None
 
-    def run(self, jobs):
+    def run(self, jobs, timeout=JOB_TIMEOUT):
         """Send ``jobs[r]`` to rank r (r < len(jobs)); their results, or ReplicaError of the first
         replica that raised. When only some raised, their peers went on alone (a collective
         may have timed out): the pool is ended and the next job starts a fresh one."""
         for conn, job in zip(self.conns, jobs):
             conn.send(job)
-        answers = [self._receive(r, JOB_TIMEOUT) for r in range(len(jobs))]
+        answers = [self._receive(r, timeout) for r in range(len(jobs))]
         failed = [r for r, (status, _) in enumerate(answers) if status != "ok"]
         if failed:
             if len(failed) < len(answers):
-                self.close()
+                self.close(grace=1.0)
             raise ReplicaError(failed[0], *answers[failed[0]][1][:2])
         return [value for _, value in answers]
 
     def alive(self):
         return all(p.is_alive() for p in self.procs)
 
-    def close(self):
+    def close(self, grace=5.0):
+        """End the workers: each is asked to leave and waited for ``grace`` seconds, then killed."""
         global _POOL
         for conn in self.conns:
             try:
@@ -153,7 +154,7 @@ class Pool:
             except (OSError, ValueError):
                 pass
         for p in self.procs:
-            p.join(5)
+            p.join(grace)
             if p.is_alive():
                 p.kill()
                 p.join(5)
