@@ -69,6 +69,15 @@ def render(conventions, known):
             "by `tests/test_onnx_findings.py`.", ""]
     out += [f"- **{i}**: {text}" for i, text in EXPORT_FINDINGS]
     out += [""]
+    from equiv.parallel.known import KNOWN as PARALLEL
+    out += ["## Data-parallel (`equiv/parallel/known.py`)", "",
+            "What a BatchNorm replicated over processes does that one device does not, measured on the "
+            "framework's distributed engine; each witness is pinned by the test named.", ""]
+    for f in PARALLEL:
+        out += [f"### {f.id}", "", f"- implementations: {', '.join(f.implementations)}", f"- test: `{f.test}`", "",
+                f.reason, ""]
+        if f.advice:
+            out += [f"What to do: {f.advice}", ""]
     out += ["## BN-LeNet: whole-network divergences (`equiv lockstep`)", "",
             "Each is asserted at exactly this first divergent step and layer by "
             "`tests/test_lenet_nets.py`; every other implementation and dtype stays within the "

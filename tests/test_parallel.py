@@ -15,7 +15,11 @@ NAMES = parallel.known_names()
 def _adapter_or_skip(name):
     if not parallel.framework_installed(name):
         pytest.skip(f"{name}: framework not installed ({parallel.REGISTRY[name][3]})")
-    return parallel.load(name)
+    A = parallel.load(name)
+    reason = A.unavailable()
+    if reason:
+        pytest.skip(reason)
+    return A
 
 
 @pytest.mark.parametrize("name", NAMES or [pytest.param(None, marks=pytest.mark.skip(reason="none registered"))])

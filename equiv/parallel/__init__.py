@@ -35,7 +35,8 @@ class ParallelConventions:
                    "sum" (Σ over all replicas) or "mean" (Σ/R: the wrapper averages gradients).
     dx:            "global" (the gradient of Σ over replicas of Σ y·dy, through the merged
                    statistics) or "local" (of the replica's own Σ y·dy only).
-    empty_shard:   what a replica given no values does: "error", "skip" (it weighs nothing), "nan".
+    empty_shard:   what a replica given no values does: "error", "skip" (it weighs nothing), "nan";
+                   "n/a" for an implementation that takes equal shards only.
     """
 
     synchronized: bool
@@ -113,12 +114,22 @@ class ParallelAdapter:
         self.close()
 
     @classmethod
+    def unavailable(cls):
+        """Why this implementation cannot run here (e.g. it needs a GPU), or None."""
+        return None
+
+    @classmethod
     def version(cls):
         return framework_version(cls.framework)
 
 
 # name -> (module, class, framework import name, install command)
-REGISTRY = {}
+_TORCH = "pip install torch==2.13.0"
+REGISTRY = {
+    "torch.ddp": ("equiv.parallel.torch_ddp", "TorchDDP", "torch", _TORCH),
+    "torch.ddp.local_buffers": ("equiv.parallel.torch_ddp", "TorchDDPLocalBuffers", "torch", _TORCH),
+    "torch.syncbn": ("equiv.parallel.torch_ddp", "TorchSyncBN", "torch", _TORCH),
+}
 
 
 def known_names():

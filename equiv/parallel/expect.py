@@ -36,17 +36,26 @@ def expected(conv, single, state, steps, *, eps, new_batch_weight):
             n = par.count_per_channel(par.global_batch(shards))
             batch = [(mean, var, n)] * R
         else:
-            fw = par.local_batch_norm_train(shards, gamma, beta, eps=eps)
-            bw = par.local_batch_norm_backward(shards, gamma, dys, eps=eps)
-            ys, dxs = [f[0] for f in fw], [b[0] for b in bw]
-            dgs, dbs = np.array([b[1] for b in bw]), np.array([b[2] for b in bw])
-            batch = [(f[1], f[2], par.count_per_channel(s)) for f, s in zip(fw, shards)]
+            # a replica given no values outputs nothing, has zero gradients and keeps its running
+            # statistics (empty_shard "skip"; batch (None, None, 0) below)
+            full = [i for i, s in enumerate(shards) if len(s)]
+            fw = dict(zip(full, par.local_batch_norm_train([shards[i] for i in full], gamma, beta, eps=eps)))
+            bw = dict(zip(full, par.local_batch_norm_backward([shards[i] for i in full], gamma,
+                                                              [dys[i] for i in full], eps=eps)))
+            zero = np.zeros(len(np.asarray(gamma)))
+            empty = lambda i: np.zeros(np.shape(shards[i]))  # noqa: E731
+            ys = [fw[i][0] if i in fw else empty(i) for i in range(R)]
+            dxs = [bw[i][0] if i in bw else empty(i) for i in range(R)]
+            dgs = np.array([bw[i][1] if i in bw else zero for i in range(R)])
+            dbs = np.array([bw[i][2] if i in bw else zero for i in range(R)])
+            batch = [(fw[i][1], fw[i][2], par.count_per_channel(shards[i])) if i in fw else (None, None, 0)
+                     for i in range(R)]
         dgs, dbs = _reduce(dgs, conv.param_grads), _reduce(dbs, conv.param_grads)
         run.ys.append(ys), run.dxs.append(dxs), run.dgammas.append(list(dgs)), run.dbetas.append(list(dbs))
         states = [dict(zip(("running_mean", "running_var"),
                            ref.update_running_stats(s["running_mean"], s["running_var"], m, v, n,
                                                     new_batch_weight=new_batch_weight, unbiased=unbiased)))
-                  for s, (m, v, n) in zip(states, batch)]
+                  if n else dict(s) for s, (m, v, n) in zip(states, batch)]
         run.history.append(states)
     run.states = [dict(gamma=np.asarray(gamma, dtype=np.float64), beta=np.asarray(beta, dtype=np.float64), **s)
                   for s in states]
@@ -71,8 +80,19 @@ def compare(conv, run, want, steps, state, *, eps, new_batch_weight, dtype, grad
     worst = 0.0
     bound_m, bound_v = [0.0] * R, [0.0] * R
     for k, (shards, dys) in enumerate(steps):
+        if conv.running_stats == "rank0-broadcast":   # every replica starts the step from rank 0's state
+            bound_m, bound_v = [bound_m[0]] * R, [bound_v[0]] * R
+        if gradients and not conv.synchronized and conv.param_grads != "local":
+            # a gradient summed (or averaged) over replicas adds the replicas' own bounds (or their mean)
+            own = [tol.gradients(s, gamma, d, eps, dtype)[1:] for s, d in zip(shards, dys) if len(s)]
+            shared = [sum(b[i] for b in own) / (len(shards) if conv.param_grads == "mean" else 1) for i in (0, 1)]
         for r in range(R):
             at = f"step {k + 1}, replica {r}"
+            if not conv.synchronized and not len(shards[r]):
+                # an empty shard: nothing to bound but the shapes, the (shared) gradients and unchanged state
+                worst = max(worst, _empty_replica(at, run, want, k, r, shards, conv, gradients,
+                                                  shared if gradients and conv.param_grads != "local" else None))
+                continue
             if conv.synchronized:
                 x, dy = par.global_batch(shards), par.global_batch(dys)
                 mine = lambda b: par.split_like(b, shards)[r]  # noqa: E731
@@ -84,6 +104,8 @@ def compare(conv, run, want, steps, state, *, eps, new_batch_weight, dtype, grad
             if gradients:
                 bdx, bdg, bdb = tol.gradients(x, gamma, dy, eps, dtype)
                 scale = R if conv.param_grads == "sum" else 1   # a sum over replicas adds R bounds
+                if not conv.synchronized and conv.param_grads != "local":
+                    (bdg, bdb), scale = shared, 1
                 worst = max(worst, tol.assert_close(f"dx ({at})", run.dxs[k][r], want.dxs[k][r], mine(bdx)),
                             tol.assert_close(f"dgamma ({at})", run.dgammas[k][r], want.dgammas[k][r], scale * bdg),
                             tol.assert_close(f"dbeta ({at})", run.dbetas[k][r], want.dbetas[k][r], scale * bdb))
@@ -99,4 +121,18 @@ def compare(conv, run, want, steps, state, *, eps, new_batch_weight, dtype, grad
                                      got["running_mean"], exp["running_mean"], bound_m[r]),
                     tol.assert_close(f"running var (replica {r}, after {len(steps)} steps)",
                                      got["running_var"], exp["running_var"], bound_v[r]))
+    return worst
+
+
+def _empty_replica(at, run, want, k, r, shards, conv, gradients, shared):
+    """An unsynchronized replica given no values: its outputs have its shard's (empty) shape, its
+    gradients are zero (or the replicas' shared sum or mean, bounded by ``shared``)."""
+    worst = 0.0
+    for what, got in (("y", run.ys[k][r]), ("dx", run.dxs[k][r] if gradients else None)):
+        if got is not None and np.shape(got) != np.shape(shards[r]):
+            raise AssertionError(f"{what} ({at}, empty shard): shape {np.shape(got)}, not {np.shape(shards[r])}")
+    if gradients:
+        bounds = shared or [np.zeros(len(want.dgammas[k][r]))] * 2
+        worst = max(tol.assert_close(f"dgamma ({at})", run.dgammas[k][r], want.dgammas[k][r], bounds[0]),
+                    tol.assert_close(f"dbeta ({at})", run.dbetas[k][r], want.dbetas[k][r], bounds[1]))
     return worst
