@@ -118,7 +118,10 @@ class ParallelAdapter:
 
 
 # name -> (module, class, framework import name, install command)
-REGISTRY = {}
+REGISTRY = {
+    "tf.mirrored": ("equiv.parallel.tf", "KerasMirrored", "tensorflow", "pip install tensorflow-cpu"),
+    "tf.mirrored.sync": ("equiv.parallel.tf", "KerasMirroredSync", "tensorflow", "pip install tensorflow-cpu"),
+}
 
 
 def known_names():
