@@ -40,6 +40,34 @@ def divergence_phrase(known):
             "whole BN-LeNet, `equiv.lenet.NET_FINDINGS`)")
 
 
+def parallel_section():
+    """Markdown lines: every registered data-parallel implementation's conventions as its class
+    declares them (each held equal to the probes' measurement by tests/test_parallel_<engine>.py),
+    then the documented data-parallel divergences (equiv.parallel.known). Reads the adapter modules,
+    which import no framework."""
+    import importlib
+    from dataclasses import fields
+
+    from equiv.parallel import REGISTRY, ParallelConventions
+    from equiv.parallel.known import KNOWN as PARALLEL
+    names = [f.name for f in fields(ParallelConventions)]
+    out = ["## Data-parallel BatchNorm (declared, measured by the probes)", "",
+           "| implementation | engine | base | " + " | ".join(names) + " |",
+           "|---" * (3 + len(names)) + "|"]
+    for name in sorted(REGISTRY):
+        A = getattr(importlib.import_module(REGISTRY[name][0]), REGISTRY[name][1])
+        row = A.conventions.as_dict()
+        out.append(f"| {name} | {A.engine} | {A.base} | " + " | ".join(str(row[n]) for n in names) + " |")
+    out += ["", "### Data-parallel divergences (documented, strict xfail in tests/test_parallel.py)", ""]
+    for d in PARALLEL:
+        c = d.witness.case
+        out += [f"#### {d.id}", "", f"- implementations: {', '.join(d.implementations)}",
+                f"- witness: `{c!r}` split {list(d.witness.sizes)}", "", d.reason, ""]
+        if d.advice:
+            out += [f"What to do: {d.advice}", ""]
+    return out
+
+
 def render(conventions, known):
     """Markdown text for a {adapter: record} mapping and the list of Divergence entries."""
     records = [conventions[k] for k in sorted(conventions)]
@@ -64,6 +92,7 @@ def render(conventions, known):
                 d.reason, ""]
         if d.advice:
             out += [f"What to do: {d.advice}", ""]
+    out += parallel_section()
     from equiv.paths import EXPORT_FINDINGS
     out += ["## Exporters (ONNX)", "", "What an exporter writes for the layer, pinned with its graph and versions "
             "by `tests/test_onnx_findings.py`.", ""]

@@ -60,6 +60,7 @@ class KerasMirroredSync(KerasMirrored):
 # --- in the worker process ---------------------------------------------------------------------
 
 _STRATEGIES = {}
+_LAST = {}   # what the last _run's layer returned from get_weights()
 
 
 def _setup(devices):
@@ -125,4 +126,33 @@ def _run(synchronized, replicas, channels, ndim, dtype, momentum, eps, state, st
             run[key].append([_nchw(t.numpy()) for t in strat.experimental_local_results(o)])
     vs = [per_replica(v) for v in (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)]
     run["states"] = [dict(zip(("gamma", "beta", "running_mean", "running_var"), r)) for r in zip(*vs)]
+    _LAST["get_weights"] = [np.asarray(w, dtype=np.float64) for w in bn.get_weights()]
     return run
+
+
+def _fit(synchronized, replicas, x, dy, *, lr, reduction, momentum, eps, dtype="float64"):
+    """One ``model.fit`` step of a model that is just the layer (2-D input), on the global batch x,
+    with the loss Σ y·dy reduced by ``reduction`` and SGD(lr): what each replica holds after it and
+    what ``get_weights()`` returns."""
+    import keras
+    strat = strategy(replicas)
+
+    class Dot(keras.losses.Loss):
+        def call(self, y_true, y_pred):
+            return keras.ops.sum(y_true * y_pred, axis=-1)
+
+    with strat.scope():
+        model = keras.Sequential([keras.Input((x.shape[1],), dtype=dtype), keras.layers.BatchNormalization(
+            momentum=momentum, epsilon=eps, synchronized=synchronized, dtype=dtype)])
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss=Dot(reduction=reduction, dtype=dtype))
+    model.fit(np.asarray(x, dtype=dtype), np.asarray(dy, dtype=dtype), batch_size=len(x), epochs=1,
+              shuffle=False, verbose=0)
+    bn = model.layers[0]
+    vs = [per_replica(v) for v in (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)]
+    return dict(states=[dict(zip(("gamma", "beta", "running_mean", "running_var"), r)) for r in zip(*vs)],
+                get_weights=[np.asarray(w, dtype=np.float64) for w in bn.get_weights()])
+
+
+def _last_get_weights():
+    """What ``get_weights()`` returned on the layer of the last ``_run``."""
+    return _LAST["get_weights"]
