@@ -121,6 +121,7 @@ class ParallelAdapter:
 REGISTRY = {
     "tf.mirrored": ("equiv.parallel.tf", "KerasMirrored", "tensorflow", "pip install tensorflow-cpu"),
     "tf.mirrored.sync": ("equiv.parallel.tf", "KerasMirroredSync", "tensorflow", "pip install tensorflow-cpu"),
+    "mxnet.sync": ("equiv.parallel.mxnet", "MXNetSyncBatchNorm", "mxnet", "pip install mxnet==1.9.1 'numpy<1.24'"),
 }
 
 

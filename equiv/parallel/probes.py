@@ -1,13 +1,15 @@
 """Measure a data-parallel implementation's conventions through the protocol alone, field by field,
 so that the declaration on the class (``ParallelConventions``) is checked, not trusted.
 
+Each probe runs in the widest dtype the implementation supports (float64, else float32).
+
 - synchronized, weighting, running_stats, param_grads, dx: one run of 2 steps on 2 replicas with
-  unequal shards of different means (float64, |mean|/std ≤ 3, where every variance formula is
-  exact to the tolerance), compared with the oracle's run under every candidate declaration; the
+  unequal shards of different means (|mean|/std ≤ 3, where every variance formula is
+  within the tolerance), compared with the oracle's run under every candidate declaration; the
   one candidate within tolerance is the measurement (none or several: ``ProbeError``).
-- variance: one synchronized step at |mean|/std ≈ 1e5 (float64) on equal shards, new-batch weight
-  1: the running variance is the merged batch variance; the two-pass merge keeps it to ~1e-15,
-  E[x²] − E[x]² loses ~u·1e10 ≈ 1e-6 of it.
+- variance: one synchronized step on equal shards at |mean|/std ≈ 1e5 in float64 (≈ 300 in
+  float32), new-batch weight 1: the running variance is the merged batch variance; the two-pass
+  merge keeps it to ~1e-15 (float32: ~1e-6), E[x²] − E[x]² loses ~u·ratio², ≈ 1e-6 (float32: ≈ 1e-3).
 - empty_shard: one step with replica 0 given no values: "error" (it raises), "nan" (NaN or inf in
   what the others computed or hold, or in the empty replica's running statistics), "skip" (the
   oracle's run without it).
@@ -17,6 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from equiv.dtypes import round_to
 from equiv.parallel import ParallelConventions
 from equiv.parallel.expect import compare, expected
 from equiv.strategies import Case, ParallelCase
@@ -27,7 +30,11 @@ class ProbeError(AssertionError):
     """The measurement is not one of the candidates (or more than one fits)."""
 
 
-def _case(sizes, steps, log10_offset, seed=11, dtype="float64", ndim=2):
+def _dtype(A):
+    return "float64" if "float64" in A.dtypes else A.dtypes[0]
+
+
+def _case(sizes, steps, log10_offset, dtype, seed=11, ndim=2):
     shape = (sum(sizes), 3) if ndim == 2 else (sum(sizes), 3, 2, 2)
     return ParallelCase(Case(dtype=dtype, shape=shape, seed=seed, log10_scale=0.0, log10_offset=log10_offset,
                              constant_channel=False, eps=1e-3, new_batch_weight=0.25, steps=steps), tuple(sizes))
@@ -38,7 +45,7 @@ def _skewed(pc):
     global statistics differ from every replica's own (and equal from count weighting)."""
     out = []
     for shards, dys in pc.steps():
-        out.append(([s + 2.0 * r for r, s in enumerate(shards)], dys))
+        out.append(([round_to(s + 2.0 * r, pc.case.dtype) for r, s in enumerate(shards)], dys))
     return out
 
 
@@ -70,7 +77,7 @@ CANDIDATES = [dict(synchronized=s, weighting=w, running_stats=r, param_grads=g, 
 
 def measure_merge(A):
     """synchronized, weighting, running_stats, param_grads, dx: the one candidate within tolerance."""
-    pc = _case((2, 5), steps=2, log10_offset=None, ndim=A.ndims[0])
+    pc = _case((2, 5), steps=2, log10_offset=None, dtype=_dtype(A), ndim=A.ndims[0])
     steps = _skewed(pc)
     a, got = _run(A, pc, steps)
     fits = []
@@ -88,25 +95,27 @@ def measure_merge(A):
 def measure_variance(A, synchronized):
     if not synchronized:
         return "n/a"
-    pc = _case((4, 4), steps=1, log10_offset=5.0, ndim=A.ndims[0])
+    dtype = _dtype(A)
+    offset, two_pass, fast = (5.0, 1e-11, 1e-9) if dtype == "float64" else (2.5, 1e-5, 1e-4)
+    pc = _case((4, 4), steps=1, log10_offset=offset, dtype=dtype, ndim=A.ndims[0])
     pc = replace(pc, case=replace(pc.case, new_batch_weight=1.0))
     a, got = _run(A, pc, pc.steps(), w=1.0)
     c = pc.case
     exact = expected(ParallelConventions(True, "count", "two-pass", "global", "local"), a.single, c.state,
                      pc.steps(), eps=a.eps, new_batch_weight=a.new_batch_weight).states[0]["running_var"]
     rel = float(np.max(np.abs(got.states[0]["running_var"] / exact - 1)))
-    if rel < 1e-11:
+    if rel < two_pass:
         return "two-pass"
-    if rel > 1e-9:
+    if rel > fast:
         return "fast"
-    raise ProbeError(f"{A.name}: running variance off by {rel:.3g} relatively at |mean|/std 1e5: neither "
-                     "two-pass (< 1e-11) nor fast (> 1e-9)")
+    raise ProbeError(f"{A.name}: {dtype} running variance off by {rel:.3g} relatively at |mean|/std "
+                     f"10^{offset}: neither two-pass (< {two_pass:g}) nor fast (> {fast:g})")
 
 
 def measure_empty_shard(A, conv):
     if not A.unequal_shards:
         return "n/a"
-    pc = _case((0, 4), steps=1, log10_offset=None, ndim=A.ndims[0])
+    pc = _case((0, 4), steps=1, log10_offset=None, dtype=_dtype(A), ndim=A.ndims[0])
     try:
         a, got = _run(A, pc, pc.steps())
     except Exception:   # noqa: BLE001  whatever the engine raises
