@@ -40,6 +40,42 @@ def divergence_phrase(known):
             "whole BN-LeNet, `equiv.lenet.NET_FINDINGS`)")
 
 
+def parallel_section():
+    """Markdown lines: every registered data-parallel implementation's conventions as its class
+    declares them (each held equal to the probes' measurement by tests/test_parallel_<engine>.py),
+    then the documented data-parallel divergences (equiv.parallel.known). Reads the adapter modules,
+    which import no framework."""
+    import importlib
+    from dataclasses import fields
+
+    from equiv.parallel import REGISTRY, ParallelConventions
+    from equiv.parallel.known import FINDINGS, KNOWN as PARALLEL
+    names = [f.name for f in fields(ParallelConventions)]
+    out = ["## Data-parallel BatchNorm (declared, measured by the probes)", "",
+           "| implementation | engine | base | " + " | ".join(names) + " |",
+           "|---" * (3 + len(names)) + "|"]
+    for name in sorted(REGISTRY):
+        A = getattr(importlib.import_module(REGISTRY[name][0]), REGISTRY[name][1])
+        row = A.conventions.as_dict()
+        out.append(f"| {name} | {A.engine} | {A.base} | " + " | ".join(str(row[n]) for n in names) + " |")
+    out += ["", "### Data-parallel divergences (documented, strict xfail in tests/test_parallel.py)", ""]
+    for d in PARALLEL:
+        c = d.witness.case
+        out += [f"#### {d.id}", "", f"- implementations: {', '.join(d.implementations)}",
+                f"- witness: `{c!r}` split {list(d.witness.sizes)}", "", d.reason, ""]
+        if d.advice:
+            out += [f"What to do: {d.advice}", ""]
+    out += ["### Data-parallel behaviours (`equiv.parallel.known.FINDINGS`)", "",
+            "What a BatchNorm replicated over processes does that one device does not, measured on the "
+            "framework's distributed engine; each witness is pinned by the test named.", ""]
+    for f in FINDINGS:
+        out += [f"#### {f.id}", "", f"- implementations: {', '.join(f.implementations)}", f"- test: `{f.test}`", "",
+                f.reason, ""]
+        if f.advice:
+            out += [f"What to do: {f.advice}", ""]
+    return out
+
+
 def render(conventions, known):
     """Markdown text for a {adapter: record} mapping and the list of Divergence entries."""
     records = [conventions[k] for k in sorted(conventions)]
@@ -64,20 +100,12 @@ def render(conventions, known):
                 d.reason, ""]
         if d.advice:
             out += [f"What to do: {d.advice}", ""]
+    out += parallel_section()
     from equiv.paths import EXPORT_FINDINGS
     out += ["## Exporters (ONNX)", "", "What an exporter writes for the layer, pinned with its graph and versions "
             "by `tests/test_onnx_findings.py`.", ""]
     out += [f"- **{i}**: {text}" for i, text in EXPORT_FINDINGS]
     out += [""]
-    from equiv.parallel.known import KNOWN as PARALLEL
-    out += ["## Data-parallel (`equiv/parallel/known.py`)", "",
-            "What a BatchNorm replicated over processes does that one device does not, measured on the "
-            "framework's distributed engine; each witness is pinned by the test named.", ""]
-    for f in PARALLEL:
-        out += [f"### {f.id}", "", f"- implementations: {', '.join(f.implementations)}", f"- test: `{f.test}`", "",
-                f.reason, ""]
-        if f.advice:
-            out += [f"What to do: {f.advice}", ""]
     out += ["## BN-LeNet: whole-network divergences (`equiv lockstep`)", "",
             "Each is asserted at exactly this first divergent step and layer by "
             "`tests/test_lenet_nets.py`; every other implementation and dtype stays within the "

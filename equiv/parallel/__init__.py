@@ -129,6 +129,9 @@ REGISTRY = {
     "torch.ddp": ("equiv.parallel.torch_ddp", "TorchDDP", "torch", _TORCH),
     "torch.ddp.local_buffers": ("equiv.parallel.torch_ddp", "TorchDDPLocalBuffers", "torch", _TORCH),
     "torch.syncbn": ("equiv.parallel.torch_ddp", "TorchSyncBN", "torch", _TORCH),
+    "tf.mirrored": ("equiv.parallel.tf", "KerasMirrored", "tensorflow", "pip install tensorflow-cpu"),
+    "tf.mirrored.sync": ("equiv.parallel.tf", "KerasMirroredSync", "tensorflow", "pip install tensorflow-cpu"),
+    "mxnet.sync": ("equiv.parallel.mxnet", "MXNetSyncBatchNorm", "mxnet", "pip install mxnet==1.9.1 'numpy<1.24'"),
 }
 
 

@@ -1,185 +1,133 @@
-"""Convention probes for data-parallel implementations: each field of ``ParallelConventions``
-measured by running the implementation (any ``ParallelAdapter``) on inputs built to tell the
-candidates apart, and comparing with the oracle's run under every candidate value
-(``equiv.parallel.expect.expected``). Nothing here knows a framework.
+"""Measure a data-parallel implementation's conventions through the protocol alone, field by field,
+so that the declaration on the class (``ParallelConventions``) is checked, not trusted.
 
-- synchronized, weighting: unequal shards with different means; the outputs are those of each
-  shard alone, of the global batch (count-weighted) or of the replicas' means counted once each.
-- variance: a synchronized layer on data of |mean|/std = 1e6 (float64): E[x²] − E[x]² loses ~u·1e12
-  of the variance, the two-pass merge keeps it.
-- running_stats: two steps, different shards per replica; every replica's state after them.
-- param_grads: dgamma and dbeta against the replica's own sum, the sum over replicas and its mean.
-- dx: against the gradient of the global Σ y·dy and of the replica's own Σ y·dy.
-- empty_shard: one replica given no values: an exception, NaN, or the others as if it were absent.
+Each probe runs in the widest dtype the implementation supports (float64, else float32).
+
+- synchronized, weighting, running_stats, param_grads, dx: one run of 2 steps on 2 replicas with
+  unequal shards of different means (|mean|/std ≤ 3, where every variance formula is
+  within the tolerance), compared with the oracle's run under every candidate declaration; the
+  one candidate within tolerance is the measurement (none or several: ``ProbeError``).
+- variance: one synchronized step on equal shards at |mean|/std ≈ 1e5 in float64 (≈ 300 in
+  float32), new-batch weight 1: the running variance is the merged batch variance; the two-pass
+  merge keeps it to ~1e-15 (float32: ~1e-6), E[x²] − E[x]² loses ~u·ratio², ≈ 1e-6 (float32: ≈ 1e-3).
+- empty_shard: one step with replica 0 given no values: "error" (it raises), "nan" (NaN or inf in
+  what the others computed or hold, or in the empty replica's running statistics), "skip" (the
+  oracle's run without it).
 """
+import itertools
 from dataclasses import replace
 
 import numpy as np
 
+from equiv.dtypes import round_to
 from equiv.parallel import ParallelConventions
 from equiv.parallel.expect import compare, expected
-from reference import parallel as par
-
-MATCH = 1e-9        # relative distance below which a float64 run "is" a candidate
-FAST_LOSS = 1e-7    # relative error of the batch variance at |mean|/std = 1e6 beyond which it is "fast"
+from equiv.strategies import Case, ParallelCase
+from equiv.tolerance import ToleranceError
 
 
-def _setup(A, sizes, means, steps=1, seed=0, channels=2, scale=1.0):
-    rng = np.random.default_rng(seed)
-    ndim = 2 if 2 in A.ndims else A.ndims[0]
-    tail = () if ndim == 2 else (1, 2)
-    state = dict(gamma=rng.uniform(0.5, 2, channels), beta=rng.standard_normal(channels),
-                 running_mean=rng.standard_normal(channels), running_var=rng.uniform(0.5, 2, channels))
-    run_steps = []
-    for _ in range(steps):
-        xs = [m + scale * rng.standard_normal((n, channels) + tail) for n, m in zip(sizes, means)]
-        dys = [rng.standard_normal((n, channels) + tail) for n in sizes]
-        run_steps.append((xs, dys))
-    return ndim, state, run_steps
+class ProbeError(AssertionError):
+    """The measurement is not one of the candidates (or more than one fits)."""
 
 
 def _dtype(A):
     return "float64" if "float64" in A.dtypes else A.dtypes[0]
 
 
-def _run(A, ndim, state, steps, *, new_batch_weight=0.5, eps=1e-5):
-    R = len(steps[0][0])
-    with A(len(state["gamma"]), ndim, R, dtype=_dtype(A), new_batch_weight=new_batch_weight, eps=eps) as a:
-        return a, a.run(state, steps)
+def _case(sizes, steps, log10_offset, dtype, seed=11, ndim=2):
+    shape = (sum(sizes), 3) if ndim == 2 else (sum(sizes), 3, 2, 2)
+    return ParallelCase(Case(dtype=dtype, shape=shape, seed=seed, log10_scale=0.0, log10_offset=log10_offset,
+                             constant_channel=False, eps=1e-3, new_batch_weight=0.25, steps=steps), tuple(sizes))
 
 
-def _distance(got, want):
-    """max |got − want| / max(|want|, tiny) over a list of arrays (shape mismatch: inf)."""
-    worst = 0.0
-    for g, w in zip(got, want):
-        g, w = np.asarray(g, dtype=np.float64), np.asarray(w, dtype=np.float64)
-        if g.shape != w.shape:
-            return np.inf
-        if g.size:
-            d = np.abs(g - w).max() / max(np.abs(w).max(), 1e-300)
-            worst = max(worst, np.inf if np.isnan(d) else d)
-    return worst
+def _skewed(pc):
+    """The case's steps with replica r's shard shifted by r·2 std: the shards' means differ, so the
+    global statistics differ from every replica's own (and equal from count weighting)."""
+    out = []
+    for shards, dys in pc.steps():
+        out.append(([round_to(s + 2.0 * r, pc.case.dtype) for r, s in enumerate(shards)], dys))
+    return out
 
 
-def _pick(got, candidates, field):
-    """The candidate label whose arrays ``got`` matches; ValueError naming the distances if none."""
-    dist = {label: _distance(got, want) for label, want in candidates.items()}
-    best = min(dist, key=dist.get)
-    if not dist[best] <= MATCH:
-        raise ValueError(f"{field}: no candidate matches (relative distances "
-                         + ", ".join(f"{k} {v:.3g}" for k, v in dist.items()) + ")")
-    return best
+def _run(A, pc, steps, **kw):
+    c = pc.case
+    with A(c.channels, c.ndim, pc.replicas, dtype=c.dtype, new_batch_weight=kw.get("w", c.new_batch_weight),
+           eps=c.eps) as a:
+        return a, a.run(c.state, steps)
 
 
-def _flat(per_step_per_replica):
-    return [a for step in per_step_per_replica for a in step]
+def _fits(conv, a, got, pc, steps, gradients):
+    c = pc.case
+    try:
+        want = expected(conv, a.single, c.state, steps, eps=a.eps, new_batch_weight=a.new_batch_weight)
+        compare(conv, got, want, steps, c.state, eps=a.eps, new_batch_weight=a.new_batch_weight, dtype=c.dtype,
+                gradients=gradients)
+        return True
+    except (ToleranceError, NotImplementedError):
+        return False
 
 
-def probe_synchronized(A):
-    """(synchronized, weighting) from the outputs on unequal shards of different means."""
-    R = min(A.replicas)
-    sizes = [2, 6, 3, 5][:R] if A.unequal_shards else [4] * R
-    ndim, state, steps = _setup(A, sizes, means=[0.0, 3.0, -2.0, 1.0][:R])
-    _, got = _run(A, ndim, state, steps)
-    (xs, _), g, b = steps[0], state["gamma"], state["beta"]
-    candidates = {"local": [f[0] for f in par.local_batch_norm_train(xs, g, b, eps=1e-5)]}
-    for w in ("count", "equal"):
-        candidates[w] = par.merged_batch_norm_train(xs, g, b, eps=1e-5, weighting=w)[0]
-    found = _pick(got.ys[0], candidates, "synchronized")
-    return (False, "n/a") if found == "local" else (True, found)
+# Synchronized, every replica's running statistics follow the merged ones ("global"; the oracle has
+# nothing else to offer there); unsynchronized, "own" or "rank0-broadcast".
+CANDIDATES = [dict(synchronized=s, weighting=w, running_stats=r, param_grads=g, dx="global")
+              for (s, w, r), g in itertools.product(
+                  ((True, "count", "global"), (True, "equal", "global"), (False, "n/a", "own"),
+                   (False, "n/a", "rank0-broadcast")), ("local", "sum", "mean"))]
 
 
-def probe_variance(A, synchronized, weighting):
-    """"fast" or "two-pass" from the running variance (new-batch weight 1) at |mean|/std = 1e6;
-    "n/a" unsynchronized."""
+def measure_merge(A):
+    """synchronized, weighting, running_stats, param_grads, dx: the one candidate within tolerance."""
+    pc = _case((2, 5), steps=2, log10_offset=None, dtype=_dtype(A), ndim=A.ndims[0])
+    steps = _skewed(pc)
+    a, got = _run(A, pc, steps)
+    fits = []
+    for cand in CANDIDATES:
+        conv = ParallelConventions(variance="n/a", **cand)
+        if _fits(conv, a, got, pc, steps, A.has_gradients):
+            fits.append(cand)
+    if A.has_gradients:   # unsynchronized, the gradient of the replica's loss is its only one
+        fits = [dict(f, dx="global" if f["synchronized"] else "local") for f in fits]
+    if len(fits) != 1:
+        raise ProbeError(f"{A.name}: {len(fits)} candidate declarations fit the unequal-shard run: {fits}")
+    return fits[0]
+
+
+def measure_variance(A, synchronized):
     if not synchronized:
         return "n/a"
-    R = min(A.replicas)
-    ndim, state, steps = _setup(A, [4] * R, means=[1e6] * R)
-    a, got = _run(A, ndim, state, steps, new_batch_weight=1.0)
-    conv = ParallelConventions(synchronized=True, weighting=weighting, variance="two-pass", running_stats="global",
-                               param_grads="local")
-    want = expected(conv, a.single, state, steps, eps=a.eps, new_batch_weight=1.0)
-    err = _distance([got.states[0]["running_var"]], [want.states[0]["running_var"]])
-    return "fast" if err > FAST_LOSS else "two-pass"
+    dtype = _dtype(A)
+    offset, two_pass, fast = (5.0, 1e-11, 1e-9) if dtype == "float64" else (2.5, 1e-5, 1e-4)
+    pc = _case((4, 4), steps=1, log10_offset=offset, dtype=dtype, ndim=A.ndims[0])
+    pc = replace(pc, case=replace(pc.case, new_batch_weight=1.0))
+    a, got = _run(A, pc, pc.steps(), w=1.0)
+    c = pc.case
+    exact = expected(ParallelConventions(True, "count", "two-pass", "global", "local"), a.single, c.state,
+                     pc.steps(), eps=a.eps, new_batch_weight=a.new_batch_weight).states[0]["running_var"]
+    rel = float(np.max(np.abs(got.states[0]["running_var"] / exact - 1)))
+    if rel < two_pass:
+        return "two-pass"
+    if rel > fast:
+        return "fast"
+    raise ProbeError(f"{A.name}: {dtype} running variance off by {rel:.3g} relatively at |mean|/std "
+                     f"10^{offset}: neither two-pass (< {two_pass:g}) nor fast (> {fast:g})")
 
 
-def _base(A, synchronized, weighting, variance):
-    return ParallelConventions(synchronized=synchronized, weighting=weighting, variance=variance,
-                               running_stats="global" if synchronized else "own", param_grads="local",
-                               dx="global" if synchronized else "local")
-
-
-def probe_running_stats(A, base):
-    """Every replica's running statistics after two steps on different shards."""
-    R = min(A.replicas)
-    ndim, state, steps = _setup(A, [4] * R, means=[0.0, 5.0, -3.0, 2.0][:R], steps=2, seed=1)
-    a, got = _run(A, ndim, state, steps)
-    labels = ("global", "rank0-broadcast") if base.synchronized else ("own", "rank0-broadcast")
-    candidates = {}
-    for label in labels:
-        want = expected(replace(base, running_stats=label), a.single, state, steps, eps=a.eps,
-                        new_batch_weight=a.new_batch_weight)
-        candidates[label] = [s[k] for s in want.states for k in ("running_mean", "running_var")]
-    return _pick([s[k] for s in got.states for k in ("running_mean", "running_var")], candidates, "running_stats")
-
-
-def probe_gradients(A, base):
-    """(param_grads, dx) from one step on unequal shards."""
-    if not A.has_gradients:
-        return "n/a", "n/a"
-    R = min(A.replicas)
-    sizes = [2, 6, 3, 5][:R] if A.unequal_shards else [4] * R
-    ndim, state, steps = _setup(A, sizes, means=[0.0, 3.0, -2.0, 1.0][:R], seed=2)
-    a, got = _run(A, ndim, state, steps)
-    candidates = {}
-    for label in ("local", "sum", "mean"):
-        want = expected(replace(base, param_grads=label), a.single, state, steps, eps=a.eps,
-                        new_batch_weight=a.new_batch_weight)
-        candidates[label] = _flat(want.dgammas) + _flat(want.dbetas)
-    param_grads = _pick(_flat(got.dgammas) + _flat(got.dbetas), candidates, "param_grads")
-    (xs, dys), g = steps[0], state["gamma"]
-    if base.synchronized:
-        glob = par.merged_batch_norm_backward(xs, g, dys, eps=a.eps, weighting=base.weighting)[0]
-        own = [par.merged_batch_norm_backward(xs, g, [d if i == r else np.zeros_like(d) for i, d in enumerate(dys)],
-                                              eps=a.eps, weighting=base.weighting)[0][r] for r in range(R)]
-        dx = _pick(got.dxs[0], {"global": glob, "local": own}, "dx")
-    else:
-        dx = _pick(got.dxs[0], {"local": [b[0] for b in par.local_batch_norm_backward(xs, g, dys, eps=a.eps)]}, "dx")
-    return param_grads, dx
-
-
-def probe_empty_shard(A, conv):
-    """What a replica given no values does: "error" (the run raises), "nan" (NaN anywhere), "skip"
-    (every output and state as the oracle's with that replica weighing nothing); "n/a" for an
-    implementation that takes equal shards only."""
+def measure_empty_shard(A, conv):
     if not A.unequal_shards:
         return "n/a"
-    R = min(A.replicas)
-    sizes = [4] + [0] + [3, 5][:R - 2]
-    ndim, state, steps = _setup(A, sizes, means=[0.0, 0.0, 1.0, 2.0][:R], steps=2, seed=3)
+    pc = _case((0, 4), steps=1, log10_offset=None, dtype=_dtype(A), ndim=A.ndims[0])
     try:
-        a, got = _run(A, ndim, state, steps)
-    except Exception:  # noqa: BLE001 - refusing an empty shard is the answer
+        a, got = _run(A, pc, pc.steps())
+    except Exception:   # noqa: BLE001  whatever the engine raises
         return "error"
-    arrays = _flat(got.ys) + [s[k] for s in got.states for k in ("running_mean", "running_var")]
-    if A.has_gradients:
-        arrays += _flat(got.dxs) + _flat(got.dgammas) + _flat(got.dbetas)
-    if any(np.isnan(np.asarray(x, dtype=np.float64)).any() for x in arrays):
+    values = [v for r in range(pc.replicas) for v in (got.ys[0][r], *(got.states[r].values()))]
+    if any(not np.isfinite(np.asarray(v, dtype=np.float64)).all() for v in values):
         return "nan"
-    conv = replace(conv, empty_shard="skip")
-    want = expected(conv, a.single, state, steps, eps=a.eps, new_batch_weight=a.new_batch_weight)
-    compare(conv, got, want, steps, state, eps=a.eps, new_batch_weight=a.new_batch_weight, dtype=_dtype(A),
-            gradients=A.has_gradients)
-    return "skip"
+    return "skip" if _fits(conv, a, got, pc, pc.steps(), A.has_gradients) else "other"
 
 
 def measure(A):
-    """The measured ``ParallelConventions`` of an implementation class."""
-    synchronized, weighting = probe_synchronized(A)
-    variance = probe_variance(A, synchronized, weighting)
-    base = _base(A, synchronized, weighting, variance)
-    running_stats = probe_running_stats(A, base)
-    param_grads, dx = probe_gradients(A, replace(base, running_stats=running_stats))
-    conv = replace(base, running_stats=running_stats, param_grads=param_grads, dx=dx)
-    return replace(conv, empty_shard=probe_empty_shard(A, conv))
+    """The measured ``ParallelConventions`` of a ParallelAdapter class."""
+    merge = measure_merge(A)
+    conv = ParallelConventions(variance=measure_variance(A, merge["synchronized"]), **merge)
+    return replace(conv, empty_shard=measure_empty_shard(A, conv))
