@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from equiv.strategies import Case
+from equiv.strategies import Case, ParallelCase
 
 
 @dataclass(frozen=True)
@@ -464,6 +464,69 @@ KNOWN = [
         witness_property="gradients",
         advice="run the book's layer in float32"),
 ]
+
+
+# --- data parallel (equiv.parallel; tests/test_parallel.py leaves each region out) ------------
+# A region is a function of (ParallelCase, "parallel"); a witness is a ParallelCase run by
+# tests/test_parallel_<framework>.py as a strict xfail against the oracle under the adapters' own
+# declaration (or, where it says so, against the global batch).
+_FLAX_FAST_DP = ("flax.linen.pmap", "flax.linen.pmap.mask", "flax.linen.shard_map", "flax.linen.vmap",
+                 "flax.linen.jit", "flax.linen.jit.mask", "flax.nnx.pmap", "flax.nnx.shard_map", "flax.nnx.vmap",
+                 "flax.nnx.jit")
+PARALLEL_KNOWN = [
+    Divergence(
+        id="flax-dp-fast-variance-offset",
+        adapters=_FLAX_FAST_DP,
+        properties=("parallel",),
+        reason=("with axis_name, Flax's default use_fast_variance=True lax.pmeans every replica's E[x] and "
+                "E[x²] and takes var = E[x²] − E[x]² (_compute_stats, flax/linen/normalization.py:137-142, "
+                "maybe_distributed_mean 119-135; flax/nnx/nn/normalization.py:101-122); under jit with "
+                "NamedSharding the same formula runs on the global batch. It loses ~u·(|mean|/std)² of the "
+                "variance as on one device (flax-fast-variance-offset). Measured on the witness (4 replicas × "
+                "4 rows, float32, |mean|/std ≈ 1e3, new-batch weight 1): training output off by 0.0225 = 25× "
+                "the bound and running var off by 0.383 = 8.6e3× under pmap, shard_map and jit (linen and "
+                "nnx alike, bit-identical), 0.0919 = 102× and 1.38 = 3.1e4× under vmap (the single device's "
+                "numbers: vmap's pmean reduces as one device does); float64 at 1e3: 90× and 6.7e4× (vmap 44×, "
+                "2.3e4×), at 1e6: 1.7e4× and 9.3e9×; at 1e2 in float32 the output is inside (0.75×) and the "
+                "running var 41× off. flax.linen.pmap.two_pass (pmean of E[x], then of E[(x − mean)²]) stays "
+                "≤ 0.05× at every offset. Region: max |mean|/sqrt(var + eps) > 3 or |mean|/std > 1 in a "
+                "global batch"),
+        region=lambda pc, p: _offset_ratio(pc.case, "train_forward", True) > 3.0
+        or _offset_ratio(pc.case, "running_stats", False) > 1.0,
+        witness=ParallelCase(case=Case(dtype="float32", shape=(16, 2), seed=0, log10_scale=0.0, log10_offset=3.0,
+                                       constant_channel=False, eps=1e-5, new_batch_weight=1.0),
+                             sizes=(4, 4, 4, 4)),
+        witness_property="parallel",
+        advice="use BatchNorm(axis_name=..., use_fast_variance=False) for data far from zero mean"),
+    Divergence(
+        id="flax-dp-mask-equal-weighting",
+        adapters=("flax.linen.pmap.mask",),
+        properties=(),
+        reason=("with a mask, each replica's mean is x.mean(axes, where=mask) over its own valid values, "
+                "and lax.pmean averages the replicas' means (flax/linen/normalization.py:119-135): each "
+                "replica counts once whatever its valid count, not the global batch. Declared "
+                "weighting='equal' and matched by the equal-weighted oracle (tests/test_parallel.py); against "
+                "the global batch the witness (valid counts 2 and 6, shard means 3 apart, float64) is off by "
+                "0.158 in the output (7.9e13× the bound) and 1.49 in the running var (3.5e13×). The same "
+                "masked batch under jit without axis_name (flax.linen.jit.mask) is the global batch "
+                "(count-weighted, 0.11×). A replica with no valid value makes its mean 0/0 = NaN and so "
+                "every replica's output and statistics NaN (empty_shard='nan'; under jit it weighs nothing)"),
+        region=lambda pc, p: False,   # the declaration already says so; the witness shows the distance
+        witness=ParallelCase(case=Case(dtype="float64", shape=(8, 2), seed=0, log10_scale=0.0, log10_offset=None,
+                                       constant_channel=False, eps=1e-5, new_batch_weight=1.0),
+                             sizes=(2, 6)),
+        witness_property="global batch (shard r shifted by 3r)",
+        advice="with unequal valid counts per replica, weight each replica's statistics by its count "
+               "(psum of sums and counts) or use jit with NamedSharding, which reduces the global batch"),
+]
+
+
+def parallel_excluded(name, pc):
+    """The data-parallel divergence whose region holds this ParallelCase for implementation ``name``."""
+    for d in PARALLEL_KNOWN:
+        if name in d.adapters and d.region(pc, "parallel"):
+            return d
+    return None
 
 
 # What an external implementation declares can imply a documented region of a registered one: a
