@@ -40,6 +40,19 @@ def divergence_phrase(known):
             "whole BN-LeNet, `equiv.lenet.NET_FINDINGS`)")
 
 
+def parallel_section():
+    """The data-parallel implementations' documented divergences (equiv.known.PARALLEL_KNOWN; their
+    conventions are declared on the adapters and measured by tests/test_parallel_<framework>.py)."""
+    from equiv.known import PARALLEL_KNOWN
+    out = ["## Data-parallel BatchNorm: divergences (documented, strict xfail)", ""] if PARALLEL_KNOWN else []
+    for d in PARALLEL_KNOWN:
+        out += [f"### {d.id}", "", f"- implementations: {', '.join(d.adapters)}",
+                f"- witness: `{d.witness!r}` fails `{d.witness_property}`", "", d.reason, ""]
+        if d.advice:
+            out += [f"What to do: {d.advice}", ""]
+    return out
+
+
 def render(conventions, known):
     """Markdown text for a {adapter: record} mapping and the list of Divergence entries."""
     records = [conventions[k] for k in sorted(conventions)]
@@ -64,6 +77,7 @@ def render(conventions, known):
                 d.reason, ""]
         if d.advice:
             out += [f"What to do: {d.advice}", ""]
+    out += parallel_section()
     from equiv.paths import EXPORT_FINDINGS
     out += ["## Exporters (ONNX)", "", "What an exporter writes for the layer, pinned with its graph and versions "
             "by `tests/test_onnx_findings.py`.", ""]
