@@ -1,4 +1,4 @@
-"""The JAX engines that replicate a Flax BatchNorm over R devices (a backend helper, not an adapter).
+"""The JAX engines that replicate a Flax BatchNorm over R devices (shared backend code, not an adapter).
 
 One replica's training step is the same layer call for every engine (``replica``: forward with
 ``axis_name``, ``jax.vjp`` of the replica's own Σ y·dy); the engines differ only in how that
