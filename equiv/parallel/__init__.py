@@ -133,6 +133,15 @@ REGISTRY = {
     "tf.mirrored.sync": ("equiv.parallel.tf", "KerasMirroredSync", "tensorflow", "pip install tensorflow-cpu"),
     "mxnet.sync": ("equiv.parallel.mxnet", "MXNetSyncBatchNorm", "mxnet", "pip install mxnet==1.9.1 'numpy<1.24'"),
 }
+# JAX/Flax: the layer under each engine (equiv/parallel/_jax.py); .mask: unequal shards through mask=
+_FLAX = ("equiv.parallel.flax_linen", "flax", "pip install jax flax")
+REGISTRY.update({n: (_FLAX[0], c, *_FLAX[1:]) for n, c in (
+    ("flax.linen.pmap", "LinenPmap"), ("flax.linen.pmap.two_pass", "LinenPmapTwoPass"),
+    ("flax.linen.pmap.mask", "LinenPmapMask"), ("flax.linen.shard_map", "LinenShardMap"),
+    ("flax.linen.vmap", "LinenVmap"), ("flax.linen.jit", "LinenJit"), ("flax.linen.jit.mask", "LinenJitMask"))})
+REGISTRY.update({n: ("equiv.parallel.flax_nnx", c, *_FLAX[1:]) for n, c in (
+    ("flax.nnx.pmap", "NNXPmap"), ("flax.nnx.shard_map", "NNXShardMap"), ("flax.nnx.vmap", "NNXVmap"),
+    ("flax.nnx.jit", "NNXJit"))})
 
 
 def known_names():

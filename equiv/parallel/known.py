@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from equiv.known import _offset_ratio
 from equiv.strategies import Case, ParallelCase
 
 
@@ -81,6 +82,29 @@ KNOWN = [
         witness=ParallelCase(Case(dtype="float32", shape=(16, 2), seed=0, log10_scale=0.0, log10_offset=3.0,
                                   constant_channel=False, eps=1e-5, new_batch_weight=1.0), (8, 8)),
         advice="centre data far from zero mean before SyncBatchNorm, or use two-pass statistics"),
+    ParallelDivergence(
+        id="flax-dp-fast-variance-offset",
+        implementations=("flax.linen.pmap", "flax.linen.pmap.mask", "flax.linen.shard_map", "flax.linen.vmap",
+                         "flax.linen.jit", "flax.linen.jit.mask", "flax.nnx.pmap", "flax.nnx.shard_map",
+                         "flax.nnx.vmap", "flax.nnx.jit"),
+        reason=("with axis_name, Flax's default use_fast_variance=True lax.pmeans every replica's E[x] and "
+                "E[x²] and takes var = E[x²] − E[x]² (_compute_stats, flax/linen/normalization.py:137-142, "
+                "maybe_distributed_mean 119-135; flax/nnx/nn/normalization.py:101-122); under jit with "
+                "NamedSharding the same formula runs on the global batch. It loses ~u·(|mean|/std)² of the "
+                "variance as on one device (flax-fast-variance-offset). Measured on the witness (4 replicas × "
+                "4 rows, float32, |mean|/std ≈ 1e3, new-batch weight 1): training output off by 0.0225 = 25× "
+                "the bound and running var off by 0.383 = 8.6e3× under pmap, shard_map and jit (linen and "
+                "nnx alike, bit-identical), 0.0919 = 102× and 1.38 = 3.1e4× under vmap (the single device's "
+                "numbers: vmap's pmean reduces as one device does); float64 at 1e3: 90× and 6.7e4× (vmap 44×, "
+                "2.3e4×), at 1e6: 1.7e4× and 9.3e9×; at 1e2 in float32 the output is inside (0.75×) and the "
+                "running var 41× off. flax.linen.pmap.two_pass (pmean of E[x], then of E[(x − mean)²]) stays "
+                "≤ 0.05× at every offset. Region: max |mean|/sqrt(var + eps) > 3 or |mean|/std > 1 in a "
+                "global batch"),
+        region=lambda pc: _offset_ratio(pc.case, "train_forward", True) > 3.0
+        or _offset_ratio(pc.case, "running_stats", False) > 1.0,
+        witness=ParallelCase(Case(dtype="float32", shape=(16, 2), seed=0, log10_scale=0.0, log10_offset=3.0,
+                                  constant_channel=False, eps=1e-5, new_batch_weight=1.0), (4, 4, 4, 4)),
+        advice="use BatchNorm(axis_name=..., use_fast_variance=False) for data far from zero mean"),
 ]
 
 
@@ -171,6 +195,21 @@ FINDINGS = [
         test="tests/test_parallel_torch.py::test_syncbn_refuses_the_cpu",
         advice="on CPU clusters there is no synchronized BatchNorm in torch: use GroupNorm/LayerNorm, or "
                "all-reduce the batch moments by hand"),
+    ParallelFinding(
+        id="flax-dp-mask-equal-weighting",
+        implementations=("flax.linen.pmap.mask",),
+        reason=("with a mask, each replica's mean is x.mean(axes, where=mask) over its own valid values, "
+                "and lax.pmean averages the replicas' means (flax/linen/normalization.py:119-135): each "
+                "replica counts once whatever its valid count, not the global batch. Declared "
+                "weighting='equal' and matched by the equal-weighted oracle (tests/test_parallel.py); against "
+                "the global batch the witness (valid counts 2 and 6, shard means 3 apart, float64) is off by "
+                "0.158 in the output (7.9e13× the bound) and 1.49 in the running var (3.5e13×). The same "
+                "masked batch under jit without axis_name (flax.linen.jit.mask) is the global batch "
+                "(count-weighted, 0.11×). A replica with no valid value makes its mean 0/0 = NaN and so "
+                "every replica's output and statistics NaN (empty_shard='nan'; under jit it weighs nothing)"),
+        test="tests/test_parallel_jax.py::test_mask_is_not_the_global_batch",
+        advice="with unequal valid counts per replica, weight each replica's statistics by its count "
+               "(psum of sums and counts) or use jit with NamedSharding, which reduces the global batch"),
 ]
 
 
