@@ -66,7 +66,7 @@ def compile(base):   # noqa: A001 (the path's name)
     """Every dtype, rank and setting is a graph to compile (seconds each on the CPU): the path runs
     float32, under the smaller "compile" example budget (equiv.strategies.COMPILE_EXAMPLES)."""
     class Compiled(base):
-        dtypes, example_budget = ("float32",), "compile"
+        dtypes, example_budget = ("float64", "float32", "float16", "bfloat16"), "compile"
 
         def build(self, momentum, eps):
             super().build(momentum, eps)
