@@ -16,8 +16,8 @@ bakes ``momentum`` and ``epsilon`` into the layer as Python floats (``float(mome
 keras/src/layers/normalization/batch_normalization.py:191-192, used as constants at 386-390 and 403):
 another setting is another layer, so tf.keras+xla traces and compiles anew for every Hypothesis example
 (handing Keras a tensor instead would change what it computes: ``1.0 - self.momentum`` is then rounded
-to the dtype after, not before, the subtraction). Keras layers with the same setting, dtype, rank and
-width are reused, as tf.scratch's are, so repeated settings (the probes', the golden vectors') trace once.
+to the dtype after, not before, the subtraction). Keras layers are not pooled: every adapter traces
+and compiles its own (about 0.3 s per call and 0.5 s per training step and shape on an idle CPU).
 """
 import weakref
 
