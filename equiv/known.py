@@ -257,6 +257,27 @@ KNOWN = [
         witness=Case(dtype="float16", shape=(2, 1), seed=0, log10_scale=1.0, log10_offset=None,
                      constant_channel=True, eps=0.1, new_batch_weight=0.0),
         witness_property="gradients"),
+    Divergence(
+        id="tf-scratch-xla-fp16-rsqrt-grad-cube",
+        adapters=("tf.scratch+xla",),
+        properties=("gradients", "dx_sums_zero"),
+        reason=("float16 under XLA: tf2xla lowers RsqrtGrad as r³·(g / −2), `xla::Mul((lhs * lhs) * lhs, "
+                "xla::Div(rhs, IntegerLiteral(-2)))` (tensorflow/compiler/tf2xla/kernels/binary_ops.cc, "
+                "XLA_MAKE_BINARY(RsqrtGrad, ...)), and XLA on the CPU evaluates it in float16: r³ overflows "
+                "once r = 1/sqrt(var + 1e-5) > 65504^(1/3) = 40.3, i.e. for every channel with var + eps < "
+                "6.2e-4 (std below 0.025), and ∂L/∂var = inf·g, so dx is ±inf or NaN. Eager TensorFlow's "
+                "kernel computes −0.5·(g·r)·(r·r) and returns 0 for g = 0 (scalar_rsqrt_gradient_op, "
+                "tensorflow/core/kernels/cwise_ops_gradients.h): finite until r·r overflows, at var + eps < "
+                "1.53e-5 (tf-scratch-fp16-grad-overflow), 40× further down. Witness: float16, "
+                "(2, 1), std 0.005 (var + eps 2.3e-5, r = 209, r³ = 9.1e6): dx = (inf, −inf) where eager "
+                "gives (−8.875, 8.94) and the oracle (−8.89, 8.89); dgamma and dbeta are eager's, bit for "
+                "bit. tf.keras+xla is unaffected (Keras computes float16 in float32)"),
+        region=lambda c, p: c.dtype == "float16" and min(
+            float(c.batch(i).var(axis=_red(c)).min()) for i in range(c.steps)) + 1e-5 < 7e-4,
+        witness=Case(dtype="float16", shape=(2, 1), seed=1, log10_scale=-2.0, log10_offset=None,
+                     constant_channel=False, eps=0.1, new_batch_weight=0.0),
+        witness_property="gradients",
+        advice="under XLA, train the book's float16 layer only on channels of std above 0.03, or in float32"),
     # --- jax / flax (flax.linen, flax.linen.two_pass, flax.nnx, jax.scratch) ----------
     Divergence(
         id="flax-fast-variance-offset",

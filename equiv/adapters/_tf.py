@@ -53,8 +53,16 @@ class KerasLayerAdapter(Adapter):
     def get_state(self):
         return {k: numpy(v) for k, v in self._vars().items()}
 
+    # What runs the layer: a call with the mode as given, and one training step with its tape. An
+    # execution path (equiv.paths.tf_paths) replaces these two, nothing else.
+    def _layer_call(self, xt, **kw):
+        return self.layer(xt, **kw)
+
+    def _grad_step(self, xt, dyt):
+        return grad_step(self.layer, xt, dyt)
+
     def _call(self, x, **kw):
-        return to_nchw(numpy(self.layer(tensor(to_nhwc(x), self.dtype), **kw)))
+        return to_nchw(numpy(self._layer_call(tensor(to_nhwc(x), self.dtype), **kw)))
 
     def forward_train(self, x):
         return self._call(x, training=True)
@@ -66,15 +74,18 @@ class KerasLayerAdapter(Adapter):
         return self._call(x)
 
     def forward_native(self, x):
-        return numpy(self.layer(tensor(x, self.dtype), training=True))
+        return numpy(self._layer_call(tensor(x, self.dtype), training=True))
 
     def train_step(self, x, dy):
-        l = self.layer
-        xt = tensor(to_nhwc(x), self.dtype)
-        with tf.GradientTape() as tape:
-            tape.watch(xt)
-            y = l(xt, training=True)
-        # backward of sum(y·dy): dy is the upstream gradient of y
-        dx, dgamma, dbeta = tape.gradient(y, [xt, l.gamma, l.beta],
-                                          output_gradients=tensor(to_nhwc(dy), self.dtype))
+        y, dx, dgamma, dbeta = self._grad_step(tensor(to_nhwc(x), self.dtype), tensor(to_nhwc(dy), self.dtype))
         return to_nchw(numpy(y)), to_nchw(numpy(dx)), numpy(dgamma), numpy(dbeta)
+
+
+def grad_step(layer, xt, dyt):
+    """Training forward of ``layer`` on xt, then the backward of sum(y·dy) (dy: the upstream gradient
+    of y): (y, dx, dgamma, dbeta), the running statistics updated as in a training step."""
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = layer(xt, training=True)
+    dx, dgamma, dbeta = tape.gradient(y, [xt, layer.gamma, layer.beta], output_gradients=dyt)
+    return y, dx, dgamma, dbeta

@@ -4,7 +4,8 @@ The book's layer hard-codes eps 1e-5 and momentum 0.1. With that setting the ada
 calls the layer itself; with any other it calls the book's ``batch_norm`` function on
 the layer's tensors with the requested setting, exactly as the layer's forward does.
 The mode is the book's: training while gradients are enabled, prediction under
-``torch.no_grad()``.
+``torch.no_grad()``. What the adapter calls is one module, ``self.module`` (the layer, or
+``batch_norm`` on its tensors), so an execution path wraps it as it wraps torch.builtin's.
 """
 import torch
 
@@ -17,6 +18,24 @@ from equiv.core import Adapter
 BOOK_EPS, BOOK_MOMENTUM = 1e-5, 0.1
 
 
+class BookCall(torch.nn.Module):
+    """The book's layer with the book's setting; with another, the book's ``batch_norm`` on the
+    layer's tensors with that setting, exactly as the layer's forward does."""
+
+    def __init__(self, layer, eps, momentum):
+        super().__init__()
+        self.layer, self.eps, self.momentum = layer, eps, momentum
+
+    def forward(self, X):
+        layer = self.layer
+        if (self.eps, self.momentum) == (BOOK_EPS, BOOK_MOMENTUM):
+            return layer(X)
+        Y, layer.moving_mean, layer.moving_var = book.batch_norm(
+            X, layer.gamma, layer.beta, layer.moving_mean, layer.moving_var,
+            eps=self.eps, momentum=self.momentum)
+        return Y
+
+
 class TorchScratch(Adapter):
     name, framework, install = "torch.scratch", "torch", TORCH
     conventions = DECLARED[name]
@@ -26,6 +45,7 @@ class TorchScratch(Adapter):
     def build(self, momentum, eps):
         self.momentum = momentum
         self.layer = book.BatchNorm(self.num_features, num_dims=self.ndim)
+        self.module = BookCall(self.layer, self.eps, momentum)
         self.set_state(*(self.get_state()[k] for k in ("gamma", "beta", "running_mean", "running_var")))
 
     def _t(self, a, requires_grad=False):
@@ -45,13 +65,7 @@ class TorchScratch(Adapter):
             ("running_mean", layer.moving_mean), ("running_var", layer.moving_var))}
 
     def _call(self, X):
-        layer = self.layer
-        if (self.eps, self.momentum) == (BOOK_EPS, BOOK_MOMENTUM):
-            return layer(X)
-        Y, layer.moving_mean, layer.moving_var = book.batch_norm(
-            X, layer.gamma, layer.beta, layer.moving_mean, layer.moving_var,
-            eps=self.eps, momentum=self.momentum)
-        return Y
+        return self.module(X)
 
     def forward_train(self, x):
         with torch.enable_grad():
@@ -62,7 +76,7 @@ class TorchScratch(Adapter):
             return numpy(self._call(self._t(x)))
 
     def forward_default(self, x):
-        return numpy(self.layer(self._t(x)))
+        return numpy(self.module(self._t(x)))
 
     def forward_native(self, x):
         return self.forward_train(x)

@@ -1,0 +1,53 @@
+"""Paths of the TensorFlow adapters: each a few lines over the eager adapter.
+
+The eager adapters (equiv/adapters/_tf.py) run the layer through two methods, ``_layer_call`` (a call
+with the mode as given) and ``_grad_step`` (a training forward and its GradientTape backward); a path
+replaces those two, nothing else: state, layout and dtype stay the adapter's own.
+
+XLA: both run as ``tf.function(jit_compile=True)``, the training step with its GradientTape inside the
+compiled function (as a Keras ``train_step`` under ``jit_compile=True``), so the forward and the
+gradients are one XLA computation. ``jit_compile=True`` is must-compile: an op XLA cannot compile is an
+error, never a silent fallback to TensorFlow's kernels (measured: tests/test_paths_tf.py).
+
+Retracing: one pair of compiled functions per layer, traced once per input shape, dtype and mode and
+compiled by XLA per shape. The book's layer hard-codes its eps and momentum and tf.scratch reuses built
+layers (a pool per dtype, rank and width), so its compiled functions are reused across examples. Keras
+bakes ``momentum`` and ``epsilon`` into the layer as Python floats (``float(momentum)``,
+keras/src/layers/normalization/batch_normalization.py:191-192, used as constants at 386-390 and 403):
+another setting is another layer, so tf.keras+xla traces and compiles anew for every Hypothesis example
+(handing Keras a tensor instead would change what it computes: ``1.0 - self.momentum`` is then rounded
+to the dtype after, not before, the subtraction). Keras layers are not pooled: every adapter traces
+and compiles its own (about 0.3 s per call and 0.5 s per training step and shape on an idle CPU).
+"""
+import weakref
+
+import tensorflow as tf
+
+from equiv.adapters._tf import grad_step
+
+_compiled = weakref.WeakKeyDictionary()   # layer -> (compiled call, compiled step); they die with it
+
+
+def _xla_functions(layer):
+    if layer not in _compiled:
+        ref = weakref.ref(layer)          # the functions must not keep their layer alive
+
+        def call(x, **kw):
+            return ref()(x, **kw)
+
+        def step(x, dy):
+            return grad_step(ref(), x, dy)
+        _compiled[layer] = (tf.function(call, jit_compile=True), tf.function(step, jit_compile=True))
+    return _compiled[layer]
+
+
+def xla(base):
+    class XLA(base):
+        example_budget = "compile"   # an XLA compile per example and shape (equiv.strategies.COMPILE_EXAMPLES)
+
+        def _layer_call(self, xt, **kw):
+            return _xla_functions(self.layer)[0](xt, **kw)
+
+        def _grad_step(self, xt, dyt):
+            return _xla_functions(self.layer)[1](xt, dyt)
+    return XLA
