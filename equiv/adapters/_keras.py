@@ -38,13 +38,15 @@ class KerasLayerAdapter(Adapter):
     def _tensor(self, a):
         """A tensor of the adapter's dtype (the canonical data are already rounded to it: exact)."""
         import keras
-        return keras.ops.cast(keras.ops.convert_to_tensor(np.asarray(a, dtype=np.float64)), self.dtype)
+        # the dtype is given: without it Keras makes float64 NumPy data its floatx, float32
+        return keras.ops.convert_to_tensor(np.asarray(a, dtype=np.float64), dtype=self.dtype)
 
     def _numpy(self, t):
         """Float64 NumPy copy of a tensor or variable (bfloat16 included)."""
         if self.backend == "tensorflow":   # its tensors convert themselves; keras.ops' np.array(x) warns (NumPy 2)
             return np.asarray(t).astype(np.float64)
         import keras
+        t = getattr(t, "value", t)   # a Keras variable: its backend array (np.array(variable) warns, NumPy 2)
         return np.asarray(keras.ops.convert_to_numpy(t)).astype(np.float64)
 
     def _gradients(self, x, dy):

@@ -57,8 +57,9 @@ def torch(base):
         backend = "torch"
         conventions = replace(base.conventions, **FAST_VARIANCE)
 
-        def _tensor(self, a):
-            return super()._tensor(a).detach()
+        def _numpy(self, t):   # keras.ops.convert_to_numpy's np.array(tensor) warns (torch 2.13, NumPy 2)
+            t = getattr(t, "value", t)   # a Keras variable's torch Parameter
+            return t.detach().to("cpu", th.float64).numpy()
 
         def _gradients(self, x, dy):
             layer = self.layer
