@@ -59,7 +59,7 @@ def torch(base):
 
         def _numpy(self, t):   # keras.ops.convert_to_numpy's np.array(tensor) warns (torch 2.13, NumPy 2)
             t = getattr(t, "value", t)   # a Keras variable's torch Parameter
-            return t.detach().to("cpu", th.float64).numpy()
+            return t.detach().to("cpu", th.float64).numpy().copy()   # a copy, never a view of the buffer
 
         def _gradients(self, x, dy):
             layer = self.layer
