@@ -14,7 +14,7 @@ class FrameworkMissing(Exception):
 
     def __init__(self, adapter, install, cause=""):
         super().__init__(f"{adapter}: framework not installed ({cause}); install it with: {install}")
-        self.adapter, self.install = adapter, install
+        self.adapter, self.install, self.cause = adapter, install, cause
 
 
 class Unsupported(Exception):

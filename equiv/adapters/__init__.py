@@ -6,6 +6,10 @@ with none installed. ``load(name)`` imports the adapter module and raises
 """
 import importlib
 import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
 
 from equiv.core import Adapter, FrameworkMissing
 
@@ -34,6 +38,24 @@ REGISTRY = {
 }
 
 
+# Adapters built on Keras 3 run on the Keras backend TensorFlow; the other backends are paths.
+KERAS_ON_TF = ("tf.keras", "tf.scratch")
+
+
+def keras_backend():
+    """The Keras backend of this process, without importing Keras: Keras' own answer once it is imported,
+    else $KERAS_BACKEND, else keras.json's "backend" ($KERAS_HOME or ~/.keras), else "tensorflow"."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    config = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "keras.json"
+    try:
+        return json.loads(config.read_text()).get("backend", "tensorflow")
+    except (OSError, ValueError):
+        return "tensorflow"
+
+
 def known_names():
     """Every registered name: the adapters, then the execution paths (equiv.paths)."""
     from equiv.paths import PATHS
@@ -49,7 +71,12 @@ def framework_installed(name):
     """True when the framework of a registered adapter (or path) can be imported, without importing it."""
     from equiv.paths import PATHS, requirements_met
     if name in PATHS:
-        return framework_installed(PATHS[name].base) and requirements_met(name)
+        p = PATHS[name]
+        # a path on another framework (a Keras backend) needs that one, not the base's
+        base = importlib.util.find_spec(p.framework) is not None if p.framework else framework_installed(p.base)
+        return base and requirements_met(name)
+    if name in KERAS_ON_TF and keras_backend() != "tensorflow":
+        return False
     return importlib.util.find_spec(REGISTRY[name][2]) is not None
 
 
@@ -64,7 +91,8 @@ def implemented(name):
 def install_command(name):
     from equiv.paths import PATHS
     if name in PATHS:
-        return " && ".join(c for c in (install_command(PATHS[name].base), PATHS[name].install) if c)
+        p = PATHS[name]
+        return " && ".join(c for c in (install_command(p.base) if not p.framework else "", p.install) if c)
     return REGISTRY[name][3]
 
 
@@ -75,16 +103,40 @@ def load(name):
         from equiv.external import load_external
         return load_external(name)
     if name in PATHS:
-        base = load(PATHS[name].base)
+        p = PATHS[name]
+        if p.framework:   # the base's module, run on the path's framework instead of the base's
+            if not framework_installed(name):
+                raise FrameworkMissing(name, install_command(name), _missing_why(name))
+            try:
+                return wrap(name, _import(p.base))
+            except FrameworkMissing as e:
+                raise FrameworkMissing(name, install_command(name), e.cause) from e
+        base = load(p.base)
         if not framework_installed(name):
             raise FrameworkMissing(name, install_command(name), "a module this path needs is missing")
         return wrap(name, base)
     if name not in REGISTRY:
         raise KeyError(f"unknown adapter {name!r}; known adapters: {', '.join(known_names())} "
                        "(or package.module:obj for an external implementation)")
-    module, cls, framework, install = REGISTRY[name]
     if not framework_installed(name):
-        raise FrameworkMissing(name, install, f"no module named {framework!r}")
+        framework = REGISTRY[name][2]
+        why = (f"the Keras backend is {keras_backend()!r}, not 'tensorflow' (KERAS_BACKEND)"
+               if name in KERAS_ON_TF and importlib.util.find_spec(framework) else f"no module named {framework!r}")
+        raise FrameworkMissing(name, REGISTRY[name][3], why)
+    return _import(name)
+
+
+def _missing_why(name):
+    from equiv.paths import PATHS
+    p = PATHS[name]
+    if p.backend and importlib.util.find_spec(p.framework) and keras_backend() != p.backend:
+        return f"the Keras backend is {keras_backend()!r}; this path needs KERAS_BACKEND={p.backend}"
+    return "a module this path needs is missing"
+
+
+def _import(name):
+    """The adapter class of a registered name (its module imported; ImportError: FrameworkMissing)."""
+    module, cls, framework, install = REGISTRY[name]
     try:
         mod = importlib.import_module(module)
     except ImportError as e:

@@ -1,4 +1,5 @@
-"""tf.keras: ``tf.keras.layers.BatchNormalization`` (Keras 3 in TensorFlow ≥ 2.16), channels-last.
+"""tf.keras: ``keras.layers.BatchNormalization`` (Keras 3, ``tf.keras`` in TensorFlow ≥ 2.16) on
+the TensorFlow backend, channels-last.
 
 Keras' ``momentum`` weighs the old value: new-batch weight w is momentum 1 − w (the
 translation is ``Conventions.momentum_for``). The layer then weighs the batch by
@@ -9,12 +10,19 @@ makes float64 variables and computation; ``"float16"`` and ``"bfloat16"`` store 
 variables and the output in that dtype, but the layer computes in float32 (``call``
 casts its input to ``result_type(x, float32)``). The mode is the ``training`` argument;
 a plain ``layer(x)`` is inference.
+
+TensorFlow is the backend's part only: the gradient tape (equiv/adapters/_tf.py); tensors are
+made with ``keras.ops`` (equiv/adapters/_keras.py, ``backend = "tensorflow"``). The module imports Keras alone, so that the Keras backend paths
+(``tf.keras+jax``, ``+torch``, ``+numpy``: equiv/paths/keras_paths.py) wrap this adapter in a
+process without TensorFlow, replacing ``_gradients``.
 """
-import tensorflow as tf
+import keras
 
 from equiv.adapters import TF
-from equiv.adapters._tf import KerasLayerAdapter, native_shape
+from equiv.adapters._keras import KerasLayerAdapter, native_shape
 from equiv.conventions import DECLARED
+from equiv.core import Unsupported
+
 
 class KerasBuiltin(KerasLayerAdapter):
     name, framework, install = "tf.keras", "keras", TF
@@ -22,8 +30,15 @@ class KerasBuiltin(KerasLayerAdapter):
     dtypes = ("float64", "float32", "float16", "bfloat16")
 
     def build(self, momentum, eps):
+        if keras.backend.backend() != self.backend:
+            raise Unsupported(f"{self.name} runs on the Keras backend {self.backend!r}; this process has "
+                              f"{keras.backend.backend()!r} (KERAS_BACKEND)")
         # Keras weighs the batch by 1 − momentum, which for a tiny w is not exactly w: report
         # the weight the layer really applies (as Keras computes it), not the one asked for.
         self.new_batch_weight = self.conventions.new_batch_weight(momentum)
-        self.layer = tf.keras.layers.BatchNormalization(momentum=momentum, epsilon=eps, dtype=self.dtype)
+        self.layer = keras.layers.BatchNormalization(momentum=momentum, epsilon=eps, dtype=self.dtype)
         self.layer.build(native_shape(self.ndim, self.num_features))
+
+    def _gradients(self, x, dy):
+        from equiv.adapters._tf import tape_gradients   # TensorFlow, on its backend only
+        return tape_gradients(self.layer, x, dy)

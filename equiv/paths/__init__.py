@@ -21,6 +21,9 @@ class ExecutionPath:
     what: str            # one line: what is different along this path
     requires: tuple = ()  # importable modules beyond the base's framework
     install: str = ""    # the command that installs them
+    framework: str = ""  # import name of the framework the path runs on instead of the base's (then
+    #                      only this, ``requires`` and ``install`` are needed: no TensorFlow for Keras on jax)
+    backend: str = ""    # the Keras backend (KERAS_BACKEND, fixed per process) the path needs
 
     @property
     def name(self):
@@ -30,6 +33,7 @@ class ExecutionPath:
 _TORCH = "equiv.paths.torch_paths"
 _ONNX = "equiv.paths.onnx_paths"
 _TF = "equiv.paths.tf_paths"
+_KERAS = "equiv.paths.keras_paths"
 _ORT = ("onnx", "onnxruntime")
 _ORT_INSTALL = "pip install onnx onnxruntime"
 
@@ -65,6 +69,17 @@ PATHS = {p.name: p for p in [
     ExecutionPath("onnx.node", "opset14", _ONNX, "opset14", "the BatchNormalization node in opset 14"),
     ExecutionPath("onnx.node", "optimized", _ONNX, "optimized",
                   "onnxruntime with every graph optimization (ORT_ENABLE_ALL) instead of none"),
+    ExecutionPath("tf.keras", "jax", _KERAS, "jax",
+                  "the Keras 3 layer with KERAS_BACKEND=jax (jax_enable_x64 on); gradients by "
+                  "layer.stateless_call and jax.vjp; no TensorFlow",
+                  ("jax",), "pip install keras jax", framework="keras", backend="jax"),
+    ExecutionPath("tf.keras", "torch", _KERAS, "torch",
+                  "the Keras 3 layer with KERAS_BACKEND=torch (CPU); gradients by torch autograd; no TensorFlow",
+                  ("torch",), "pip install keras torch==2.13.0", framework="keras", backend="torch"),
+    ExecutionPath("tf.keras", "numpy", _KERAS, "numpy",
+                  "the Keras 3 layer with KERAS_BACKEND=numpy: inference and training forward, no gradients "
+                  "(the backend has no autodiff); no TensorFlow",
+                  ("scipy", "jax"), "pip install keras scipy jax", framework="keras", backend="numpy"),
 ]}
 
 
@@ -94,7 +109,12 @@ EXPORT_FINDINGS = [
 
 
 def requirements_met(name):
-    return all(importlib.util.find_spec(m) is not None for m in PATHS[name].requires)
+    p = PATHS[name]
+    if p.backend:
+        from equiv.adapters import keras_backend
+        if keras_backend() != p.backend:
+            return False
+    return all(importlib.util.find_spec(m) is not None for m in p.requires)
 
 
 def wrap(name, base_cls):

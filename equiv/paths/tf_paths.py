@@ -1,7 +1,7 @@
 """Paths of the TensorFlow adapters: each a few lines over the eager adapter.
 
-The eager adapters (equiv/adapters/_tf.py) run the layer through two methods, ``_layer_call`` (a call
-with the mode as given) and ``_grad_step`` (a training forward and its GradientTape backward); a path
+The eager adapters (equiv/adapters/_keras.py) run the layer through two methods, ``_layer_call`` (a call
+with the mode as given) and ``_gradients`` (a training forward and its GradientTape backward); a path
 replaces those two, nothing else: state, layout and dtype stay the adapter's own.
 
 XLA: both run as ``tf.function(jit_compile=True)``, the training step with its GradientTape inside the
@@ -23,7 +23,7 @@ import weakref
 
 import tensorflow as tf
 
-from equiv.adapters._tf import grad_step
+from equiv.adapters._tf import tape_gradients
 
 _compiled = weakref.WeakKeyDictionary()   # layer -> (compiled call, compiled step); they die with it
 
@@ -36,7 +36,7 @@ def _xla_functions(layer):
             return ref()(x, **kw)
 
         def step(x, dy):
-            return grad_step(ref(), x, dy)
+            return tape_gradients(ref(), x, dy)
         _compiled[layer] = (tf.function(call, jit_compile=True), tf.function(step, jit_compile=True))
     return _compiled[layer]
 
@@ -48,6 +48,6 @@ def xla(base):
         def _layer_call(self, xt, **kw):
             return _xla_functions(self.layer)[0](xt, **kw)
 
-        def _grad_step(self, xt, dyt):
+        def _gradients(self, xt, dyt):
             return _xla_functions(self.layer)[1](xt, dyt)
     return XLA
