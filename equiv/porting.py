@@ -53,7 +53,8 @@ def remaining_differences(a, b):
     """Declared differences between two implementations that no argument translates."""
     ca, cb = DECLARED[a], DECLARED[b]
     out = []
-    for field in ("running_var", "variance", "stats_update", "default_mode", "batch_of_one"):
+    for field in ("running_var", "variance", "stats_update", "default_mode", "batch_of_one", "debias",
+                  "initial_stats"):
         va, vb = getattr(ca, field), getattr(cb, field)
         if va != vb:
             out.append(f"{field}: {a} {va}, {b} {vb}")
@@ -131,6 +132,14 @@ def guide(conventions):
                              f"{cs['default_eps']:g} − {cd['default_eps']:g} to the running variance "
                              f"(`equiv.port_state(..., src_eps={cs['default_eps']:g}, dst_eps={cd['default_eps']:g})`); "
                              "inference is then exact wherever the result stays ≥ 0.")
+            if cd.get("debias") == "zero":
+                steps.append(f"- Debiasing: {dst} reads hidden/(1 − decay^counter); write the hidden average "
+                             "(value·(1 − decay^counter)) and a large counter beside it (Haiku: `hidden`, "
+                             "`counter` of each `*_ema`; Equinox: the `batch_counter` index), else the first "
+                             "update in {dst} forgets the ported statistics.".replace("{dst}", dst))
+            elif cd.get("debias") == "first":
+                steps.append(f"- First call: set `ema_first_time_index` to False, else the first training call "
+                             f"in {dst} replaces the ported statistics by the batch's.")
             if cs["running_var"] != cd["running_var"]:
                 steps.append(f"- Running variance: {src} stores an {cs['running_var']} estimate, {dst} "
                              f"updates with a {cd['running_var']} one. Inference is unaffected; fine-tuning "
