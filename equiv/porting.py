@@ -111,8 +111,9 @@ def guide(conventions):
     for n in names:
         c, conv = conventions[n], DECLARED[n]
         meaning = ("new-batch weight" if conv.momentum_is == "new_batch_weight" else "old-value weight")
+        default = "required, no default" if conv.default_momentum is None else f"{conv.default_momentum:g}"
         out.append(f"| {n} | " + " | ".join(f"`{s}`" for s in STATE_NAMES[n])
-                   + f" | {meaning} ({conv.default_momentum:g}) | {c['default_eps']:g} |")
+                   + f" | {meaning} ({default}) | {c['default_eps']:g} |")
     out += ["", "The vectors are per channel, so layout (NCHW or NHWC) does not change them; the "
             "convolution weights around them do, and are outside this guide.", ""]
     for src in names:
@@ -122,11 +123,16 @@ def guide(conventions):
             cs, cd = conventions[src], conventions[dst]
             s_names, d_names = STATE_NAMES[src], STATE_NAMES[dst]
             copy = ", ".join(f"`{a}` → `{b}`" for a, b in zip(s_names, d_names))
-            kw = translate(Setting(cs["new_batch_weight"], cs["default_eps"]), dst)
-            steps = [f"1. Copy {copy}.",
-                     f"2. Build the {dst} layer with `{', '.join(f'{k}={v!r}' for k, v in kw.items())}` "
-                     f"to keep {src}'s default behaviour (new-batch weight {cs['new_batch_weight']:g}, "
-                     f"eps {cs['default_eps']:g})."]
+            steps = [f"1. Copy {copy}."]
+            if isinstance(cs["new_batch_weight"], (int, float)):
+                kw = translate(Setting(cs["new_batch_weight"], cs["default_eps"]), dst)
+                steps.append(f"2. Build the {dst} layer with `{', '.join(f'{k}={v!r}' for k, v in kw.items())}` "
+                             f"to keep {src}'s default behaviour (new-batch weight {cs['new_batch_weight']:g}, "
+                             f"eps {cs['default_eps']:g}).")
+            else:   # the source has no default momentum: its layer was built with one
+                steps.append(f"2. Build the {dst} layer with the momentum {src} was built with, translated by "
+                             f"`equiv.translate(Setting(new_batch_weight=w, eps={cs['default_eps']:g}), {dst!r})` "
+                             f"(w: the weight of the new batch in {src}).")
             if cs["default_eps"] != cd["default_eps"]:
                 steps.append(f"3. Or keep {dst}'s default eps {cd['default_eps']:g} and add "
                              f"{cs['default_eps']:g} − {cd['default_eps']:g} to the running variance "
