@@ -101,7 +101,7 @@ ARGUMENTS = {
     "flax.linen.two_pass": dict(momentum="momentum", eps="epsilon", axis="axis"),
     "flax.nnx": dict(momentum="momentum", eps="epsilon", axis="axis"),
     "jax.scratch": dict(momentum=None, eps=None, axis=None),
-    "jax.stax": dict(momentum=None, eps="epsilon", axis="axis"),
+    "jax.stax": dict(momentum=None, eps="epsilon", axis=None),   # its axis is the reduction axes
     "equinox.ema": dict(momentum="momentum", eps="eps", axis=None),
     "equinox.batch": dict(momentum="momentum", eps="eps", axis=None),
     "haiku": dict(momentum="decay_rate", eps="eps", axis=None),

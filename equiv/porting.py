@@ -28,6 +28,9 @@ class NotConfigurable(ValueError):
 def translate(setting, adapter):
     """Constructor keyword arguments that give ``setting`` in ``adapter``'s framework."""
     conv, args = DECLARED[adapter], ARGUMENTS[adapter]
+    if conv.running_var == "none":      # no running statistics, no momentum: eps (and axis) only
+        out = {args["eps"]: setting.eps} if args["eps"] else {}
+        return out
     if args["momentum"] is None:
         if (conv.default_new_batch_weight, conv.default_eps) != (setting.new_batch_weight, setting.eps):
             raise NotConfigurable(
