@@ -21,6 +21,11 @@ class Unsupported(Exception):
     """The implementation does not offer this operation, dtype or device."""
 
 
+class MomentumRequired(TypeError):
+    """The framework refused a layer built without a momentum: its momentum argument has no
+    default (Haiku's ``decay_rate``). Raised by an adapter built with no new-batch weight."""
+
+
 @dataclass(frozen=True)
 class Conventions:
     """What an implementation does, declared as data. ``equiv.probes`` measures each field.
@@ -28,8 +33,12 @@ class Conventions:
     momentum_is:    "new_batch_weight" when the framework's momentum m weighs the new batch
                     (new = (1−m)·old + m·batch, PyTorch); "old_weight" when it weighs the
                     old value (new = m·old + (1−m)·batch, Keras, Flax, MXNet).
-    default_momentum: the framework's own default momentum value.
-    running_var:    "unbiased" (÷(m−1)) or "biased" (÷m) batch variance in the running stats.
+    default_momentum: the framework's own default momentum value; None where the layer has none
+                    (the argument is required, Haiku's decay_rate; or the layer keeps no
+                    running statistics, stax).
+    running_var:    "unbiased" (÷(m−1)) or "biased" (÷m) batch variance in the running stats;
+                    "none": the layer keeps no running statistics (stax), so the inference
+                    properties do not apply.
     default_eps:    eps when none is given (always inside the square root).
     channel_axis:   channel axis of the framework's native layout (1: NCHW, -1: NHWC;
                     "none": no layout is normalized per channel, as the book's JAX 4-D code).
@@ -42,6 +51,13 @@ class Conventions:
     batch_of_one:   a training forward with one value per channel: "error", "beta"
                     (the output is beta) or "nan".
     configurable:   whether momentum and eps can be set on the layer (False: hard-coded).
+    debias:         how the first updates of a freshly built layer weigh the batch: "none" (the
+                    plain moving average from the initial values), "zero" (Adam's zero debiasing,
+                    average = hidden/(1 − decay^t) after t updates: Haiku, Equinox mode="batch")
+                    or "first" (the first training call replaces the initial values: Equinox
+                    mode="ema").
+    initial_stats:  "mean, var" of the running statistics of a freshly built layer ("0, 1"; Haiku's
+                    are "0, 0"); "none" without running statistics.
     """
 
     momentum_is: str
@@ -55,14 +71,20 @@ class Conventions:
     mode_switch: str
     batch_of_one: str
     configurable: bool = True
+    debias: str = "none"
+    initial_stats: str = "0, 1"
 
     # --- the translation, in one place -------------------------------------------------
     def new_batch_weight(self, momentum):
-        """Weight w of the new batch given the framework's own momentum value."""
+        """Weight w of the new batch given the framework's own momentum value (None: none)."""
+        if momentum is None:
+            return None
         return momentum if self.momentum_is == "new_batch_weight" else 1.0 - momentum
 
     def momentum_for(self, new_batch_weight):
-        """The framework's own momentum value that gives new-batch weight w."""
+        """The framework's own momentum value that gives new-batch weight w (None: none)."""
+        if new_batch_weight is None:
+            return None
         return new_batch_weight if self.momentum_is == "new_batch_weight" else 1.0 - new_batch_weight
 
     @property
@@ -71,7 +93,8 @@ class Conventions:
 
     def as_dict(self):
         d = asdict(self)
-        d["new_batch_weight"] = round(self.default_new_batch_weight, 12)
+        w = self.default_new_batch_weight
+        d["new_batch_weight"] = None if w is None else round(w, 12)
         return d
 
 
@@ -102,13 +125,16 @@ class Adapter:
             raise Unsupported(f"{self.name} does not support device {device}")
         conv = self.conventions
         self.num_features, self.ndim, self.dtype, self.device = num_features, ndim, dtype, device
+        # None: no weight given and the layer has no default momentum (build raises MomentumRequired
+        # where the framework requires one)
         self.new_batch_weight = conv.default_new_batch_weight if new_batch_weight is None else float(new_batch_weight)
         self.eps = conv.default_eps if eps is None else float(eps)
         self.build(conv.momentum_for(self.new_batch_weight), self.eps)
 
     # --- to implement ------------------------------------------------------------------
     def build(self, momentum, eps):
-        """Create the layer with the framework's own momentum and eps."""
+        """Create the layer with the framework's own momentum and eps (momentum None: none given,
+        for a layer without a default momentum)."""
         raise NotImplementedError
 
     def set_state(self, gamma, beta, running_mean, running_var):
@@ -116,7 +142,8 @@ class Adapter:
         raise NotImplementedError
 
     def get_state(self):
-        """Dict of float64 vectors: gamma, beta, running_mean, running_var."""
+        """Dict of float64 vectors: gamma, beta, running_mean, running_var (gamma and beta only for a
+        layer without running statistics)."""
         raise NotImplementedError
 
     def forward_train(self, x):
@@ -150,7 +177,7 @@ class Adapter:
 
     def __repr__(self):
         return (f"<{self.name} C={self.num_features} ndim={self.ndim} {self.dtype} {self.device} "
-                f"w={self.new_batch_weight:g} eps={self.eps:g}>")
+                f"w={self.new_batch_weight} eps={self.eps:g}>")
 
 
 def same_weight(applied, asked):

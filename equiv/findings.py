@@ -23,6 +23,14 @@ CONVENTION_ADVICE = {
     "default_mode": ("A plain call means training in some frameworks, inference in others, an error in "
                      "Flax linen: always pass the mode explicitly when porting."),
     "batch_of_one": ("One value per channel in training: an error in PyTorch, beta elsewhere."),
+    "debias": ("Haiku and Equinox's mode='batch' zero-debias their moving averages (average = hidden/"
+               "(1 − decay^t) after t updates) and Equinox's mode='ema' replaces the initial values at its "
+               "first training call: a checkpoint ported into them must carry the hidden average and a "
+               "large update count (or first_time False), else the first update forgets the ported "
+               "statistics (docs/porting.md)."),
+    "initial_stats": ("A fresh layer's running statistics are (0, 1) in most frameworks, (0, 0) in Haiku (and "
+                      "Equinox's mode='ema', overwritten at the first training call): inference before any "
+                      "training divides by sqrt(eps) there."),
 }
 
 

@@ -88,6 +88,9 @@ def compare(old, new):
     from equiv.probes import matches
     changes = []
     failed = new.get("probe_failures", {})
+    # Only the fields the old fingerprint holds are compared: a field added to the probes later
+    # (debias, initial_stats) is absent from fingerprints stored before it, e.g. of a release no
+    # longer installed here, and is no change.
     for field, before in old["conventions"].items():
         if field in failed:
             changes.append(f"{field}: probe failed ({failed[field]})")

@@ -100,6 +100,12 @@ def _offset_ratio(case, prop, with_eps):
                    for x, e in xs)
 
 
+def _decay(case):
+    """Haiku's decay as the layer holds it: 1 − w rounded to the case's dtype."""
+    d = 1.0 - case.new_batch_weight
+    return float(np.float32(d)) if case.dtype == "float32" else d
+
+
 def everywhere(case, prop):
     """The region of a divergence that holds for every input (a path that cannot compute the
     property at all): the property is not run, its witness still runs as a strict xfail."""
@@ -366,6 +372,88 @@ KNOWN = [
                      constant_channel=False, eps=1e-5, new_batch_weight=0.1),
         witness_property="train_forward",
         advice="in the book's JAX layer reduce over axes (0, 1, 2) for NHWC input"),
+    # --- jax.stax, haiku, equinox ---------------------------------------------------------
+    Divergence(
+        id="stax-fast-variance-offset",
+        adapters=("jax.stax",),
+        properties=_FORWARD,
+        reason=("stax.BatchNorm normalizes with jax.nn.standardize(x, axis, epsilon) "
+                "(jax/example_libraries/stax.py:137), whose default algorithm=\"fast\" computes "
+                "var = E[x²] − E[x]², clipped at 0 (jax/_src/nn/functions.py:697-707): the same loss of "
+                "~4·u·(|mean|/std)² as Flax's fast variance, in the same region (float32/float64, "
+                "max |mean|/sqrt(var + eps) > 3). witness: float32, |mean|/std ≈ 1e3: output off by 0.092, 102× the bound, as Flax's; float64 fails alike from ~10: 2.6× on golden vector train-f64-offset1e2"),
+        region=lambda c, p: _offset_ratio(c, p, True) > 3.0,
+        witness=Case(dtype="float32", shape=(16, 2), seed=0, log10_scale=0.0, log10_offset=3.0,
+                     constant_channel=False, eps=1e-5, new_batch_weight=1.0),
+        witness_property="train_forward",
+        advice="center the data before stax.BatchNorm, or use a layer with a two-pass variance"),
+    Divergence(
+        id="haiku-fast-variance-unclipped",
+        adapters=("haiku",),
+        properties=_FORWARD + ("running_stats", "state_after_calls", "batch_stats"),
+        reason=("hk.BatchNorm computes var = mean(x²) − mean(x)² (haiku/_src/batch_norm.py:170-181) and, "
+                "unlike Flax and jax.nn.standardize, does not clip it at 0: besides the loss of "
+                "~4·u·(|mean|/std)² (Flax's region: max |mean|/sqrt(var + eps) > 3 for the output, "
+                "|mean|/std > 1 for the moving averages), a channel of (near) zero variance gets "
+                "var̂ < 0 and rsqrt(var̂ + eps) (batch_norm.py:204) is NaN once −var̂ > eps, and the "
+                "moving variance turns negative. witness: float32, a constant channel, eps 1e-7: after a·x + b the output is NaN where the oracle has 0.069; float64 golden vector train-f64-offset1e2: output 2.6× the bound"),
+        region=lambda c, p: (_offset_ratio(c, p, True) > 3.0 if p in _FORWARD else _offset_ratio(c, p, False) > 1.0),
+        witness=Case(dtype="float32", shape=(3, 1), seed=0, log10_scale=0.0, log10_offset=None,
+                     constant_channel=True, eps=1e-7, new_batch_weight=0.0),
+        witness_property="affine_invariance",
+        advice="center the data before hk.BatchNorm; a constant channel with a small eps gives NaN"),
+    Divergence(
+        id="haiku-zero-debias-decay-near-one",
+        adapters=("haiku",),
+        properties=("running_stats", "state_after_calls"),
+        reason=("Haiku's moving averages are zero-debiased: average = hidden/(1 − decay^counter) "
+                "(haiku/_src/moving_averages.py:123-127), decay converted to the input's dtype "
+                "(moving_averages.py:117), counter int32. With decay_rate 1 (new-batch weight 0, or a "
+                "weight that rounds 1 − w to 1 in the dtype: w < 3e-8 in float32) the divisor is 0 and "
+                "the moving averages are NaN after the first update, whatever they held (witness: "
+                "float64, w 0: running mean NaN where the oracle has -3.58); decay 1 is outside Haiku's "
+                "documented [0, 1) (moving_averages.py:57). For 0 < w ≲ 40/counter the divisor is not 1 "
+                "even for a long-trained layer (counter ≤ 2^31 − 1), so the update weighs the batch by "
+                "(1 − d)/(1 − d^(t+1)), not 1 − d. Region: fl(1 − w) = 1 in the dtype, or "
+                "fl(1 − w)^(2^30) > 1e-20"),
+        region=lambda c, p: _decay(c) == 1.0 or _decay(c) ** (2 ** 30) > 1e-20,
+        witness=Case(dtype="float64", shape=(2, 1), seed=0, log10_scale=0.0, log10_offset=None,
+                     constant_channel=False, eps=0.1, new_batch_weight=0.0),
+        witness_property="running_stats",
+        advice="use decay_rate < 1: a frozen moving average (decay 1) is NaN in Haiku"),
+    Divergence(
+        id="equinox-batch-momentum-one-nan",
+        adapters=("equinox.batch",),
+        properties=("infer_forward", "running_stats", "state_after_calls"),
+        reason=("eqx.nn.BatchNorm(mode=\"batch\") keeps hidden averages from (0, 1) and reads "
+                "hidden/(1 − momentum^counter) in inference (equinox/nn/_batch_norm.py:249-251): with "
+                "momentum 1 (new-batch weight 0, or any w < 1.1e-16, for which 1 − w rounds to 1) the "
+                "divisor is 0 once counter > 0, and inference reads 0/0 = NaN for the mean and 1/0 = inf "
+                "for the variance of a fresh layer, NaN for a loaded one (witness: float64, w 0: running "
+                "mean NaN after one step). Equinox documents momentum in (0, 1) (_batch_norm.py:117-118). "
+                "The docstring says inference uses the \"unbiased variance\" (_batch_norm.py:47-48); the "
+                "variance kept is the biased one (_batch_norm.py:213, probes: biased)"),
+        region=lambda c, p: 1.0 - c.new_batch_weight == 1.0,
+        witness=Case(dtype="float64", shape=(2, 1), seed=0, log10_scale=0.0, log10_offset=None,
+                     constant_channel=False, eps=0.1, new_batch_weight=0.0),
+        witness_property="running_stats",
+        advice="use momentum < 1 with mode='batch'"),
+    Divergence(
+        id="equinox-ema-normalizes-with-moving-averages",
+        adapters=("equinox.ema",),
+        properties=("train_forward", "gradients", "affine_invariance", "output_moments", "dx_sums_zero"),
+        reason=("eqx.nn.BatchNorm(mode=\"ema\"), what a layer built without mode is (with a warning, "
+                "_batch_norm.py:130-137), normalizes a training batch with the updated moving averages "
+                "(1 − momentum)·batch + momentum·running, not with the batch statistics "
+                "(equinox/nn/_batch_norm.py:235-240, 264); only the first training call of a fresh layer "
+                "uses the batch statistics (ema_first_time_index, :238-239). After a checkpoint is "
+                "loaded, the training output, its gradients (through the moving averages) and the "
+                "invariances of batch norm hold only for new-batch weight 1. witness: float64, w 0.1, running statistics set: output off by 4.17, 1.7e15× the bound"),
+        region=lambda c, p: c.new_batch_weight != 1.0,
+        witness=Case(dtype="float64", shape=(8, 2), seed=0, log10_scale=0.0, log10_offset=None,
+                     constant_channel=False, eps=1e-5, new_batch_weight=0.1),
+        witness_property="train_forward",
+        advice="use mode='batch' (Equinox recommends it); mode='ema' is not batch norm in training"),
     # --- onnx (onnx.node and its paths, torch.builtin's ONNX exports) --------------------
     Divergence(
         id="onnx-eps-float32",

@@ -28,6 +28,9 @@ class NotConfigurable(ValueError):
 def translate(setting, adapter):
     """Constructor keyword arguments that give ``setting`` in ``adapter``'s framework."""
     conv, args = DECLARED[adapter], ARGUMENTS[adapter]
+    if conv.running_var == "none":      # no running statistics, no momentum: eps (and axis) only
+        out = {args["eps"]: setting.eps} if args["eps"] else {}
+        return out
     if args["momentum"] is None:
         if (conv.default_new_batch_weight, conv.default_eps) != (setting.new_batch_weight, setting.eps):
             raise NotConfigurable(
@@ -53,7 +56,8 @@ def remaining_differences(a, b):
     """Declared differences between two implementations that no argument translates."""
     ca, cb = DECLARED[a], DECLARED[b]
     out = []
-    for field in ("running_var", "variance", "stats_update", "default_mode", "batch_of_one"):
+    for field in ("running_var", "variance", "stats_update", "default_mode", "batch_of_one", "debias",
+                  "initial_stats"):
         va, vb = getattr(ca, field), getattr(cb, field)
         if va != vb:
             out.append(f"{field}: {a} {va}, {b} {vb}")
@@ -110,8 +114,9 @@ def guide(conventions):
     for n in names:
         c, conv = conventions[n], DECLARED[n]
         meaning = ("new-batch weight" if conv.momentum_is == "new_batch_weight" else "old-value weight")
+        default = "required, no default" if conv.default_momentum is None else f"{conv.default_momentum:g}"
         out.append(f"| {n} | " + " | ".join(f"`{s}`" for s in STATE_NAMES[n])
-                   + f" | {meaning} ({conv.default_momentum:g}) | {c['default_eps']:g} |")
+                   + f" | {meaning} ({default}) | {c['default_eps']:g} |")
     out += ["", "The vectors are per channel, so layout (NCHW or NHWC) does not change them; the "
             "convolution weights around them do, and are outside this guide.", ""]
     for src in names:
@@ -121,16 +126,29 @@ def guide(conventions):
             cs, cd = conventions[src], conventions[dst]
             s_names, d_names = STATE_NAMES[src], STATE_NAMES[dst]
             copy = ", ".join(f"`{a}` → `{b}`" for a, b in zip(s_names, d_names))
-            kw = translate(Setting(cs["new_batch_weight"], cs["default_eps"]), dst)
-            steps = [f"1. Copy {copy}.",
-                     f"2. Build the {dst} layer with `{', '.join(f'{k}={v!r}' for k, v in kw.items())}` "
-                     f"to keep {src}'s default behaviour (new-batch weight {cs['new_batch_weight']:g}, "
-                     f"eps {cs['default_eps']:g})."]
+            steps = [f"1. Copy {copy}."]
+            if isinstance(cs["new_batch_weight"], (int, float)):
+                kw = translate(Setting(cs["new_batch_weight"], cs["default_eps"]), dst)
+                steps.append(f"2. Build the {dst} layer with `{', '.join(f'{k}={v!r}' for k, v in kw.items())}` "
+                             f"to keep {src}'s default behaviour (new-batch weight {cs['new_batch_weight']:g}, "
+                             f"eps {cs['default_eps']:g}).")
+            else:   # the source has no default momentum: its layer was built with one
+                steps.append(f"2. Build the {dst} layer with the momentum {src} was built with, translated by "
+                             f"`equiv.translate(Setting(new_batch_weight=w, eps={cs['default_eps']:g}), {dst!r})` "
+                             f"(w: the weight of the new batch in {src}).")
             if cs["default_eps"] != cd["default_eps"]:
                 steps.append(f"3. Or keep {dst}'s default eps {cd['default_eps']:g} and add "
                              f"{cs['default_eps']:g} − {cd['default_eps']:g} to the running variance "
                              f"(`equiv.port_state(..., src_eps={cs['default_eps']:g}, dst_eps={cd['default_eps']:g})`); "
                              "inference is then exact wherever the result stays ≥ 0.")
+            if cd.get("debias") == "zero":
+                steps.append(f"- Debiasing: {dst} reads hidden/(1 − decay^counter); write the hidden average "
+                             "(value·(1 − decay^counter)) and a large counter beside it (Haiku: `hidden`, "
+                             "`counter` of each `*_ema`; Equinox: the `batch_counter` index), else the first "
+                             "update in {dst} forgets the ported statistics.".replace("{dst}", dst))
+            elif cd.get("debias") == "first":
+                steps.append(f"- First call: set `ema_first_time_index` to False, else the first training call "
+                             f"in {dst} replaces the ported statistics by the batch's.")
             if cs["running_var"] != cd["running_var"]:
                 steps.append(f"- Running variance: {src} stores an {cs['running_var']} estimate, {dst} "
                              f"updates with a {cd['running_var']} one. Inference is unaffected; fine-tuning "

@@ -41,14 +41,15 @@ class Property:
     check: Callable
     needs_gradients: bool = False
     max_steps: int = 1
+    needs_running_stats: bool = False
 
 
 PROPERTIES = {}
 
 
-def prop(name, doc, *, needs_gradients=False, max_steps=1):
+def prop(name, doc, *, needs_gradients=False, max_steps=1, needs_running_stats=False):
     def register(fn):
-        PROPERTIES[name] = Property(name, doc, fn, needs_gradients, max_steps)
+        PROPERTIES[name] = Property(name, doc, fn, needs_gradients, max_steps, needs_running_stats)
         return fn
     return register
 
@@ -80,7 +81,8 @@ def train_forward(A, case, device):
                             tol.train_forward(case.x, case.gamma, case.beta, a.eps, case.dtype))
 
 
-@prop("batch_stats", "with new-batch weight 1 the running stats become the batch mean and (un)biased variance")
+@prop("batch_stats", "with new-batch weight 1 the running stats become the batch mean and (un)biased variance",
+      needs_running_stats=True)
 def batch_stats(A, case, device):
     a = build(A, case, device, new_batch_weight=1.0)
     if a.new_batch_weight != 1.0:
@@ -96,7 +98,8 @@ def batch_stats(A, case, device):
                tol.assert_close("batch var", s["running_var"], exp_var, bv))
 
 
-@prop("infer_forward", "inference-mode output from given running stats equals the oracle's")
+@prop("infer_forward", "inference-mode output from given running stats equals the oracle's",
+      needs_running_stats=True)
 def infer_forward(A, case, device):
     a = build(A, case, device)
     y = ref.batch_norm_infer(case.x, case.gamma, case.beta, case.running_mean, case.running_var, eps=a.eps)
@@ -107,7 +110,7 @@ def infer_forward(A, case, device):
 
 
 @prop("running_stats", "running mean and variance after k ≥ 1 training steps equal the oracle's",
-      max_steps=4)
+      max_steps=4, needs_running_stats=True)
 def running_stats(A, case, device):
     a = build(A, case, device)
     mean, var = case.running_mean, case.running_var
@@ -220,6 +223,8 @@ def _updates(conv, method):
       "where the declared conventions update them, unchanged everywhere else")
 def state_after_calls(A, case, device):
     worst = 0.0
+    keys = ("gamma", "beta") if A.conventions.running_var == "none" else \
+        ("gamma", "beta", "running_mean", "running_var")   # a layer without running statistics
     for label, method in CALLS:
         updates = _updates(A.conventions, method)
         if updates is None:
@@ -240,7 +245,7 @@ def state_after_calls(A, case, device):
             bound["running_mean"], bound["running_var"] = tol.running_stats(
                 case.x, case.running_mean, case.running_var, m, v, w, case.dtype)
         state = a.get_state()
-        for k in ("gamma", "beta", "running_mean", "running_var"):
+        for k in keys:
             worst = max(worst, tol.assert_close(f"{k} after the {label}", state[k], expected[k], bound[k]))
     return worst
 
@@ -270,6 +275,9 @@ def applies(p, adapter_cls):
     if p.needs_gradients and not adapter_cls.has_gradients:
         hint = " (a function provides them as fn.backward: see the README)" if adapter_cls.external else ""
         return f"{adapter_cls.name} computes no gradients{hint}"
+    if p.needs_running_stats and adapter_cls.conventions.running_var == "none":
+        return (f"{adapter_cls.name} keeps no running statistics (no inference mode, no moving averages): "
+                f"{p.name} does not apply")
     return None
 
 

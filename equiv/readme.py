@@ -42,7 +42,7 @@ def _eps(v):
 def conventions():
     conv = json.loads((DATA / "conventions.json").read_text())
     head = ("adapter", "new-batch weight", "running var", "default eps", "channel axis", "variance",
-            "stats update", "default mode", "batch of one")
+            "stats update", "default mode", "batch of one", "debias", "initial stats")
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in sorted(conv, key=_adapter_order):
         r = conv[name]
@@ -50,12 +50,13 @@ def conventions():
         rows.append("| " + " | ".join([name, f"{w:g}" if isinstance(w, (int, float)) else str(w), r["running_var"],
                                        _eps(r["default_eps"]),
                                        str(r["channel_axis"]), r["variance"], r["stats_update"],
-                                       r["default_mode"], r["batch_of_one"]]) + " |")
+                                       r["default_mode"], r["batch_of_one"], r["debias"],
+                                       r["initial_stats"]]) + " |")
     return "\n\n" + "\n".join(rows) + "\n\n"
 
 
 def _adapter_order(name):
-    fw = ["torch", "tf", "flax", "jax", "mxnet"]
+    fw = ["torch", "tf", "flax", "jax", "equinox", "haiku", "mxnet"]
     return (fw.index(name.split(".")[0]) if name.split(".")[0] in fw else len(fw), name)
 
 

@@ -1,7 +1,7 @@
 """Plain-text and Markdown tables of measured conventions."""
 
 CONVENTION_FIELDS = ("new_batch_weight", "running_var", "default_eps", "channel_axis", "variance",
-                     "stats_update", "default_mode", "batch_of_one", "mode_switch")
+                     "stats_update", "default_mode", "batch_of_one", "debias", "initial_stats", "mode_switch")
 
 
 def convention_table(records, markdown=False):

@@ -221,6 +221,8 @@ def run_case(adapter_cls, case_record, arrays, device="cpu"):
         return "skipped", f"{adapter_cls.name} has no dtype {case.dtype}", {}
     if mode == "gradients" and not adapter_cls.has_gradients:
         return "skipped", f"{adapter_cls.name} computes no gradients", {}
+    if mode in ("infer", "running") and adapter_cls.conventions.running_var == "none":
+        return "skipped", f"{adapter_cls.name} keeps no running statistics", {}
     try:
         a = adapter_cls(case.channels, case.ndim, dtype=case.dtype, device=device,
                         new_batch_weight=case.new_batch_weight, eps=case.eps)

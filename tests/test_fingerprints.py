@@ -42,6 +42,22 @@ def test_compare_reports_status_and_eps_changes():
     assert "default_eps changed from 1e-05 to 0.001" in changes
 
 
+def test_a_field_absent_from_an_older_fingerprint_is_no_change():
+    """A probe added later (debias, initial_stats) is absent from fingerprints stored before it
+    (flax 0.10.2's, torch releases not installed here): not compared, not a change."""
+    import json
+    old, new = _fp(), _fp("1.1")
+    new["conventions"].update(debias="zero", initial_stats="0, 0")
+    assert fpr.compare(old, new) == []
+    stored = json.loads(fpr.path_for("flax.linen", "0.10.2").read_text())
+    assert "debias" not in stored["conventions"]
+    newer = copy.deepcopy(stored)
+    newer["conventions"].update(debias="none", initial_stats="0, 1")
+    assert fpr.compare(stored, newer) == []
+    newer["conventions"]["running_var"] = "unbiased"
+    assert fpr.compare(stored, newer) == ["running_var changed from biased to unbiased"]
+
+
 def test_save_refuses_failed_probes_and_losing_cases(tmp_path):
     import pytest
     from equiv import io

@@ -8,7 +8,7 @@ from equiv.conventions import ARGUMENTS, DECLARED
 from equiv.porting import NotConfigurable
 
 CONFIGURABLE = [n for n in DECLARED if ARGUMENTS[n]["momentum"]]
-FIXED = [n for n in DECLARED if not ARGUMENTS[n]["momentum"]]
+FIXED = [n for n in DECLARED if not ARGUMENTS[n]["momentum"] and DECLARED[n].running_var != "none"]
 
 
 @pytest.mark.parametrize("name", CONFIGURABLE)
@@ -33,6 +33,12 @@ def test_hard_coded_layers(name):
     assert translate(Setting(conv.default_new_batch_weight, conv.default_eps), name) == {}
     with pytest.raises(NotConfigurable):
         translate(Setting(0.5, conv.default_eps), name)
+
+
+def test_a_layer_without_running_statistics_takes_eps_only():
+    """jax.stax has no momentum at all: any new-batch weight translates to its eps alone."""
+    assert translate(Setting(0.5, 1e-3), "jax.stax") == {"epsilon": 1e-3}
+    assert translate(Setting(0.1, 1e-3), "haiku") == {"decay_rate": 0.9, "eps": 1e-3}
 
 
 def test_remaining_differences():

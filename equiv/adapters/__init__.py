@@ -20,6 +20,8 @@ MXNET = "pip install mxnet==1.9.1 'numpy<1.24'"
 ONNX = "pip install onnx onnxruntime"
 TINYGRAD = "pip install tinygrad && apt-get install -y clang"
 MLX = "pip install 'mlx[cpu]'"
+EQUINOX = "pip install jax equinox"
+HAIKU = "pip install jax dm-haiku"
 
 REGISTRY = {
     "torch.builtin": ("equiv.adapters.torch_builtin", "TorchBuiltin", "torch", TORCH),
@@ -30,6 +32,10 @@ REGISTRY = {
     "flax.linen.two_pass": ("equiv.adapters.flax_linen", "FlaxLinenTwoPass", "flax", JAX),
     "flax.nnx": ("equiv.adapters.flax_nnx", "FlaxNNX", "flax", JAX),
     "jax.scratch": ("equiv.adapters.jax_scratch", "JaxScratch", "flax", JAX),
+    "jax.stax": ("equiv.adapters.jax_stax", "JaxStax", "jax", JAX),
+    "equinox.ema": ("equiv.adapters.equinox_nn", "EquinoxEMA", "equinox", EQUINOX),
+    "equinox.batch": ("equiv.adapters.equinox_nn", "EquinoxBatch", "equinox", EQUINOX),
+    "haiku": ("equiv.adapters.haiku_bn", "HaikuBatchNorm", "haiku", HAIKU),
     "mxnet.gluon": ("equiv.adapters.mxnet_gluon", "MXNetGluon", "mxnet", MXNET),
     "mxnet.scratch": ("equiv.adapters.mxnet_scratch", "MXNetScratch", "mxnet", MXNET),
     "onnx.node": ("equiv.adapters.onnx_node", "OnnxNode", "onnxruntime", ONNX),

@@ -60,7 +60,7 @@ DYNAMO_CONVENTIONS = dict(
     mode_switch="none: dynamo=True exports a training-mode module as an inference node")
 # no training-mode graph: these probes measure a training forward and find the inference node
 DYNAMO_UNMEASURED = dict.fromkeys(
-    ("new_batch_weight", "running_var", "default_eps", "variance", "batch_of_one", "channel_axis"),
+    ("new_batch_weight", "running_var", "default_eps", "variance", "batch_of_one", "channel_axis", "debias"),
     "no training-mode graph (onnx-dynamo-training-exports-inference): the probe measures a training forward")
 
 
