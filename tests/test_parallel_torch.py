@@ -35,14 +35,15 @@ def _load(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_declared_conventions_are_measured(name):
     A = _load(name)
-    assert probes.measure(A) == A.conventions
+    m = probes.check(A)   # every field measured: unequal shards, gradients
+    assert m.not_measured == {} and m.conventions == A.conventions, str(m)
 
 
 def test_probes_tell_the_two_buffer_modes_apart():
     """The running_stats probe can fail: the same layer with and without the broadcast measures
     differently, and a wrong declaration is caught by the generic comparison."""
-    assert probes.measure(TorchDDP).running_stats == "rank0-broadcast"
-    assert probes.measure(TorchDDPLocalBuffers).running_stats == "own"
+    assert probes.measure(TorchDDP).conventions.running_stats == "rank0-broadcast"
+    assert probes.measure(TorchDDPLocalBuffers).conventions.running_stats == "own"
     state, steps = _witness(2)
     with TorchDDP(2, 2, 2, dtype="float64") as a:
         got = a.run(state, steps)
