@@ -66,8 +66,9 @@ def test_probes_tell_the_engines_apart():
     """param_grads: each replica's own dgamma under pmap and vmap (mapped parameters), the sum over
     replicas under shard_map (replicated P() parameters: the cotangent of their implicit pvary is a
     psum) and jit (one global gradient). Weighting: equal under pmap with a mask, count under jit."""
-    grads = {n: measured(n).conventions.param_grads for n in ("flax.linen.pmap", "flax.linen.vmap", "flax.linen.shard_map",
-                                                     "flax.linen.jit", "flax.nnx.pmap", "flax.nnx.shard_map")}
+    grads = {n: measured(n).conventions.param_grads for n in (
+        "flax.linen.pmap", "flax.linen.vmap", "flax.linen.shard_map", "flax.linen.jit", "flax.nnx.pmap",
+        "flax.nnx.shard_map")}
     assert grads == {"flax.linen.pmap": "local", "flax.linen.vmap": "local", "flax.linen.shard_map": "sum",
                      "flax.linen.jit": "sum", "flax.nnx.pmap": "local", "flax.nnx.shard_map": "sum"}
     assert measured("flax.linen.pmap.mask").conventions.weighting == "equal"
@@ -76,7 +77,8 @@ def test_probes_tell_the_engines_apart():
     assert measured("flax.linen.pmap").not_measured["weighting"] == probes.EQUAL_SHARDS
     assert measured("flax.linen.pmap.mask").conventions.empty_shard == "nan"
     assert measured("flax.linen.jit.mask").conventions.empty_shard == "skip"
-    fast, two = (measured(n).numbers["variance_relative_error"] for n in ("flax.linen.pmap", "flax.linen.pmap.two_pass"))
+    fast, two = (measured(n).numbers["variance_relative_error"]
+                 for n in ("flax.linen.pmap", "flax.linen.pmap.two_pass"))
     assert fast > 1e-4 and two < 1e-5                               # float32, |mean|/std = 10^2.5
 
 
