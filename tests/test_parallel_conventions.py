@@ -40,3 +40,14 @@ def test_findings_render_without_any_framework():
     assert out.returncode == 0, out.stderr
     assert out.stdout == "\n".join(parallel_section()) + "\n"
     assert all(f"| {name} |" in out.stdout for name in parallel.REGISTRY)
+
+
+def test_equiv_list_shows_the_data_parallel_implementations():
+    out = subprocess.run([sys.executable, "-m", "equiv", "list"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    section = out.stdout.split("\ndata-parallel ", 1)[1].splitlines()[1:]
+    assert [line.split()[0] for line in section] == parallel.known_names()
+    for line in section:
+        name, state = line.split()[:2]
+        assert state == ("installed" if parallel.framework_installed(name) else "missing"), line
+        assert ENGINE[name] in line
