@@ -226,16 +226,6 @@ def test_syncbn_on_cuda_is_the_global_batch(R):
                 dtype="float64")
 
 
-def test_readme_rows_are_the_declarations():
-    from pathlib import Path
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    fields = ("synchronized", "weighting", "variance", "running_stats", "param_grads", "dx", "empty_shard")
-    for name in NAMES:
-        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
-        conv = parallel.load(name).conventions
-        assert [c.strip() for c in row.strip("|").split("|")[2:]] == [str(getattr(conv, f)) for f in fields], name
-
-
 def test_a_job_that_never_completes_times_out_and_ends_the_pool():
     """Every wait is bounded: a 2-replica job sent to rank 0 alone waits in DDP's first collective;
     the parent gives up after the timeout and ends the pool (the next job starts a fresh one).
