@@ -173,7 +173,22 @@ def cmd_list(args):
         if not registry.implemented(name):
             state = "not yet implemented"
         print(f"{name:{width}} {state}")
+    _list_parallel()
     return 0
+
+
+def _list_parallel():
+    """The data-parallel implementations (equiv/parallel/): name, engine, installed or not; read
+    from the declared table, so no framework is imported."""
+    from equiv import parallel
+    from equiv.parallel.conventions import ENGINE
+    names = parallel.known_names()
+    width = max(map(len, names))
+    print("\ndata-parallel (equiv/parallel/; tests/test_parallel*.py):")
+    for name in names:
+        ok = parallel.framework_installed(name)
+        hint = "" if ok else f" ({parallel.REGISTRY[name][3]})"
+        print(f"{name:{width}} {'installed' if ok else 'missing':9} {ENGINE[name]}{hint}")
 
 
 def _profile(args):
@@ -495,7 +510,7 @@ def build_parser():
     parser = Parser(prog="equiv", description=DESCRIPTION, epilog=EPILOG,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("list", help="list the adapters and whether their framework is installed")
+    p = sub.add_parser("list", help="list the adapters and the data-parallel implementations, and whether their framework is installed")
     p.set_defaults(fn=cmd_list)
     adapters_help = ("comma-separated adapter names, or package.module:obj for an external "
                      "implementation; default: every adapter whose framework is installed")

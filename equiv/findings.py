@@ -49,23 +49,23 @@ def divergence_phrase(known):
 
 
 def parallel_section():
-    """Markdown lines: every registered data-parallel implementation's conventions as its class
-    declares them (each held equal to the probes' measurement by tests/test_parallel_<engine>.py),
-    then the documented data-parallel divergences (equiv.parallel.known). Reads the adapter modules,
-    which import no framework."""
-    import importlib
+    """Markdown lines: every registered data-parallel implementation's conventions as declared
+    (``equiv.parallel.conventions``: each held to the probes' measurement by
+    tests/test_parallel_<engine>.py), then the documented data-parallel divergences
+    (equiv.parallel.known). Imports no adapter module and no framework: the same text whatever is
+    installed."""
     from dataclasses import fields
 
-    from equiv.parallel import REGISTRY, ParallelConventions
+    from equiv.parallel import ParallelConventions
+    from equiv.parallel.conventions import BASE, DECLARED, ENGINE
     from equiv.parallel.known import FINDINGS, KNOWN as PARALLEL
     names = [f.name for f in fields(ParallelConventions)]
     out = ["## Data-parallel BatchNorm (declared, measured by the probes)", "",
            "| implementation | engine | base | " + " | ".join(names) + " |",
            "|---" * (3 + len(names)) + "|"]
-    for name in sorted(REGISTRY):
-        A = getattr(importlib.import_module(REGISTRY[name][0]), REGISTRY[name][1])
-        row = A.conventions.as_dict()
-        out.append(f"| {name} | {A.engine} | {A.base} | " + " | ".join(str(row[n]) for n in names) + " |")
+    for name in sorted(DECLARED):
+        row = DECLARED[name].as_dict()
+        out.append(f"| {name} | {ENGINE[name]} | {BASE[name]} | " + " | ".join(str(row[n]) for n in names) + " |")
     out += ["", "### Data-parallel divergences (documented, strict xfail in tests/test_parallel.py)", ""]
     for d in PARALLEL:
         c = d.witness.case

@@ -71,8 +71,31 @@ def lockstep_tolerance():
     return f"float64 {_sci(tolerance('float64', 128))}, float32 {_sci(tolerance('float32', 128))} at batch 128"
 
 
+# the tox env whose tests run each data-parallel framework (tests/test_parallel.py and its own file)
+PARALLEL_ENVS = {"torch": "torch", "tensorflow": "tf", "mxnet": "mxnet", "flax": "jax"}
+
+
+def parallel():
+    """The data-parallel implementations with their declared rows (equiv.parallel.conventions), the
+    tox env that runs them and the ids of their findings (equiv.parallel.known)."""
+    from dataclasses import fields
+
+    from equiv.parallel import REGISTRY, ParallelConventions
+    from equiv.parallel.conventions import BASE, DECLARED
+    from equiv.parallel.known import FINDINGS, KNOWN
+    names = [f.name for f in fields(ParallelConventions)]
+    head = ("name", "base", *(n.replace("_", " ") for n in names), "tox env", "findings")
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in sorted(DECLARED, key=_adapter_order):
+        row = DECLARED[name].as_dict()
+        ids = [d.id for d in (*KNOWN, *FINDINGS) if name in d.implementations]
+        rows.append("| " + " | ".join([f"`{name}`", BASE[name], *(str(row[n]) for n in names),
+                                       PARALLEL_ENVS[REGISTRY[name][2]], ", ".join(ids) or "–"]) + " |")
+    return "\n\n" + "\n".join(rows) + "\n\n"
+
+
 GENERATORS = {"divergences": divergences, "vectors": vectors, "conventions": conventions,
-              "flax-versions": flax_versions, "lockstep-tolerance": lockstep_tolerance}
+              "flax-versions": flax_versions, "lockstep-tolerance": lockstep_tolerance, "parallel": parallel}
 
 
 def render(text):

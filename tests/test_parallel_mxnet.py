@@ -10,7 +10,7 @@ from equiv import parallel
 
 mx = pytest.importorskip("mxnet", reason="install it with: pip install mxnet==1.9.1 'numpy<1.24'")
 
-from equiv.parallel.probes import measure  # noqa: E402
+from equiv.parallel.probes import check  # noqa: E402
 from equiv.parallel import mxnet as pmx  # noqa: E402
 from equiv.parallel.worker import Hung  # noqa: E402
 from equiv.strategies import Case, ParallelCase  # noqa: E402
@@ -35,7 +35,8 @@ def _call(num_devices, xs, dys, timeout=60, dtype="float32"):
 
 
 def test_declared_conventions_are_measured():
-    assert measure(A) == A.conventions
+    m = check(A)   # every field measured: unequal shards, gradients
+    assert m.not_measured == {} and m.conventions == A.conventions, str(m)
 
 
 def test_num_devices_1_on_two_contexts_is_unsynchronized():

@@ -12,7 +12,7 @@ from equiv import parallel
 pytest.importorskip("tensorflow", reason="install it with: pip install tensorflow-cpu")
 
 from equiv.parallel import tf as ptf  # noqa: E402
-from equiv.parallel.probes import measure  # noqa: E402
+from equiv.parallel.probes import check  # noqa: E402
 from equiv.parallel.worker import worker  # noqa: E402
 from equiv.strategies import Case, ParallelCase  # noqa: E402
 
@@ -41,7 +41,8 @@ def _xhat(x):
 @pytest.mark.parametrize("name", ["tf.mirrored", "tf.mirrored.sync"])
 def test_declared_conventions_are_measured(name):
     A = parallel.load(name)
-    assert measure(A) == A.conventions
+    m = check(A)   # every field measured: unequal shards, gradients
+    assert m.not_measured == {} and m.conventions == A.conventions, str(m)
 
 
 @pytest.mark.parametrize("sync", [True, False], ids=["sync", "local"])

@@ -35,14 +35,15 @@ def _load(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_declared_conventions_are_measured(name):
     A = _load(name)
-    assert probes.measure(A) == A.conventions
+    m = probes.check(A)   # every field measured: unequal shards, gradients
+    assert m.not_measured == {} and m.conventions == A.conventions, str(m)
 
 
 def test_probes_tell_the_two_buffer_modes_apart():
     """The running_stats probe can fail: the same layer with and without the broadcast measures
     differently, and a wrong declaration is caught by the generic comparison."""
-    assert probes.measure(TorchDDP).running_stats == "rank0-broadcast"
-    assert probes.measure(TorchDDPLocalBuffers).running_stats == "own"
+    assert probes.measure(TorchDDP).conventions.running_stats == "rank0-broadcast"
+    assert probes.measure(TorchDDPLocalBuffers).conventions.running_stats == "own"
     state, steps = _witness(2)
     with TorchDDP(2, 2, 2, dtype="float64") as a:
         got = a.run(state, steps)
@@ -223,16 +224,6 @@ def test_syncbn_on_cuda_is_the_global_batch(R):
         want = _expected(a, state, steps)
         compare(a.conventions, got, want, steps, state, eps=a.eps, new_batch_weight=a.new_batch_weight,
                 dtype="float64")
-
-
-def test_readme_rows_are_the_declarations():
-    from pathlib import Path
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    fields = ("synchronized", "weighting", "variance", "running_stats", "param_grads", "dx", "empty_shard")
-    for name in NAMES:
-        row = next(line for line in text.splitlines() if line.startswith(f"| `{name}` |"))
-        conv = parallel.load(name).conventions
-        assert [c.strip() for c in row.strip("|").split("|")[2:]] == [str(getattr(conv, f)) for f in fields], name
 
 
 def test_a_job_that_never_completes_times_out_and_ends_the_pool():

@@ -3,7 +3,8 @@ of the batch, on the framework's own distributed engine.
 
 An implementation is a ``ParallelAdapter``: it runs k training steps of R replicas on given shards
 in one call and returns what every replica computed and holds (``Run``). What it does across
-replicas is declared as data (``ParallelConventions``); what it does on one replica is the
+replicas is declared as data (``ParallelConventions``, one row per name in
+``equiv.parallel.conventions.DECLARED``, which the class reads); what it does on one replica is the
 single-device row of its base layer (``equiv.conventions.DECLARED[base]``: momentum, running
 variance, eps). ``equiv.parallel.expect`` turns both into the oracle's run
 (``reference.parallel``) and compares under ``equiv.tolerance``. Frameworks are imported lazily:
@@ -72,6 +73,7 @@ class ParallelAdapter:
     name = ""            # "torch.ddp"
     framework = ""       # distribution name, for the version
     install = ""
+    # the next three from equiv.parallel.conventions (BASE, ENGINE, DECLARED [name])
     base = ""            # the single-device row in equiv.conventions.DECLARED
     engine = ""          # one line: what runs the replicas ("torch.distributed, gloo, a process per replica")
     conventions: ParallelConventions = None

@@ -43,31 +43,6 @@ ENGINES = ("pmap", "shard_map", "vmap", "jit")
 DEVICES_FLAG = "XLA_FLAGS=--xla_force_host_platform_device_count=4"
 
 
-# what runs the replicas, per engine (the ``engine`` line of every adapter)
-ENGINE_TEXT = {
-    "pmap": "jax.pmap(axis_name=...), one CPU device per replica (XLA host platform devices)",
-    "shard_map": "jax.jit(jax.shard_map(...)) over a 1-D mesh, batch P(axis), parameters replicated P()",
-    "vmap": "jax.jit(jax.vmap(axis_name=...)) on one device, parameters broadcast",
-    "jit": "jax.jit of the layer without axis_name on a batch placed with NamedSharding(mesh, P(axis))",
-}
-MASKED_TEXT = "; unequal shards zero-padded, the layer's mask= marks the valid rows"
-
-
-def conventions(engine, variance, masked=False):
-    """Flax's conventions under an engine (declared; equiv.parallel.probes measures them). With
-    axis_name the replicas pmean their means: equal-weighted (the global batch when counts are
-    equal); a replica with no valid value makes its mean, and so every replica's, NaN. Under ``jit``
-    the layer sees the global batch: count-weighted, an empty shard weighs nothing. dx is the
-    gradient of the global loss (the transpose of pmean is a pmean of cotangents); dscale, dbias are
-    each replica's own under pmap and vmap (mapped parameters), summed under shard_map (replicated
-    parameters: their cotangent is psummed) and jit (one global gradient)."""
-    from equiv.parallel import ParallelConventions
-    spmd = engine == "jit"
-    return ParallelConventions(synchronized=True, weighting="count" if spmd else "equal", variance=variance,
-                               running_stats="global", param_grads="sum" if engine in ("shard_map", "jit") else "local",
-                               dx="global", empty_shard="skip" if spmd else "nan")
-
-
 def mesh(replicas):
     return Mesh(np.array(jax.devices()[:replicas]), (AXIS,))
 

@@ -16,7 +16,8 @@ import flax.linen as nn
 import jax
 
 from equiv.adapters._jax import DTYPES
-from equiv.parallel._jax import ENGINE_TEXT, MASKED_TEXT, JaxParallel, conventions
+from equiv.parallel._jax import JaxParallel
+from equiv.parallel.conventions import BASE, DECLARED, ENGINE
 
 
 @lru_cache(maxsize=None)
@@ -40,39 +41,39 @@ def replica_fn(dtype, use_fast_variance, axis_name, axis_index_groups, masked):
 
 
 class LinenPmap(JaxParallel):
-    name, base = "flax.linen.pmap", "flax.linen"
-    engine_name = "pmap"
-    engine = ENGINE_TEXT[engine_name]
+    name, engine_name = "flax.linen.pmap", "pmap"
+    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     replica_fn = staticmethod(replica_fn)
-    conventions = conventions(engine_name, "fast")
 
 
 class LinenPmapTwoPass(LinenPmap):
-    name, base = "flax.linen.pmap.two_pass", "flax.linen.two_pass"
+    name = "flax.linen.pmap.two_pass"
+    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     use_fast_variance = False
-    conventions = conventions("pmap", "two-pass")
 
 
 class LinenShardMap(LinenPmap):
     name, engine_name = "flax.linen.shard_map", "shard_map"
-    engine, conventions = ENGINE_TEXT[engine_name], conventions(engine_name, "fast")
+    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
 
 
 class LinenVmap(LinenPmap):
     name, engine_name = "flax.linen.vmap", "vmap"
-    engine, conventions = ENGINE_TEXT[engine_name], conventions(engine_name, "fast")
+    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
 
 
 class LinenJit(LinenPmap):
     name, engine_name = "flax.linen.jit", "jit"
-    engine, conventions = ENGINE_TEXT[engine_name], conventions(engine_name, "fast")
+    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
 
 
 class LinenPmapMask(LinenPmap):
-    name, engine = "flax.linen.pmap.mask", LinenPmap.engine + MASKED_TEXT
+    name = "flax.linen.pmap.mask"
+    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     masked, unequal_shards = True, True
 
 
 class LinenJitMask(LinenJit):
-    name, engine = "flax.linen.jit.mask", LinenJit.engine + MASKED_TEXT
+    name = "flax.linen.jit.mask"
+    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     masked, unequal_shards = True, True

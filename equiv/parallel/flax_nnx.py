@@ -13,7 +13,8 @@ import jax
 from flax import nnx
 
 from equiv.adapters._jax import DTYPES
-from equiv.parallel._jax import ENGINE_TEXT, JaxParallel, conventions
+from equiv.parallel._jax import JaxParallel
+from equiv.parallel.conventions import BASE, DECLARED, ENGINE
 
 
 @lru_cache(maxsize=None)
@@ -38,23 +39,21 @@ def replica_fn(dtype, use_fast_variance, axis_name, axis_index_groups, masked):
 
 
 class NNXPmap(JaxParallel):
-    name, base = "flax.nnx.pmap", "flax.nnx"
-    engine_name = "pmap"
-    engine = ENGINE_TEXT[engine_name]
+    name, engine_name = "flax.nnx.pmap", "pmap"
+    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     replica_fn = staticmethod(replica_fn)
-    conventions = conventions(engine_name, "fast")
 
 
 class NNXShardMap(NNXPmap):
     name, engine_name = "flax.nnx.shard_map", "shard_map"
-    engine, conventions = ENGINE_TEXT[engine_name], conventions(engine_name, "fast")
+    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
 
 
 class NNXVmap(NNXPmap):
     name, engine_name = "flax.nnx.vmap", "vmap"
-    engine, conventions = ENGINE_TEXT[engine_name], conventions(engine_name, "fast")
+    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
 
 
 class NNXJit(NNXPmap):
     name, engine_name = "flax.nnx.jit", "jit"
-    engine, conventions = ENGINE_TEXT[engine_name], conventions(engine_name, "fast")
+    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]

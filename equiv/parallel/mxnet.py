@@ -16,17 +16,15 @@ with more than run it never returns, so every run goes through a worker process 
 """
 import numpy as np
 
-from equiv.parallel import ParallelAdapter, ParallelConventions, Run
+from equiv.parallel import ParallelAdapter, Run
+from equiv.parallel.conventions import BASE, DECLARED, ENGINE
 
 TIMEOUT = 60
 
 
 class MXNetSyncBatchNorm(ParallelAdapter):
     name, framework, install = "mxnet.sync", "mxnet", "pip install mxnet==1.9.1 'numpy<1.24'"
-    base = "mxnet.gluon"
-    engine = "gluon.contrib.nn.SyncBatchNorm over R CPU contexts (num_devices=R) in a worker process"
-    conventions = ParallelConventions(synchronized=True, weighting="equal", variance="fast", running_stats="global",
-                                      param_grads="local", dx="global", empty_shard="error")
+    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     dtypes = ("float32",)
     replicas = (2, 4)
     num_devices = None   # None: R

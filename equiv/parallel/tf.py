@@ -21,18 +21,16 @@ replica 0's.
 import numpy as np
 
 from equiv.conventions import DECLARED
-from equiv.parallel import ParallelAdapter, ParallelConventions, Run
+from equiv.parallel import ParallelAdapter, Run
+from equiv.parallel.conventions import BASE, ENGINE, DECLARED as PARALLEL
 
 TIMEOUT = 120   # seconds for one run of k steps, a strategy built included
 
 
 class KerasMirrored(ParallelAdapter):
     name, framework, install = "tf.mirrored", "tensorflow", "pip install tensorflow-cpu"
-    base = "tf.keras"
-    engine = "tf.distribute.MirroredStrategy over R logical CPU devices in a worker process, strategy.run"
+    base, engine, conventions = BASE[name], ENGINE[name], PARALLEL[name]
     synchronized = False
-    conventions = ParallelConventions(synchronized=False, weighting="n/a", variance="n/a", running_stats="own",
-                                      param_grads="local", dx="local", empty_shard="nan")
     dtypes = ("float64", "float32")
     replicas = (2, 4)
 
@@ -52,9 +50,8 @@ class KerasMirrored(ParallelAdapter):
 
 class KerasMirroredSync(KerasMirrored):
     name = "tf.mirrored.sync"
+    base, engine, conventions = BASE[name], ENGINE[name], PARALLEL[name]
     synchronized = True
-    conventions = ParallelConventions(synchronized=True, weighting="count", variance="fast", running_stats="global",
-                                      param_grads="local", dx="global", empty_shard="skip")
 
 
 # --- in the worker process ---------------------------------------------------------------------

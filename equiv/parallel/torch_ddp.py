@@ -26,7 +26,8 @@ from datetime import timedelta
 import numpy as np
 
 from equiv.adapters import TORCH
-from equiv.parallel import ParallelAdapter, ParallelConventions, Run
+from equiv.parallel import ParallelAdapter, Run
+from equiv.parallel.conventions import BASE, DECLARED, ENGINE
 
 WORLD = 4             # one pool of 4 processes; a 2-replica job runs on the group of ranks 0 and 1
 JOB_TIMEOUT = 120.0   # seconds a job may take before the pool is ended
@@ -196,13 +197,7 @@ def _free_port():
 
 class TorchDDP(ParallelAdapter):
     name, framework, install = "torch.ddp", "torch", TORCH
-    base = "torch.builtin"
-    engine = ("DistributedDataParallel(BatchNorm1d/2d) on torch.distributed, gloo, one process per "
-              "replica on 127.0.0.1; forward_sync_buffers=True (the default: rank 0's buffers "
-              "broadcast before every forward)")
-    conventions = ParallelConventions(synchronized=False, weighting="n/a", variance="n/a",
-                                      running_stats="rank0-broadcast", param_grads="mean", dx="local",
-                                      empty_shard="skip")
+    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     forward_sync_buffers = True
     sync = False
     ddp = True            # False: the layer alone in the process group, no DistributedDataParallel
@@ -233,18 +228,13 @@ class TorchDDP(ParallelAdapter):
 
 class TorchDDPLocalBuffers(TorchDDP):
     name = "torch.ddp.local_buffers"
-    engine = TorchDDP.engine.split(";")[0] + "; forward_sync_buffers=False (each replica keeps its own buffers)"
-    conventions = ParallelConventions(synchronized=False, weighting="n/a", variance="n/a",
-                                      running_stats="own", param_grads="mean", dx="local", empty_shard="skip")
+    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     forward_sync_buffers = False
 
 
 class TorchSyncBN(TorchDDP):
     name = "torch.syncbn"
-    engine = ("DistributedDataParallel(SyncBatchNorm.convert_sync_batchnorm(BatchNorm1d/2d)) on CUDA, "
-              "gloo, one process per replica on one GPU")
-    conventions = ParallelConventions(synchronized=True, weighting="count", variance="two-pass",
-                                      running_stats="global", param_grads="mean", dx="global", empty_shard="skip")
+    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     sync = True
     device = "cuda"
 
