@@ -6,8 +6,8 @@ environment variable ``TRAINING=1``; tinygrad/helpers.py:237), read by the layer
 running statistics are ``assign``-ed in the forward and realized here with the output, as a
 training loop's ``realize`` or ``.numpy()`` does.
 
-The layer creates float32 parameters and buffers (``Tensor.ones``/``zeros``); ``set_state``
-replaces them with tensors of the case's dtype, as loading a checkpoint of that dtype does.
+The layer creates float32 parameters and buffers (``Tensor.ones``/``zeros``); ``build`` and
+``set_state`` replace them with tensors of the case's dtype, as loading a checkpoint of that dtype does.
 Gradients come from ``Tensor.gradient`` of the output against ``dy``.
 
 The CPU device compiles every kernel with clang, even with the LLVM renderer (its worker
@@ -47,6 +47,10 @@ class TinygradBuiltin(Adapter):
     def build(self, momentum, eps):
         with Context(DEV=DEVICE):
             self.module = nn.BatchNorm(self.num_features, eps=eps, momentum=momentum)
+        # the layer's own float32 ones and zeros, in the adapter's dtype (a float64 layer would
+        # otherwise assign float64 batch statistics to float32 buffers: tinygrad refuses)
+        m = self.module
+        self.set_state(*(numpy(t) for t in (m.weight, m.bias, m.running_mean, m.running_var)))
 
     def _t(self, a):
         return Tensor(np.asarray(a, dtype=np.float64).astype(self.dtype), device=DEVICE, dtype=DTYPES[self.dtype])
