@@ -61,6 +61,15 @@ DECLARED = {
                    default_mode="inference",
                    mode_switch="training_mode=1/0 attribute (opset 14+); opset 9: five outputs / one",
                    batch_of_one="beta"),
+    # paddle/nn/layer/norm.py (3.3.1) and phi::BatchNormKernel (paddle/phi/kernels/cpu/batch_norm_kernel.cc):
+    # running = running·momentum + batch·(1 − momentum), biased batch variance (÷ N·HW, two-pass);
+    # one value per channel: the kernel copies x to y and returns (y = x, gamma and beta unused,
+    # running statistics unchanged): "input".
+    "paddle.builtin": C(momentum_is="old_weight", default_momentum=0.9, running_var="biased",
+                        default_eps=1e-5, channel_axis=1, variance="two-pass", stats_update="forward",
+                        default_mode="training",
+                        mode_switch="layer.train() / layer.eval(); use_global_stats=True/False overrides the mode",
+                        batch_of_one="input"),
 }
 
 # Named presets an external implementation may declare (``equiv.external``): the conventions of
@@ -85,6 +94,7 @@ ARGUMENTS = {
     "mxnet.gluon": dict(momentum="momentum", eps="epsilon", axis="axis"),
     "mxnet.scratch": dict(momentum=None, eps=None, axis=None),
     "onnx.node": dict(momentum="momentum", eps="epsilon", axis=None),
+    "paddle.builtin": dict(momentum="momentum", eps="epsilon", axis=None),   # layout: data_format="NCHW"
 }
 
 # Where each built-in layer keeps its batch-norm state (gamma, beta, running mean, running
@@ -95,4 +105,5 @@ STATE_NAMES = {
     "flax.linen": ("params/scale", "params/bias", "batch_stats/mean", "batch_stats/var"),
     "flax.nnx": ("scale", "bias", "mean", "var"),
     "mxnet.gluon": ("gamma", "beta", "running_mean", "running_var"),
+    "paddle.builtin": ("weight", "bias", "_mean", "_variance"),
 }

@@ -14,6 +14,7 @@ TF = "pip install tensorflow-cpu"
 JAX = "pip install jax flax"
 MXNET = "pip install mxnet==1.9.1 'numpy<1.24'"
 ONNX = "pip install onnx onnxruntime"
+PADDLE = "pip install paddlepaddle==3.3.1"
 
 REGISTRY = {
     "torch.builtin": ("equiv.adapters.torch_builtin", "TorchBuiltin", "torch", TORCH),
@@ -27,6 +28,7 @@ REGISTRY = {
     "mxnet.gluon": ("equiv.adapters.mxnet_gluon", "MXNetGluon", "mxnet", MXNET),
     "mxnet.scratch": ("equiv.adapters.mxnet_scratch", "MXNetScratch", "mxnet", MXNET),
     "onnx.node": ("equiv.adapters.onnx_node", "OnnxNode", "onnxruntime", ONNX),
+    "paddle.builtin": ("equiv.adapters.paddle_builtin", "PaddleBuiltin", "paddle", PADDLE),
 }
 
 
