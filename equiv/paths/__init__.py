@@ -29,6 +29,7 @@ class ExecutionPath:
 
 _TORCH = "equiv.paths.torch_paths"
 _ONNX = "equiv.paths.onnx_paths"
+_PADDLE = "equiv.paths.paddle_paths"
 _ORT = ("onnx", "onnxruntime")
 _ORT_INSTALL = "pip install onnx onnxruntime"
 
@@ -58,6 +59,8 @@ PATHS = {p.name: p for p in [
     ExecutionPath("onnx.node", "opset14", _ONNX, "opset14", "the BatchNormalization node in opset 14"),
     ExecutionPath("onnx.node", "optimized", _ONNX, "optimized",
                   "onnxruntime with every graph optimization (ORT_ENABLE_ALL) instead of none"),
+    ExecutionPath("paddle.builtin", "nhwc", _PADDLE, "nhwc",
+                  "BatchNorm2D(data_format='NHWC') on channels-last input (4-D only; 2-D as eager)"),
 ]}
 
 
