@@ -70,6 +70,12 @@ DECLARED = {
                         default_mode="training",
                         mode_switch="layer.train() / layer.eval(); use_global_stats=True/False overrides the mode",
                         batch_of_one="input"),
+    # mindspore/nn/layer/normalization.py (2.10.0): the operator gets 1 − momentum (line 109); measured on
+    # the CPU: an *unbiased* running variance (the stored oneDNN kernel of older releases keeps a biased one)
+    "mindspore.nn": C(momentum_is="old_weight", default_momentum=0.9, running_var="unbiased",
+                      default_eps=1e-5, channel_axis=1, variance="two-pass", stats_update="forward",
+                      default_mode="inference", mode_switch="cell.set_train(True) / set_train(False)",
+                      batch_of_one="beta"),
 }
 
 # Named presets an external implementation may declare (``equiv.external``): the conventions of
@@ -95,6 +101,7 @@ ARGUMENTS = {
     "mxnet.scratch": dict(momentum=None, eps=None, axis=None),
     "onnx.node": dict(momentum="momentum", eps="epsilon", axis=None),
     "paddle.builtin": dict(momentum="momentum", eps="epsilon", axis=None),   # layout: data_format="NCHW"
+    "mindspore.nn": dict(momentum="momentum", eps="eps", axis=None),   # data_format="NHWC": GPU only
 }
 
 # Where each built-in layer keeps its batch-norm state (gamma, beta, running mean, running
@@ -106,4 +113,5 @@ STATE_NAMES = {
     "flax.nnx": ("scale", "bias", "mean", "var"),
     "mxnet.gluon": ("gamma", "beta", "running_mean", "running_var"),
     "paddle.builtin": ("weight", "bias", "_mean", "_variance"),
+    "mindspore.nn": ("gamma", "beta", "moving_mean", "moving_variance"),
 }

@@ -15,6 +15,7 @@ JAX = "pip install jax flax"
 MXNET = "pip install mxnet==1.9.1 'numpy<1.24'"
 ONNX = "pip install onnx onnxruntime"
 PADDLE = "pip install paddlepaddle==3.3.1"
+MINDSPORE = "pip install mindspore==2.10.0 'numpy<2'"
 
 REGISTRY = {
     "torch.builtin": ("equiv.adapters.torch_builtin", "TorchBuiltin", "torch", TORCH),
@@ -29,6 +30,7 @@ REGISTRY = {
     "mxnet.scratch": ("equiv.adapters.mxnet_scratch", "MXNetScratch", "mxnet", MXNET),
     "onnx.node": ("equiv.adapters.onnx_node", "OnnxNode", "onnxruntime", ONNX),
     "paddle.builtin": ("equiv.adapters.paddle_builtin", "PaddleBuiltin", "paddle", PADDLE),
+    "mindspore.nn": ("equiv.adapters.mindspore_nn", "MindSporeNN", "mindspore", MINDSPORE),
 }
 
 
