@@ -65,6 +65,9 @@ DECLARED = {
     # running = running·momentum + batch·(1 − momentum), biased batch variance (÷ N·HW, two-pass);
     # one value per channel: the kernel copies x to y and returns (y = x, gamma and beta unused,
     # running statistics unchanged): "input".
+    # Not expressible in these fields (no field added here): the precision eps and momentum reach the
+    # kernel in (C++ float: float32 for a float64 layer, as mxnet.gluon and ONNX; documented as the
+    # divergences paddle-eps-float32 / paddle-momentum-float32), and use_global_stats overriding the mode.
     "paddle.builtin": C(momentum_is="old_weight", default_momentum=0.9, running_var="biased",
                         default_eps=1e-5, channel_axis=1, variance="two-pass", stats_update="forward",
                         default_mode="training",
@@ -72,6 +75,8 @@ DECLARED = {
                         batch_of_one="input"),
     # mindspore/nn/layer/normalization.py (2.10.0): the operator gets 1 − momentum (line 109); measured on
     # the CPU: an *unbiased* running variance (the stored oneDNN kernel of older releases keeps a biased one)
+    # Not expressible in these fields: the eps range the primitive accepts, (0, 1] (the adapter raises
+    # Unsupported beyond it).
     "mindspore.nn": C(momentum_is="old_weight", default_momentum=0.9, running_var="unbiased",
                       default_eps=1e-5, channel_axis=1, variance="two-pass", stats_update="forward",
                       default_mode="inference", mode_switch="cell.set_train(True) / set_train(False)",
