@@ -94,6 +94,26 @@ DECLARED = {
                      default_eps=1e-5, channel_axis=-1, variance="two-pass", stats_update="forward",
                      default_mode="training", mode_switch="module.train() / module.eval()",
                      batch_of_one="error"),
+    # paddle/nn/layer/norm.py (3.3.1) and phi::BatchNormKernel (paddle/phi/kernels/cpu/batch_norm_kernel.cc):
+    # running = running·momentum + batch·(1 − momentum), biased batch variance (÷ N·HW, two-pass);
+    # one value per channel: the kernel copies x to y and returns (y = x, gamma and beta unused,
+    # running statistics unchanged): "input".
+    # Not expressible in these fields (no field added here): the precision eps and momentum reach the
+    # kernel in (C++ float: float32 for a float64 layer, as mxnet.gluon and ONNX; documented as the
+    # divergences paddle-eps-float32 / paddle-momentum-float32), and use_global_stats overriding the mode.
+    "paddle.builtin": C(momentum_is="old_weight", default_momentum=0.9, running_var="biased",
+                        default_eps=1e-5, channel_axis=1, variance="two-pass", stats_update="forward",
+                        default_mode="training",
+                        mode_switch="layer.train() / layer.eval(); use_global_stats=True/False overrides the mode",
+                        batch_of_one="input"),
+    # mindspore/nn/layer/normalization.py (2.10.0): the operator gets 1 − momentum (line 109); measured on
+    # the CPU: an *unbiased* running variance (the stored oneDNN kernel of older releases keeps a biased one)
+    # Not expressible in these fields: the eps range the primitive accepts, (0, 1] (the adapter raises
+    # Unsupported beyond it).
+    "mindspore.nn": C(momentum_is="old_weight", default_momentum=0.9, running_var="unbiased",
+                      default_eps=1e-5, channel_axis=1, variance="two-pass", stats_update="forward",
+                      default_mode="inference", mode_switch="cell.set_train(True) / set_train(False)",
+                      batch_of_one="beta"),
 }
 
 # Named presets an external implementation may declare (``equiv.external``): the conventions of
@@ -124,6 +144,8 @@ ARGUMENTS = {
     "onnx.node": dict(momentum="momentum", eps="epsilon", axis=None),
     "tinygrad.builtin": dict(momentum="momentum", eps="eps", axis=None),
     "mlx.builtin": dict(momentum="momentum", eps="eps", axis=None),
+    "paddle.builtin": dict(momentum="momentum", eps="epsilon", axis=None),   # layout: data_format="NCHW"
+    "mindspore.nn": dict(momentum="momentum", eps="eps", axis=None),   # data_format="NHWC": GPU only
 }
 
 # Where each built-in layer keeps its batch-norm state (gamma, beta, running mean, running
@@ -140,4 +162,6 @@ STATE_NAMES = {
     "mxnet.gluon": ("gamma", "beta", "running_mean", "running_var"),
     "tinygrad.builtin": ("weight", "bias", "running_mean", "running_var"),
     "mlx.builtin": ("weight", "bias", "running_mean", "running_var"),
+    "paddle.builtin": ("weight", "bias", "_mean", "_variance"),
+    "mindspore.nn": ("gamma", "beta", "moving_mean", "moving_variance"),
 }

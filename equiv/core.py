@@ -49,7 +49,7 @@ class Conventions:
                     "inference" or "error" (the mode must be given).
     mode_switch:    how the user selects the mode, in the framework's words.
     batch_of_one:   a training forward with one value per channel: "error", "beta"
-                    (the output is beta) or "nan".
+                    (the output is beta), "nan" or "input" (the output is x itself, Paddle).
     configurable:   whether momentum and eps can be set on the layer (False: hard-coded).
     debias:         how the first updates of a freshly built layer weigh the batch: "none" (the
                     plain moving average from the initial values), "zero" (Adam's zero debiasing,

@@ -6,11 +6,11 @@ from equiv.tables import convention_table
 
 CONVENTION_ADVICE = {
     "new_batch_weight": ("Momentum means opposite things: PyTorch's momentum is the weight of the new "
-                         "batch, Keras', Flax's and MXNet's the weight of the old value. Translate with "
+                         "batch, Keras', Flax's, MXNet's, Paddle's and MindSpore's the weight of the old value. Translate with "
                          "`equiv.translate(Setting(new_batch_weight=w, eps=e), adapter)`; passing the "
                          "same number to both frameworks swaps w and 1 − w."),
-    "running_var": ("PyTorch keeps an unbiased running variance (batch variance × m/(m − 1)), the "
-                    "others a biased one. Inference after porting a checkpoint is unaffected (the stored "
+    "running_var": ("PyTorch and MindSpore keep an unbiased running variance (batch variance × m/(m − 1)), "
+                    "the others a biased one. Inference after porting a checkpoint is unaffected (the stored "
                     "value is used as is); continued training mixes the two estimators."),
     "default_eps": ("Default eps differs. Port with the source's eps, or fold the difference into the "
                     "running variance (`equiv.port_state(..., src_eps=, dst_eps=)`)."),
@@ -22,7 +22,9 @@ CONVENTION_ADVICE = {
                      "backward to 'warm up' statistics behaves differently."),
     "default_mode": ("A plain call means training in some frameworks, inference in others, an error in "
                      "Flax linen: always pass the mode explicitly when porting."),
-    "batch_of_one": ("One value per channel in training: an error in PyTorch, beta elsewhere."),
+    "batch_of_one": ("One value per channel in training: an error in PyTorch, the input itself in Paddle "
+                     "(unnormalized, gamma and beta unused), beta elsewhere (MindSpore's running variance then "
+                     "becomes NaN)."),
     "debias": ("Haiku and Equinox's mode='batch' zero-debias their moving averages (average = hidden/"
                "(1 − decay^t) after t updates) and Equinox's mode='ema' replaces the initial values at its "
                "first training call: a checkpoint ported into them must carry the hidden average and a "

@@ -158,7 +158,9 @@ def batch_of_one(A):
         return "error"
     if np.isnan(y).any():
         return "nan"
-    return "beta" if np.allclose(y, 0.5) else "other"
+    if np.allclose(y, 0.5):
+        return "beta"
+    return "input" if np.allclose(y, [[1.0, 2.0, 3.0]]) else "other"
 
 
 def channel_axis(A):
@@ -268,7 +270,8 @@ _WORDS = {
     "default_mode": lambda v: f"a plain call in {v} mode" if v in ("training", "inference") else
     f"a plain call that is an {v}" if v == "error" else f"a plain call that does {v}",
     "batch_of_one": lambda v: {"error": "an error for a batch of one", "beta": "beta as the output for a "
-                               "batch of one", "nan": "NaN for a batch of one"}.get(v, f"{v} for a batch of one"),
+                               "batch of one", "nan": "NaN for a batch of one",
+                               "input": "the input, unnormalized, as the output for a batch of one"}.get(v, f"{v} for a batch of one"),
     "channel_axis": lambda v: f"channel axis {v}",
     "debias": lambda v: {"none": "no debiasing of the first updates", "zero": "zero debiasing "
                          "(hidden/(1 − decay^t))", "first": "a first update that replaces the initial "

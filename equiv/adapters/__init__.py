@@ -22,6 +22,8 @@ TINYGRAD = "pip install tinygrad && apt-get install -y clang"
 MLX = "pip install 'mlx[cpu]'"
 EQUINOX = "pip install jax equinox"
 HAIKU = "pip install jax dm-haiku"
+PADDLE = "pip install paddlepaddle==3.3.1"
+MINDSPORE = "pip install mindspore==2.10.0 'numpy<2'"
 
 REGISTRY = {
     "torch.builtin": ("equiv.adapters.torch_builtin", "TorchBuiltin", "torch", TORCH),
@@ -41,6 +43,8 @@ REGISTRY = {
     "onnx.node": ("equiv.adapters.onnx_node", "OnnxNode", "onnxruntime", ONNX),
     "tinygrad.builtin": ("equiv.adapters.tinygrad_builtin", "TinygradBuiltin", "tinygrad", TINYGRAD),
     "mlx.builtin": ("equiv.adapters.mlx_builtin", "MLXBuiltin", "mlx", MLX),
+    "paddle.builtin": ("equiv.adapters.paddle_builtin", "PaddleBuiltin", "paddle", PADDLE),
+    "mindspore.nn": ("equiv.adapters.mindspore_nn", "MindSporeNN", "mindspore", MINDSPORE),
 }
 
 

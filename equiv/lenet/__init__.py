@@ -34,8 +34,9 @@ from equiv.conventions import DECLARED
 FRAMEWORKS = {"torch": ("equiv.lenet.torch_net", "pip install torch==2.13.0"),
               "tf": ("equiv.lenet.tf_net", "pip install tensorflow-cpu"),
               "jax": ("equiv.lenet.jax_net", "pip install jax flax"),
-              "mxnet": ("equiv.lenet.mxnet_net", "pip install mxnet==1.9.1 'numpy<1.24'")}
-IMPLS = {fw: ("builtin", "scratch") for fw in FRAMEWORKS}
+              "mxnet": ("equiv.lenet.mxnet_net", "pip install mxnet==1.9.1 'numpy<1.24'"),
+              "paddle": ("equiv.lenet.paddle_net", "pip install paddlepaddle==3.3.1")}
+IMPLS = {fw: ("builtin",) if fw == "paddle" else ("builtin", "scratch") for fw in FRAMEWORKS}   # no book layer for Paddle
 
 
 def _bn_conventions(label):
@@ -48,7 +49,8 @@ def _bn_conventions(label):
 ADAPTER = {"torch.builtin": "torch.builtin", "torch.scratch": "torch.scratch",
            "tf.builtin": "tf.keras", "tf.scratch": "tf.scratch",
            "jax.builtin": "flax.linen", "jax.scratch": "jax.scratch",
-           "mxnet.builtin": "mxnet.gluon", "mxnet.scratch": "mxnet.scratch"}
+           "mxnet.builtin": "mxnet.gluon", "mxnet.scratch": "mxnet.scratch",
+           "paddle.builtin": "paddle.builtin"}
 # label -> keyword arguments of reference.lenet.forward / loss_and_grads
 CONVENTIONS = {label: _bn_conventions(adapter) for label, adapter in ADAPTER.items()}
 # torch.builtin: eps 1e-5, new-batch weight 0.1, unbiased running var
@@ -61,6 +63,7 @@ CONVENTIONS = {label: _bn_conventions(adapter) for label, adapter in ADAPTER.ite
 #   reduces over (0, 2, 3) of NHWC data: per row H, not per channel (equiv.known)
 # mxnet.builtin (gluon.nn.BatchNorm): eps 1e-5, new-batch weight 0.1 (momentum 0.9), biased
 # mxnet.scratch: eps 1e-12, new-batch weight 0.1, biased running var (hard-coded in the book)
+# paddle.builtin (paddle.nn.BatchNorm2D/1D): eps 1e-5, new-batch weight 0.1 (momentum 0.9), biased
 
 
 def labels():
@@ -147,6 +150,12 @@ NET_FINDINGS = (
                  "(9.3e-5 builtin, 9.7e-5 scratch, against the tolerance 6.9e-5). With Keras' moments "
                  "computed in float64 the 30-step float32 lockstep passes. Both Keras' layer and the book's "
                  "use these reductions.") for label in ("tf.builtin", "tf.scratch")),
+    NetFinding("paddle-float32-eps-momentum", "paddle.builtin", ("float64",), "any", (1, "act", "bn1"),
+               "Paddle's kernels take eps and momentum as C++ floats (paddle-eps-float32, "
+               "paddle-momentum-float32): a float64 net normalizes with float32(1e-5) (bn1's output off by "
+               "5.2e-12 relative at step 1 against the tolerance 8.2e-13, seed 3) and weighs the new batch by "
+               "0.10000002384 (bn1.running_mean off by 2.4e-7); against a reference given float32(eps) and "
+               "1 − float32(0.9) the 5-step float64 lockstep agrees to 6.3e-14 (tests/test_lockstep_paddle.py)."),
     NetFinding("jax-scratch-4d-reduces-n-w-c", "jax.scratch", ("float64", "float32"), "any", (1, "act", "bn1"),
                "the book's JAX layer normalizes NHWC conv outputs per row H over (N, W, C) instead of "
                "per channel (equiv.known); bn1's output differs at step 1 and its moving statistics "

@@ -34,6 +34,7 @@ _TORCH = "equiv.paths.torch_paths"
 _ONNX = "equiv.paths.onnx_paths"
 _TF = "equiv.paths.tf_paths"
 _KERAS = "equiv.paths.keras_paths"
+_PADDLE = "equiv.paths.paddle_paths"
 _ORT = ("onnx", "onnxruntime")
 _ORT_INSTALL = "pip install onnx onnxruntime"
 
@@ -80,6 +81,8 @@ PATHS = {p.name: p for p in [
                   "the Keras 3 layer with KERAS_BACKEND=numpy: inference and training forward, no gradients "
                   "(the backend has no autodiff); no TensorFlow",
                   ("scipy", "jax"), "pip install keras scipy jax", framework="keras", backend="numpy"),
+    ExecutionPath("paddle.builtin", "nhwc", _PADDLE, "nhwc",
+                  "BatchNorm2D(data_format='NHWC') on channels-last input (4-D only; 2-D as eager)"),
 ]}
 
 
