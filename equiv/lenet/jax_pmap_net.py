@@ -28,7 +28,7 @@ from flax import linen as nn
 from equiv.conventions import DECLARED
 from equiv.lenet import CONVENTIONS, jax_net
 from equiv.lenet.layout import activation_to_reference
-from reference.lenet import ACTIVATIONS, init_state
+from reference.lenet import ACTIVATIONS, init_state, shards
 
 FRAMEWORK = "jax"
 IMPLS = ("pmap",)
@@ -112,6 +112,7 @@ load_params, get_params, get_state, evaluate = (jax_net.load_params, jax_net.get
 def step(net, x, y, lr, capture=True):
     """One pmapped step on the global batch (cut into the replicas' shards): (the global mean loss,
     every layer's output for the global batch, in the reference's layout)."""
+    shards(np.asarray(y), REPLICAS)                     # ValueError unless R equal shards
     X, Y = jax_net.as_arrays(net, x, y)
     X = np.asarray(X).reshape((REPLICAS, -1) + X.shape[1:])
     Y = np.asarray(Y).reshape((REPLICAS, -1))
