@@ -239,3 +239,43 @@ def loss_and_grads(params, state, x, y, **bn_kwargs):
 def sgd_step(params, grads, lr):
     """Plain SGD: returns a new dict, p - lr * grad for every parameter."""
     return {k: v - lr * grads[k] for k, v in params.items()}
+
+
+# --- data parallelism -------------------------------------------------------------------
+
+def shards(a, replicas):
+    """``a`` cut along the batch axis into ``replicas`` equal consecutive shards (replica r: the r-th)."""
+    a = np.asarray(a)
+    if replicas < 1 or len(a) % replicas:
+        raise ValueError(f"a batch of {len(a)} cannot be cut into {replicas} equal shards")
+    return np.split(a, replicas)
+
+
+def data_parallel_loss_and_grads(params, state, x, y, *, replicas, synchronized, **bn_kwargs):
+    """One data-parallel training step on R = ``replicas`` replicas of the global batch ``x``.
+
+    Every replica holds the same parameters and starts the step from the running statistics
+    ``state`` (an engine that broadcasts rank 0's buffers before each forward, as DDP does,
+    or one whose statistics are synchronized). Replica r sees ``shards(x, R)[r]``.
+
+    - ``synchronized=True``: every BN layer normalizes with the global batch's statistics; the
+      step on the global mean loss is exactly the single-device step on the global batch,
+      ``loss_and_grads(params, state, x, y)`` (every replica ends with the same state).
+    - ``synchronized=False``: each replica's BN layers normalize its own shard; its loss is its
+      shard's mean and the parameter gradients are averaged over the replicas (DDP's all-reduce
+      divided by the world size), which is the gradient of the mean of the shard losses, the
+      loss returned. Replica r's running statistics are updated with its own shard's.
+
+    Returns (loss, grads, states, cache): ``states`` the running statistics of each replica
+    after the step (rank 0's first), ``cache`` every layer's output for the global batch (the
+    shards' outputs concatenated, replica order).
+    """
+    if synchronized:
+        loss, grads, new_state, cache = loss_and_grads(params, state, x, y, **bn_kwargs)
+        return loss, grads, [new_state] * replicas, cache
+    steps = [loss_and_grads(params, state, xs, ys, **bn_kwargs)
+             for xs, ys in zip(shards(x, replicas), shards(y, replicas))]
+    loss = float(np.mean([s[0] for s in steps]))
+    grads = {k: sum(s[1][k] for s in steps) / replicas for k in params}
+    cache = {k: np.concatenate([s[3][k] for s in steps], axis=0) for k in ACTIVATIONS}
+    return loss, grads, [s[2] for s in steps], cache

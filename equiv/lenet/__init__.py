@@ -38,6 +38,13 @@ FRAMEWORKS = {"torch": ("equiv.lenet.torch_net", "pip install torch==2.13.0"),
               "paddle": ("equiv.lenet.paddle_net", "pip install paddlepaddle==3.3.1")}
 IMPLS = {fw: ("builtin",) if fw == "paddle" else ("builtin", "scratch") for fw in FRAMEWORKS}   # no book layer for Paddle
 
+# Data-parallel BN-LeNets (``equiv lockstep --impls torch.ddp``): label -> (module, install). Such a
+# module has the protocol above plus ``DATA_PARALLEL = (replicas, synchronized)``: ``step`` takes the
+# global batch and cuts it into the replicas' shards; ``get_state`` is rank 0's. ``lockstep.run``
+# compares it with the reference's data-parallel step (``reference.lenet.data_parallel_loss_and_grads``).
+PARALLEL = {"torch.ddp": ("equiv.lenet.torch_ddp_net", "pip install torch==2.13.0"),
+            "jax.pmap": ("equiv.lenet.jax_pmap_net", "pip install jax flax")}
+
 
 def _bn_conventions(label):
     c = DECLARED[label]
@@ -50,7 +57,9 @@ ADAPTER = {"torch.builtin": "torch.builtin", "torch.scratch": "torch.scratch",
            "tf.builtin": "tf.keras", "tf.scratch": "tf.scratch",
            "jax.builtin": "flax.linen", "jax.scratch": "jax.scratch",
            "mxnet.builtin": "mxnet.gluon", "mxnet.scratch": "mxnet.scratch",
-           "paddle.builtin": "paddle.builtin"}
+           "paddle.builtin": "paddle.builtin",
+           # data-parallel nets: the same built-in layers on R replicas
+           "torch.ddp": "torch.builtin", "jax.pmap": "flax.linen"}
 # label -> keyword arguments of reference.lenet.forward / loss_and_grads
 CONVENTIONS = {label: _bn_conventions(adapter) for label, adapter in ADAPTER.items()}
 # torch.builtin: eps 1e-5, new-batch weight 0.1, unbiased running var
@@ -71,11 +80,16 @@ def labels():
 
 
 def load(label):
-    """(implementation module, impl) for "framework.impl"; ValueError when unknown or missing."""
+    """(implementation module, impl) for "framework.impl" (or a data-parallel label of
+    ``PARALLEL``); ValueError when unknown or missing."""
     fw, _, impl = label.partition(".")
-    if fw not in FRAMEWORKS or impl not in IMPLS[fw]:
-        raise ValueError(f"unknown BN-LeNet implementation {label!r}; give one of: {', '.join(labels())}")
-    module, install = FRAMEWORKS[fw]
+    if label in PARALLEL:
+        module, install = PARALLEL[label]
+    elif fw not in FRAMEWORKS or impl not in IMPLS[fw]:
+        raise ValueError(f"unknown BN-LeNet implementation {label!r}; give one of: "
+                         f"{', '.join(labels() + list(PARALLEL))}")
+    else:
+        module, install = FRAMEWORKS[fw]
     try:
         return importlib.import_module(module), impl
     except ImportError as e:

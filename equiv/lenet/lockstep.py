@@ -135,6 +135,22 @@ def _first(step, errs, tol):
     return None
 
 
+def reference_step(impl_module):
+    """The reference's training step for ``impl_module``: ``reference.lenet.loss_and_grads``, or for
+    a data-parallel net (``DATA_PARALLEL = (replicas, synchronized)``) the data-parallel step on
+    the global batch (``reference.lenet.data_parallel_loss_and_grads``), with rank 0's new state."""
+    dp = getattr(impl_module, "DATA_PARALLEL", None)
+    if dp is None:
+        return ref.loss_and_grads
+    replicas, synchronized = dp
+
+    def step(params, state, x, y, **conv):
+        loss, grads, states, cache = ref.data_parallel_loss_and_grads(
+            params, state, x, y, replicas=replicas, synchronized=synchronized, **conv)
+        return loss, grads, states[0], cache
+    return step
+
+
 def run(impl_module, impl, steps=30, dtype="float64", seed=0, batch=128, lr=0.1, *,
         device="cpu", data_dir=None, real=None, download=False, conventions=None, dataset=None, on_step=None):
     """Run ``steps`` SGD steps of ``impl_module``'s variant ``impl`` beside the reference.
@@ -146,6 +162,9 @@ def run(impl_module, impl, steps=30, dtype="float64", seed=0, batch=128, lr=0.1,
     Returns a JSON-able dict (see the keys below); ``passed`` is True when no quantity
     exceeded the step's tolerance (``tolerance`` × the step's measured ``amplification``).
     Synthetic data has at most ``SYNTHETIC_MAX`` examples; longer runs start new epochs.
+    A data-parallel net (``DATA_PARALLEL``) is given the global batch and compared with
+    ``reference_step(impl_module)``; the result says ``replicas`` and ``bn`` ("global",
+    "per-shard", or "single" for one device).
     """
     label = f"{impl_module.FRAMEWORK}.{impl}"
     conv = dict(CONVENTIONS[label] if conventions is None else conventions)
@@ -155,6 +174,8 @@ def run(impl_module, impl, steps=30, dtype="float64", seed=0, batch=128, lr=0.1,
     else:
         x_all, y_all, source = data(min(max(steps * batch, batch), SYNTHETIC_MAX), seed, data_dir, download, real)
     n = len(y_all)
+    reference = reference_step(impl_module)
+    dp = getattr(impl_module, "DATA_PARALLEL", None)
 
     params = {k: round_to(v, dtype) for k, v in ref.init_params(seed).items()}
     state = ref.init_state()
@@ -174,9 +195,9 @@ def run(impl_module, impl, steps=30, dtype="float64", seed=0, batch=128, lr=0.1,
         pos += batch
         x, y = round_to(scale_images(x_all[idx]), dtype), np.asarray(y_all[idx])
 
-        loss_r, grads, state, cache = ref.loss_and_grads(params, state, x, y, **conv)
+        loss_r, grads, state, cache = reference(params, state, x, y, **conv)
         params = ref.sgd_step(params, grads, lr)
-        loss_h, grads_h, shadow_state, cache_h = ref.loss_and_grads(shadow_params, shadow_state, x, y, **conv)
+        loss_h, grads_h, shadow_state, cache_h = reference(shadow_params, shadow_state, x, y, **conv)
         shadow_params = ref.sgd_step(shadow_params, grads_h, lr)
         spread = max([rel_error(loss_h, loss_r)] + [rel_error(cache_h[k], cache[k]) for k in ref.ACTIVATIONS]
                      + [rel_error(shadow_params[k], params[k]) for k in ref.PARAM_NAMES]
@@ -206,6 +227,7 @@ def run(impl_module, impl, steps=30, dtype="float64", seed=0, batch=128, lr=0.1,
     return dict(label=label, framework=impl_module.FRAMEWORK, version=impl_module.version(),
                 impl=impl, dtype=dtype, device=str(device), seed=seed, steps=steps, batch=batch,
                 lr=lr, data=source, conventions=conv, tolerance=tol,
+                replicas=dp[0] if dp else 1, bn=("global" if dp[1] else "per-shard") if dp else "single",
                 max_rel_error=max_err, max_rel_error_by_kind=groups,
                 max_amplification=max(r["amplification"] for r in records),
                 first_divergence=first, passed=first is None, per_step=records)

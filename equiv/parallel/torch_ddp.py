@@ -14,7 +14,8 @@ process per replica on the loopback interface.
 
 The replicas live in one pool of worker processes (``Pool``), started on first use and kept for
 the whole Python process (Hypothesis examples reuse it), with every wait bounded by a timeout; a
-job that fails or times out ends the pool, the next one starts a fresh pool.
+job that fails or times out ends the pool, the next one starts a fresh pool. A job with a
+``target`` runs that function instead of the layer's (the data-parallel BN-LeNet's steps).
 """
 import atexit
 import multiprocessing
@@ -58,10 +59,20 @@ def _worker(rank, port, conn):
         if job is None:
             break
         try:
-            conn.send(("ok", _run_job(job, groups[job["replicas"]], rank)))
+            conn.send(("ok", _dispatch(job)(job, groups[job["replicas"]], rank)))
         except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent
             conn.send(("error", (type(e).__name__, str(e), traceback.format_exc())))
     dist.destroy_process_group()
+
+
+def _dispatch(job):
+    """The function that runs ``job`` in a worker: ``_run_job`` (one BN layer), or the one named by
+    ``job["target"]`` ("module:function", e.g. the data-parallel BN-LeNet of equiv.lenet.torch_ddp_net)."""
+    if "target" not in job:
+        return _run_job
+    import importlib
+    module, _, name = job["target"].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _run_job(job, group, rank):
