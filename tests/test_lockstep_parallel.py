@@ -5,6 +5,9 @@ in lockstep: 4 replicas × 32 images of a global batch of 128, from the shared i
   reference in per-shard mode, the parameter gradients averaged, rank 0's running statistics.
 - jax.pmap (flax.linen.BatchNorm(axis_name) under jax.pmap): synchronized; the reference on
   the global batch of 128 (the single-device step).
+- tf.mirrored / tf.mirrored.sync (Keras BatchNormalization under MirroredStrategy, 4 logical
+  CPUs in a worker process; synchronized=False / True): per shard / the global batch; the
+  replicas' loss scaled by the global batch, their gradients summed by the optimizer.
 
 Each net stays within the lockstep tolerance at every step, or diverges exactly where an
 ``equiv.lenet.NET_FINDINGS`` entry says. Each one also matches only its own truth: after one
@@ -23,7 +26,7 @@ from reference import lenet as ref
 STEPS, BATCH = 3, 128           # synthetic (seed 3), 4 replicas × 32
 REAL_STEPS = 3                  # Fashion-MNIST (seed 0)
 QUANTITIES = len(ref.ACTIVATIONS) + 1 + len(ref.PARAM_NAMES) + 2 * len(ref.BN_LAYERS)
-BN_MODE = {"torch.ddp": "per-shard", "jax.pmap": "global"}
+BN_MODE = {"torch.ddp": "per-shard", "jax.pmap": "global", "tf.mirrored": "per-shard", "tf.mirrored.sync": "global"}
 
 
 @pytest.fixture(params=sorted(lenet.PARALLEL))
@@ -84,8 +87,9 @@ def test_lockstep_fashion_mnist(net, dtype, fashion_mnist):
 def test_each_net_matches_its_own_truth_only(net):
     """One float64 step: within the tolerance of its own mode's reference, far over it against
     the other mode's (the shards' BN statistics are not the global batch's), and the replicas
-    keep what the engine promises (DDP: replica r's statistics from its own shard, parameters
-    equal on every rank; pmap: every replica the same)."""
+    keep what the engine promises (DDP, MirroredStrategy: replica r's statistics from its own
+    shard, or the global batch's when synchronized, parameters equal on every replica; pmap:
+    every replica the same)."""
     label, mod, impl = net
     x, y = lenet.synthetic(BATCH, 5)
     params, state = ref.init_params(5), ref.init_state()
@@ -104,7 +108,8 @@ def test_each_net_matches_its_own_truth_only(net):
             own_states = states
     own = BN_MODE[label] == "global"
     assert truth[own] <= tol and truth[not own] > 1e3 * tol, truth
-    if label == "torch.ddp":
+    if getattr(n, "replica_states", None) is not None:
+        assert len(n.replica_states) == 4
         for r, st in enumerate(n.replica_states):
             assert max(lockstep.rel_error(st[k], own_states[r][k]) for k in st) <= tol, r
         for p in n.replica_params[1:]:

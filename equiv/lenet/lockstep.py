@@ -135,11 +135,18 @@ def _first(step, errs, tol):
     return None
 
 
-def reference_step(impl_module):
-    """The reference's training step for ``impl_module``: ``reference.lenet.loss_and_grads``, or for
-    a data-parallel net (``DATA_PARALLEL = (replicas, synchronized)``) the data-parallel step on
-    the global batch (``reference.lenet.data_parallel_loss_and_grads``), with rank 0's new state."""
+def data_parallel(impl_module, impl):
+    """(replicas, synchronized) of ``impl_module``'s variant ``impl``, None for a single device:
+    ``DATA_PARALLEL`` is that pair, or a dict variant -> pair."""
     dp = getattr(impl_module, "DATA_PARALLEL", None)
+    return dp.get(impl) if isinstance(dp, dict) else dp
+
+
+def reference_step(impl_module, impl=None):
+    """The reference's training step for ``impl_module``'s variant ``impl``: ``reference.lenet.loss_and_grads``,
+    or for a data-parallel net (``DATA_PARALLEL = (replicas, synchronized)``) the data-parallel step on
+    the global batch (``reference.lenet.data_parallel_loss_and_grads``), with rank 0's new state."""
+    dp = data_parallel(impl_module, impl)
     if dp is None:
         return ref.loss_and_grads
     replicas, synchronized = dp
@@ -163,7 +170,7 @@ def run(impl_module, impl, steps=30, dtype="float64", seed=0, batch=128, lr=0.1,
     exceeded the step's tolerance (``tolerance`` × the step's measured ``amplification``).
     Synthetic data has at most ``SYNTHETIC_MAX`` examples; longer runs start new epochs.
     A data-parallel net (``DATA_PARALLEL``) is given the global batch and compared with
-    ``reference_step(impl_module)``; the result says ``replicas`` and ``bn`` ("global",
+    ``reference_step(impl_module, impl)``; the result says ``replicas`` and ``bn`` ("global",
     "per-shard", or "single" for one device).
     """
     label = f"{impl_module.FRAMEWORK}.{impl}"
@@ -174,8 +181,8 @@ def run(impl_module, impl, steps=30, dtype="float64", seed=0, batch=128, lr=0.1,
     else:
         x_all, y_all, source = data(min(max(steps * batch, batch), SYNTHETIC_MAX), seed, data_dir, download, real)
     n = len(y_all)
-    reference = reference_step(impl_module)
-    dp = getattr(impl_module, "DATA_PARALLEL", None)
+    reference = reference_step(impl_module, impl)
+    dp = data_parallel(impl_module, impl)
 
     params = {k: round_to(v, dtype) for k, v in ref.init_params(seed).items()}
     state = ref.init_state()

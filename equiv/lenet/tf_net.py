@@ -90,12 +90,13 @@ def _tf_device(device):
     raise ValueError(f"device must be cpu or cuda, got {device!r}")
 
 
-def _bn(impl, name, dtype):
+def _bn(impl, name, dtype, synchronized=False):
     if impl == "scratch":
         return BookLayer(dtype=dtype, name=name)
     c = CONVENTIONS["tf.builtin"]
     momentum = DECLARED["tf.keras"].momentum_for(c["new_batch_weight"])   # 0.99: the old value's weight
-    return keras.layers.BatchNormalization(momentum=momentum, epsilon=c["eps"], dtype=dtype, name=name)
+    return keras.layers.BatchNormalization(momentum=momentum, epsilon=c["eps"], dtype=dtype, name=name,
+                                           synchronized=synchronized)
 
 
 class Batches:
@@ -147,8 +148,10 @@ class _Net:
         return h, acts
 
 
-def build(impl, dtype="float32", device="cpu"):
-    """A fresh BN-LeNet (random Keras init; load the shared weights with ``load_params``)."""
+def build(impl, dtype="float32", device="cpu", *, synchronized=False):
+    """A fresh BN-LeNet (random Keras init; load the shared weights with ``load_params``).
+    ``synchronized``: the builtin BN layers' ``synchronized`` argument (under a
+    ``tf.distribute`` strategy's scope: ``equiv.lenet.tf_mirrored_net``)."""
     if impl not in IMPLS:
         raise ValueError(f"unknown tf BN-LeNet variant {impl!r}; choose one of {', '.join(IMPLS)}")
     if dtype not in ("float64", "float32"):
@@ -157,16 +160,16 @@ def build(impl, dtype="float32", device="cpu"):
     L, d = keras.layers, dtype
     with tf.device(tf_device):
         layers = [
-            ("conv1", L.Conv2D(6, kernel_size=5, dtype=d, name="conv1")), ("bn1", _bn(impl, "bn1", d)),
+            ("conv1", L.Conv2D(6, kernel_size=5, dtype=d, name="conv1")), ("bn1", _bn(impl, "bn1", d, synchronized)),
             ("sig1", L.Activation("sigmoid", dtype=d, name="sig1")),
             ("pool1", L.AvgPool2D(pool_size=2, strides=2, dtype=d, name="pool1")),
-            ("conv2", L.Conv2D(16, kernel_size=5, dtype=d, name="conv2")), ("bn2", _bn(impl, "bn2", d)),
+            ("conv2", L.Conv2D(16, kernel_size=5, dtype=d, name="conv2")), ("bn2", _bn(impl, "bn2", d, synchronized)),
             ("sig2", L.Activation("sigmoid", dtype=d, name="sig2")),
             ("pool2", L.AvgPool2D(pool_size=2, strides=2, dtype=d, name="pool2")),
             ("flat", L.Flatten(dtype=d, name="flat")),
-            ("fc1", L.Dense(120, dtype=d, name="fc1")), ("bn3", _bn(impl, "bn3", d)),
+            ("fc1", L.Dense(120, dtype=d, name="fc1")), ("bn3", _bn(impl, "bn3", d, synchronized)),
             ("sig3", L.Activation("sigmoid", dtype=d, name="sig3")),
-            ("fc2", L.Dense(84, dtype=d, name="fc2")), ("bn4", _bn(impl, "bn4", d)),
+            ("fc2", L.Dense(84, dtype=d, name="fc2")), ("bn4", _bn(impl, "bn4", d, synchronized)),
             ("sig4", L.Activation("sigmoid", dtype=d, name="sig4")),
             ("fc3", L.Dense(10, dtype=d, name="fc3")),
         ]
