@@ -25,6 +25,9 @@ from reference import lenet as ref
 
 STEPS, BATCH = 5, 16            # synthetic lockstep (seed 3)
 REAL_STEPS = 10                 # Fashion-MNIST lockstep, the book's batch 128
+# implementations whose 10-step Fashion-MNIST lockstep CI leaves out (time); they agree there, or
+# diverge exactly where documented, as measured without CI
+CI_SYNTHETIC_ONLY = ("equinox.batch", "equinox.ema")
 QUANTITIES = len(ref.ACTIVATIONS) + 1 + len(ref.PARAM_NAMES) + 2 * len(ref.BN_LAYERS)
 
 
@@ -95,6 +98,9 @@ def fashion_mnist():
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_lockstep_fashion_mnist(impl, dtype, device, fashion_mnist):
     label, mod, variant = impl
+    if os.environ.get("CI") and label in CI_SYNTHETIC_ONLY:
+        pytest.skip(f"{label}: CI runs its lockstep on synthetic data only (90 s for both Equinox modes "
+                    "on 2 cores); without CI set it runs here")
     r = lockstep.run(mod, variant, steps=REAL_STEPS, dtype=dtype, seed=0, batch=128, device=device,
                      dataset=fashion_mnist)
     _check(r, label, dtype, "fashion-mnist")

@@ -99,9 +99,13 @@ def test_committed_runs_cover_every_implementation():
 
 
 def test_committed_runs_are_in_the_seed_band():
+    """Every final test accuracy lies in the band, except those of implementations with a documented
+    whole-network divergence in float32 on any data (Equinox's mode "ema": 0.762)."""
     s = _committed()
     assert len(s["seeds"]) >= 5 and s["epochs"] == 10 and s["lr"] == 0.1 and s["batch"] == 128
-    outside = [(r["label"], r["seed"], r["final_test_acc"]) for r in s["runs"] if not r["acc_in_band"]]
+    documented = {f.label for f in lenet.NET_FINDINGS if f.data == "any" and "float32" in f.dtypes}
+    outside = [(r["label"], r["seed"], r["final_test_acc"]) for r in s["runs"]
+               if not r["acc_in_band"] and r["label"] not in documented]
     band = s["test_acc_band"]
     assert not outside, f"outside the band [{band['lo']:.4f}, {band['hi']:.4f}]: {outside}"
 
