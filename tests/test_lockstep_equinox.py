@@ -2,11 +2,12 @@
 training batch with mixed statistics (NET_FINDINGS equinox-ema-normalizes-with-moving-averages),
 measured at bn1; a fresh "ema" layer's first step; a planted difference named at its layer. The
 generic tests (agreement, weight transfer, evaluate, the CLI) live in tests/test_lenet_nets.py."""
-import jax
 import numpy as np
 import pytest
 
 pytest.importorskip("equinox", reason="install it with: pip install jax equinox")
+
+import jax  # noqa: E402
 
 from equiv.lenet import equinox_net, lockstep, synthetic  # noqa: E402
 from reference import lenet as ref  # noqa: E402
