@@ -30,11 +30,17 @@ statistics into it (one net at a time: a newer handle makes the older one invali
 replicas' shards (replica r: the r-th consecutive 32) and returns every layer's output for the
 global batch (the shards' concatenated).
 """
+import importlib.util
 import itertools
 
 import numpy as np
 
 from reference.lenet import init_state, shards
+
+# TensorFlow runs in the worker process only; without it the module cannot work: an ImportError
+# here is what equiv.lenet.load turns into its "not installed" message
+if importlib.util.find_spec("tensorflow") is None:
+    raise ImportError("No module named 'tensorflow'", name="tensorflow")
 
 FRAMEWORK = "tf"
 IMPLS = ("mirrored", "mirrored.sync")
@@ -207,7 +213,6 @@ def build(impl, dtype="float32", device="cpu"):
         raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
     if str(device) != "cpu":
         raise ValueError(f"tf.{impl} runs on {REPLICAS} logical CPUs here, not on {device!r}")
-    import tensorflow  # noqa: F401  (the framework: where it is missing, equiv.lenet.load says how to install it)
     return Net(impl, dtype)
 
 
