@@ -4,6 +4,8 @@ is only on PYTHONPATH) and the fixtures of ``equiv.suite.fixtures``."""
 import os
 from importlib.metadata import entry_points
 
+import numpy as np
+import pytest
 from hypothesis import settings
 
 from equiv.strategies import default_profile, profile_error
@@ -15,3 +17,16 @@ if not profile_error():
 if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD") or not any(
         ep.value == "equiv.pytest_plugin" for ep in entry_points(group="pytest11")):
     pytest_plugins = ["equiv.pytest_plugin"]
+
+
+@pytest.fixture(scope="module")
+def fashion_mnist():
+    """The real Fashion-MNIST training images and labels (Debian's dataset-fashion-mnist), or a skip
+    that says how to install it: the BN-LeNet lockstep tests on real data."""
+    from equiv.data import DataError, load_fashion_mnist
+    try:
+        d = load_fashion_mnist()
+    except DataError as e:
+        pytest.skip(f"Fashion-MNIST not installed ({str(e).splitlines()[0]}); "
+                    "install it with: apt-get install dataset-fashion-mnist")
+    return d["train_x"], d["train_y"].astype(np.int64)

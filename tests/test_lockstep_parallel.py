@@ -66,17 +66,6 @@ def test_lockstep_synthetic(net, dtype):
     _check(r, label, dtype, "synthetic")
 
 
-@pytest.fixture(scope="module")
-def fashion_mnist():
-    from equiv.data import DataError, load_fashion_mnist
-    try:
-        d = load_fashion_mnist()
-    except DataError as e:
-        pytest.skip(f"Fashion-MNIST not installed ({str(e).splitlines()[0]}); "
-                    "install it with: apt-get install dataset-fashion-mnist")
-    return d["train_x"], d["train_y"].astype(np.int64)
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_lockstep_fashion_mnist(net, dtype, fashion_mnist):
     label, mod, impl = net
