@@ -1,6 +1,8 @@
 """Shared checks of the BN-LeNet lockstep tests (one per framework file)."""
+import json
 import types
 
+from equiv import lenet
 from reference import lenet as ref
 
 
@@ -27,3 +29,24 @@ def assert_named_at(r, where, ratio=None):
         assert step["delta"][upstream] <= tol, upstream
     assert step["delta"][layer] > ratio * tol
     assert step["rate"][layer] == max(step["rate"][k] for k in ref.ACTIVATIONS[1:])
+
+
+def assert_lockstep(r, label, dtype, data, quantities):
+    """The lockstep result ``r`` agrees with the reference, or diverges exactly where documented."""
+    assert len(r["max_rel_error"]) == quantities       # every quantity was compared
+    assert len(r["per_step"]) == r["steps"]
+    assert r["conventions"] == lenet.CONVENTIONS[label]
+    known = lenet.net_findings(label, dtype, data)
+    f = r["first_divergence"]
+    if known:
+        (finding,) = known
+        assert f is not None, f"{finding.id} no longer shows: remove it from equiv.lenet.NET_FINDINGS"
+        assert (f["step"], f["kind"], f["layer"]) == finding.where, (finding.id, f)
+        return
+    assert f is None, f
+    assert r["passed"]
+    for step in r["per_step"]:                         # within the step's tolerance, every step
+        assert step["tolerance"] == r["tolerance"] * step["amplification"]
+        assert max(step["rel_error"].values()) <= step["tolerance"], step["step"]
+    assert r["per_step"][0]["amplification"] == 1.0
+    json.dumps(r, allow_nan=False)                     # JSON-able, no NaN/inf

@@ -21,6 +21,7 @@ from equiv import lenet
 from equiv.conventions import DECLARED
 from equiv.dtypes import round_to
 from equiv.lenet import cli_glue, lockstep, synthetic, train
+from tests.lenet_helpers import assert_lockstep  # noqa: E402
 from reference import lenet as ref
 
 STEPS, BATCH = 5, 16            # synthetic lockstep (seed 3)
@@ -55,33 +56,12 @@ def device(request, impl):
     return d
 
 
-def _check(r, label, dtype, data):
-    """The lockstep result ``r`` agrees with the reference, or diverges exactly where documented."""
-    assert len(r["max_rel_error"]) == QUANTITIES       # every quantity was compared
-    assert len(r["per_step"]) == r["steps"]
-    assert r["conventions"] == lenet.CONVENTIONS[label]
-    known = lenet.net_findings(label, dtype, data)
-    f = r["first_divergence"]
-    if known:
-        (finding,) = known
-        assert f is not None, f"{finding.id} no longer shows: remove it from equiv.lenet.NET_FINDINGS"
-        assert (f["step"], f["kind"], f["layer"]) == finding.where, (finding.id, f)
-        return
-    assert f is None, f
-    assert r["passed"]
-    for step in r["per_step"]:                         # within the step's tolerance, every step
-        assert step["tolerance"] == r["tolerance"] * step["amplification"]
-        assert max(step["rel_error"].values()) <= step["tolerance"], step["step"]
-    assert r["per_step"][0]["amplification"] == 1.0
-    json.dumps(r, allow_nan=False)                     # JSON-able, no NaN/inf
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_lockstep_synthetic(impl, dtype, device):
     label, mod, variant = impl
     r = lockstep.run(mod, variant, steps=STEPS, dtype=dtype, seed=3, batch=BATCH, device=device)
     assert r["data"] == "synthetic"
-    _check(r, label, dtype, "synthetic")
+    assert_lockstep(r, label, dtype, "synthetic", QUANTITIES)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -92,7 +72,7 @@ def test_lockstep_fashion_mnist(impl, dtype, device, fashion_mnist):
                     "on 2 cores); without CI set it runs here")
     r = lockstep.run(mod, variant, steps=REAL_STEPS, dtype=dtype, seed=0, batch=128, device=device,
                      dataset=fashion_mnist)
-    _check(r, label, dtype, "fashion-mnist")
+    assert_lockstep(r, label, dtype, "fashion-mnist", QUANTITIES)
 
 
 def test_book_variants_use_the_books_hard_coded_setting(impl):

@@ -21,6 +21,7 @@ import pytest
 from equiv import lenet
 from equiv.dtypes import round_to
 from equiv.lenet import lockstep
+from tests.lenet_helpers import assert_lockstep  # noqa: E402
 from reference import lenet as ref
 
 STEPS, BATCH = 3, 128           # synthetic (seed 3), 4 replicas × 32
@@ -43,20 +44,8 @@ def net(request):
 
 
 def _check(r, label, dtype, data):
-    assert len(r["max_rel_error"]) == QUANTITIES and len(r["per_step"]) == r["steps"]
     assert (r["replicas"], r["bn"]) == (4, BN_MODE[label])
-    assert r["conventions"] == lenet.CONVENTIONS[label]
-    known = lenet.net_findings(label, dtype, data)
-    f = r["first_divergence"]
-    if known:
-        (finding,) = known
-        assert f is not None, f"{finding.id} no longer shows: remove it from equiv.lenet.NET_FINDINGS"
-        assert (f["step"], f["kind"], f["layer"]) == finding.where, (finding.id, f)
-        return
-    assert f is None, f
-    for step in r["per_step"]:
-        assert max(step["rel_error"].values()) <= step["tolerance"], step["step"]
-    json.dumps(r, allow_nan=False)
+    assert_lockstep(r, label, dtype, data, QUANTITIES)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
