@@ -83,6 +83,16 @@ class ParallelAdapter:
     unequal_shards = True
     has_gradients = True
 
+    def __init_subclass__(cls, **kwargs):
+        """A subclass that names itself after a row of the one table (equiv/parallel/conventions.py)
+        reads base, engine and conventions from it, unless its body sets them (a test's variant)."""
+        super().__init_subclass__(**kwargs)
+        from equiv.parallel.conventions import BASE, DECLARED, ENGINE
+        if "name" in cls.__dict__ and cls.name in DECLARED:
+            for attr, table in (("base", BASE), ("engine", ENGINE), ("conventions", DECLARED)):
+                if attr not in cls.__dict__:
+                    setattr(cls, attr, table[cls.name])
+
     def __init__(self, num_features, ndim, replicas, *, dtype="float32", new_batch_weight=None, eps=None):
         from equiv.conventions import DECLARED
         if dtype not in self.dtypes:

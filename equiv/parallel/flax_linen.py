@@ -17,7 +17,6 @@ import jax
 
 from equiv.adapters._jax import DTYPES
 from equiv.parallel._jax import JaxParallel
-from equiv.parallel.conventions import BASE, DECLARED, ENGINE
 
 
 @lru_cache(maxsize=None)
@@ -42,38 +41,31 @@ def replica_fn(dtype, use_fast_variance, axis_name, axis_index_groups, masked):
 
 class LinenPmap(JaxParallel):
     name, engine_name = "flax.linen.pmap", "pmap"
-    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     replica_fn = staticmethod(replica_fn)
 
 
 class LinenPmapTwoPass(LinenPmap):
     name = "flax.linen.pmap.two_pass"
-    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     use_fast_variance = False
 
 
 class LinenShardMap(LinenPmap):
     name, engine_name = "flax.linen.shard_map", "shard_map"
-    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
 
 
 class LinenVmap(LinenPmap):
     name, engine_name = "flax.linen.vmap", "vmap"
-    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
 
 
 class LinenJit(LinenPmap):
     name, engine_name = "flax.linen.jit", "jit"
-    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
 
 
 class LinenPmapMask(LinenPmap):
     name = "flax.linen.pmap.mask"
-    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     masked, unequal_shards = True, True
 
 
 class LinenJitMask(LinenJit):
     name = "flax.linen.jit.mask"
-    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     masked, unequal_shards = True, True

@@ -14,7 +14,6 @@ from flax import nnx
 
 from equiv.adapters._jax import DTYPES
 from equiv.parallel._jax import JaxParallel
-from equiv.parallel.conventions import BASE, DECLARED, ENGINE
 
 
 @lru_cache(maxsize=None)
@@ -40,20 +39,16 @@ def replica_fn(dtype, use_fast_variance, axis_name, axis_index_groups, masked):
 
 class NNXPmap(JaxParallel):
     name, engine_name = "flax.nnx.pmap", "pmap"
-    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     replica_fn = staticmethod(replica_fn)
 
 
 class NNXShardMap(NNXPmap):
     name, engine_name = "flax.nnx.shard_map", "shard_map"
-    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
 
 
 class NNXVmap(NNXPmap):
     name, engine_name = "flax.nnx.vmap", "vmap"
-    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
 
 
 class NNXJit(NNXPmap):
     name, engine_name = "flax.nnx.jit", "jit"
-    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]

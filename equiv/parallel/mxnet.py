@@ -17,14 +17,12 @@ with more than run it never returns, so every run goes through a worker process 
 import numpy as np
 
 from equiv.parallel import ParallelAdapter, Run
-from equiv.parallel.conventions import BASE, DECLARED, ENGINE
 
 TIMEOUT = 60
 
 
 class MXNetSyncBatchNorm(ParallelAdapter):
     name, framework, install = "mxnet.sync", "mxnet", "pip install mxnet==1.9.1 'numpy<1.24'"
-    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     dtypes = ("float32",)
     replicas = (2, 4)
     num_devices = None   # None: R

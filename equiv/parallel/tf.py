@@ -22,14 +22,12 @@ import numpy as np
 
 from equiv.conventions import DECLARED
 from equiv.parallel import ParallelAdapter, Run
-from equiv.parallel.conventions import BASE, ENGINE, DECLARED as PARALLEL
 
 TIMEOUT = 120   # seconds for one run of k steps, a strategy built included
 
 
 class KerasMirrored(ParallelAdapter):
     name, framework, install = "tf.mirrored", "tensorflow", "pip install tensorflow-cpu"
-    base, engine, conventions = BASE[name], ENGINE[name], PARALLEL[name]
     synchronized = False
     dtypes = ("float64", "float32")
     replicas = (2, 4)
@@ -50,7 +48,6 @@ class KerasMirrored(ParallelAdapter):
 
 class KerasMirroredSync(KerasMirrored):
     name = "tf.mirrored.sync"
-    base, engine, conventions = BASE[name], ENGINE[name], PARALLEL[name]
     synchronized = True
 
 

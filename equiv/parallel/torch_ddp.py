@@ -28,7 +28,6 @@ import numpy as np
 
 from equiv.adapters import TORCH
 from equiv.parallel import ParallelAdapter, Run
-from equiv.parallel.conventions import BASE, DECLARED, ENGINE
 
 WORLD = 4             # one pool of 4 processes; a 2-replica job runs on the group of ranks 0 and 1
 JOB_TIMEOUT = 120.0   # seconds a job may take before the pool is ended
@@ -208,7 +207,6 @@ def _free_port():
 
 class TorchDDP(ParallelAdapter):
     name, framework, install = "torch.ddp", "torch", TORCH
-    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     forward_sync_buffers = True
     sync = False
     ddp = True            # False: the layer alone in the process group, no DistributedDataParallel
@@ -239,13 +237,11 @@ class TorchDDP(ParallelAdapter):
 
 class TorchDDPLocalBuffers(TorchDDP):
     name = "torch.ddp.local_buffers"
-    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     forward_sync_buffers = False
 
 
 class TorchSyncBN(TorchDDP):
     name = "torch.syncbn"
-    base, engine, conventions = BASE[name], ENGINE[name], DECLARED[name]
     sync = True
     device = "cuda"
 
