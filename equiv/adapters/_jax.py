@@ -13,7 +13,17 @@ as literals only in what XLA folds: with a literal momentum it multiplies the ba
 the one constant (1 − m)/n, with a runtime one by (1 − m) and 1/n in turn. The running
 statistics can then differ by one rounding (1 ulp: 2 of 80 settings for two_pass, 0 of 80
 for linen and nnx, compared bit for bit), far inside every bound.
+
+XLA's compile of a new shape is most of a JAX adapter's cost per Hypothesis example. Importing
+this module therefore also turns on JAX's persistent compilation cache (``persistent_cache``):
+an executable compiled once is stored on disk and loaded, not compiled again, by every later
+process: the next run of the derandomized ``ci`` profile, or another ``pytest -n`` worker. A
+loaded executable is the one XLA compiled, byte for byte (tests/test_jax_cache.py: bit-identical
+outputs). ``EQUIV_JAX_CACHE=off`` turns it off, ``EQUIV_JAX_CACHE=<dir>`` moves it; a cache the
+user configured for JAX is left as it is.
 """
+import os
+
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -23,6 +33,35 @@ import numpy as np  # noqa: E402
 
 DTYPES = {"float64": jnp.float64, "float32": jnp.float32,
           "float16": jnp.float16, "bfloat16": jnp.bfloat16}
+
+
+CACHE_MAX_BYTES = 512 * 2**20   # least recently used entries are evicted beyond this
+
+
+def persistent_cache(environ=os.environ):
+    """Turn on JAX's persistent compilation cache in ``$EQUIV_JAX_CACHE`` (default
+    ``$XDG_CACHE_HOME/bn-equiv/jax``, else ``~/.cache/bn-equiv/jax``), every executable stored
+    however fast it compiled. Nothing when ``EQUIV_JAX_CACHE=off``, when JAX already has a cache
+    directory (``JAX_COMPILATION_CACHE_DIR``), or when the directory cannot be written.
+    Returns the directory in use, or None."""
+    setting = environ.get("EQUIV_JAX_CACHE", "")
+    if setting == "off" or jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir or None
+    path = setting or os.path.join(environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bn-equiv", "jax")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(path, os.W_OK):
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)   # LRU, file-locked
+    return path
+
+
+CACHE_DIR = persistent_cache()
 
 
 def array(a, dtype, nhwc=False):

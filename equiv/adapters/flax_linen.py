@@ -71,7 +71,19 @@ class FlaxLinen(Adapter):
         self.module = nn.BatchNorm(momentum=momentum, epsilon=eps, dtype=dt, param_dtype=dt,
                                    use_fast_variance=self.use_fast_variance)
         self.jit = (_static(self.module), momentum, eps)   # the leading arguments of the jitted calls
-        self.variables = _init(*self.jit, sample(self.num_features, self.ndim, self.dtype))
+        self._variables = None
+
+    @property
+    def variables(self):
+        """The layer's variables; ``module.init``'s on first use (most cases set their own state
+        first, and the init is compiled once per shape and dtype)."""
+        if self._variables is None:
+            self._variables = _init(*self.jit, sample(self.num_features, self.ndim, self.dtype))
+        return self._variables
+
+    @variables.setter
+    def variables(self, v):
+        self._variables = v
 
     def _x(self, x):
         return array(x, self.dtype, nhwc=True)

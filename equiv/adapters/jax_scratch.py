@@ -69,8 +69,20 @@ class JaxScratch(Adapter):
         self.momentum = momentum
         self.layer = book.BatchNorm(self.num_features, self.ndim)
         self.predict = book.BatchNorm(self.num_features, self.ndim, deterministic=True)
-        self.variables = _init(self.layer, sample(self.num_features, self.ndim, self.dtype))
-        self.set_state(**self.get_state())
+        self._variables = None
+
+    @property
+    def variables(self):
+        """The layer's variables, in the case's dtype; ``init``'s on first use (most cases set
+        their own state first, and the init is compiled once per shape and dtype)."""
+        if self._variables is None:
+            self._variables = _init(self.layer, sample(self.num_features, self.ndim, self.dtype))
+            self.set_state(**self.get_state())
+        return self._variables
+
+    @variables.setter
+    def variables(self, v):
+        self._variables = v
 
     def _x(self, x):
         return array(x, self.dtype, nhwc=True)
@@ -108,8 +120,9 @@ class JaxScratch(Adapter):
         return numpy(self._run(self._x(x), True), nchw=True)
 
     def forward_default(self, x):
-        y, updated = self.layer.apply(self.variables, self._x(x), mutable=["batch_stats"])
-        self.variables["batch_stats"] = updated["batch_stats"]
+        # the book's layer as it is (its own eps and momentum, training mode), jitted
+        y, self.variables["batch_stats"] = _call(self.layer, self.variables["params"],
+                                                 self.variables["batch_stats"], self._x(x), None)
         return numpy(y, nchw=True)
 
     def forward_native(self, x):
