@@ -10,6 +10,8 @@ the backward of sum(y·dy) through the backend's own autodiff: TensorFlow's Grad
 tf.keras and tf.scratch, equiv/adapters/_tf.py; jax.vjp and torch autograd for the Keras backend
 paths, equiv/paths/keras_paths.py). Nothing here imports a backend.
 """
+import weakref
+
 import numpy as np
 
 from equiv.core import Adapter
@@ -27,6 +29,30 @@ def to_nchw(a):
 def native_shape(ndim, channels):
     """The input shape a channels-last layer is built for."""
     return (None, channels) if ndim == 2 else (None, None, None, channels)
+
+
+class LayerPool:
+    """Built Keras layers whose adapter is gone, per key (dtype, input rank and width: what a layer is
+    built for), each with the values a fresh layer holds. Building a layer (its variables) costs more
+    than a call; an adapter takes a free layer and assigns those values back before use, so it holds
+    what a fresh layer holds. A layer is never shared by two live adapters."""
+
+    def __init__(self):
+        self._free = {}
+
+    def take(self, adapter, key, make):
+        """A layer for ``adapter``, a KerasLayerAdapter of the key's dtype (returned to the pool when the adapter dies): a free one of ``key``
+        reset to its fresh values, else ``make()``'s."""
+        free = self._free.setdefault(key, [])
+        if free:
+            layer, fresh = free.pop()
+            for v, value in zip(layer.weights, fresh):
+                v.assign(adapter._tensor(value))     # exact: the values are of the layer's dtype
+        else:
+            layer = make()
+            fresh = [adapter._numpy(v) for v in layer.weights]
+        weakref.finalize(adapter, free.append, (layer, fresh))
+        return layer
 
 
 class KerasLayerAdapter(Adapter):

@@ -9,7 +9,9 @@ The dtype is the layer's ``dtype`` argument, a Keras dtype policy: ``dtype="floa
 makes float64 variables and computation; ``"float16"`` and ``"bfloat16"`` store the
 variables and the output in that dtype, but the layer computes in float32 (``call``
 casts its input to ``result_type(x, float32)``). The mode is the ``training`` argument;
-a plain ``layer(x)`` is inference.
+a plain ``layer(x)`` is inference. Built layers are reused across adapters (``LayerPool``, as
+tf.scratch does): a layer from the pool gets the fresh layer's values back and the adapter's
+momentum and epsilon as the constructor stores them.
 
 TensorFlow is the backend's part only: the gradient tape (equiv/adapters/_tf.py); tensors are
 made with ``keras.ops`` (equiv/adapters/_keras.py, ``backend = "tensorflow"``). The module imports Keras alone, so that the Keras backend paths
@@ -19,7 +21,7 @@ process without TensorFlow, replacing ``_gradients``.
 import keras
 
 from equiv.adapters import TF
-from equiv.adapters._keras import KerasLayerAdapter, native_shape
+from equiv.adapters._keras import KerasLayerAdapter, LayerPool, native_shape
 from equiv.conventions import DECLARED
 from equiv.core import Unsupported
 
@@ -36,9 +38,20 @@ class KerasBuiltin(KerasLayerAdapter):
         # Keras weighs the batch by 1 − momentum, which for a tiny w is not exactly w: report
         # the weight the layer really applies (as Keras computes it), not the one asked for.
         self.new_batch_weight = self.conventions.new_batch_weight(momentum)
-        self.layer = keras.layers.BatchNormalization(momentum=momentum, epsilon=eps, dtype=self.dtype)
-        self.layer.build(native_shape(self.ndim, self.num_features))
+        # A built layer from the pool (as tf.scratch: building costs more than the calls), given the
+        # setting as the constructor keeps it: ``self.momentum = float(momentum)``, ``self.epsilon =
+        # float(epsilon)`` (keras/src/layers/normalization/batch_normalization.py:191-192).
+        self.layer = _pool.take(self, (self.backend, self.dtype, self.ndim, self.num_features), self._new_layer)
+        self.layer.momentum, self.layer.epsilon = float(momentum), float(eps)
+
+    def _new_layer(self):
+        layer = keras.layers.BatchNormalization(dtype=self.dtype)
+        layer.build(native_shape(self.ndim, self.num_features))
+        return layer
 
     def _gradients(self, x, dy):
         from equiv.adapters._tf import tape_gradients   # TensorFlow, on its backend only
         return tape_gradients(self.layer, x, dy)
+
+
+_pool = LayerPool()

@@ -21,9 +21,8 @@ and width), and an adapter that takes it assigns the fresh layer's values (ones,
 zeros, ones, as the book's ``build`` makes them) before use. The traced graph is the one a
 fresh layer traces; a layer is never shared by two live adapters.
 """
-import weakref
-
 from equiv.adapters import TF
+from equiv.adapters._keras import LayerPool
 from equiv.adapters._tf import KerasLayerAdapter, native_shape
 from equiv.book import d2l_tensorflow as book
 from equiv.conventions import DECLARED
@@ -42,16 +41,12 @@ class TFScratch(KerasLayerAdapter):
 
     def build(self, momentum, eps):
         self.eps, self.new_batch_weight = BOOK_EPS, BOOK_MOMENTUM   # hard-coded in the book's layer
-        free = _pool.setdefault((self.dtype, self.ndim, self.num_features), [])
-        if free:
-            self.layer, fresh = free.pop()
-            for v, value in zip(self.layer.weights, fresh):
-                v.assign(value)
-        else:
-            self.layer = BookLayer(dtype=self.dtype)
-            self.layer.build(native_shape(self.ndim, self.num_features))
-            fresh = [v.numpy() for v in self.layer.weights]
-        weakref.finalize(self, free.append, (self.layer, fresh))
+        self.layer = _pool.take(self, (self.dtype, self.ndim, self.num_features), self._new_layer)
+
+    def _new_layer(self):
+        layer = BookLayer(dtype=self.dtype)
+        layer.build(native_shape(self.ndim, self.num_features))
+        return layer
 
 
-_pool = {}   # (dtype, ndim, channels) -> [(built layer, its fresh values)] not held by an adapter
+_pool = LayerPool()

@@ -9,15 +9,17 @@ compiled function (as a Keras ``train_step`` under ``jit_compile=True``), so the
 gradients are one XLA computation. ``jit_compile=True`` is must-compile: an op XLA cannot compile is an
 error, never a silent fallback to TensorFlow's kernels (measured: tests/test_paths_tf.py).
 
-Retracing: one pair of compiled functions per layer, traced once per input shape, dtype and mode and
-compiled by XLA per shape. The book's layer hard-codes its eps and momentum and tf.scratch reuses built
-layers (a pool per dtype, rank and width), so its compiled functions are reused across examples. Keras
-bakes ``momentum`` and ``epsilon`` into the layer as Python floats (``float(momentum)``,
+Retracing: one pair of compiled functions per layer and setting, traced once per input shape, dtype and
+mode and compiled by XLA per shape. The eager adapters reuse built layers (a pool per dtype, rank and
+width, equiv/adapters/_keras.py ``LayerPool``). The book's layer hard-codes its eps and momentum, so
+tf.scratch's compiled functions are reused across examples. Keras bakes ``momentum`` and ``epsilon``
+into the trace as Python floats (``float(momentum)``,
 keras/src/layers/normalization/batch_normalization.py:191-192, used as constants at 386-390 and 403):
-another setting is another layer, so tf.keras+xla traces and compiles anew for every Hypothesis example
+a pooled Keras layer given another setting needs another trace (the functions are kept per layer and
+(momentum, epsilon)), so tf.keras+xla traces and compiles anew for every Hypothesis example
 (handing Keras a tensor instead would change what it computes: ``1.0 - self.momentum`` is then rounded
-to the dtype after, not before, the subtraction). Keras layers are not pooled: every adapter traces
-and compiles its own (about 0.3 s per call and 0.5 s per training step and shape on an idle CPU).
+to the dtype after, not before, the subtraction): about 0.3 s per call and 0.5 s per training step
+and shape on an idle CPU.
 """
 import weakref
 
@@ -25,11 +27,14 @@ import tensorflow as tf
 
 from equiv.adapters._tf import tape_gradients
 
-_compiled = weakref.WeakKeyDictionary()   # layer -> (compiled call, compiled step); they die with it
+# layer -> {(momentum, epsilon): (compiled call, compiled step)}; they die with the layer
+_compiled = weakref.WeakKeyDictionary()
 
 
 def _xla_functions(layer):
-    if layer not in _compiled:
+    setting = (getattr(layer, "momentum", None), getattr(layer, "epsilon", None))   # None: the book's
+    functions = _compiled.setdefault(layer, {})
+    if setting not in functions:
         ref = weakref.ref(layer)          # the functions must not keep their layer alive
 
         def call(x, **kw):
@@ -37,8 +42,8 @@ def _xla_functions(layer):
 
         def step(x, dy):
             return tape_gradients(ref(), x, dy)
-        _compiled[layer] = (tf.function(call, jit_compile=True), tf.function(step, jit_compile=True))
-    return _compiled[layer]
+        functions[setting] = (tf.function(call, jit_compile=True), tf.function(step, jit_compile=True))
+    return functions[setting]
 
 
 def xla(base):
