@@ -11,6 +11,11 @@ included in the time. Per adapter, the mean cost per example is its total time o
 total examples; ``relative`` divides it by torch.builtin's, taken from this run or from the
 ``--baseline`` JSON. One framework per process (the tox envs): run it in each. This is a
 measurement, not a test; on a shared machine take the smaller of repeated runs.
+
+The JAX adapters load what an earlier process compiled from JAX's persistent compilation cache
+(equiv/adapters/_jax.py): name a fresh directory in ``EQUIV_JAX_CACHE`` for a cold run (every
+shape compiled) and run again for a warm one; the JSON records the variable and how many
+files the directory held when the run began.
 """
 import argparse
 import json
@@ -71,6 +76,8 @@ def main(argv=None):
         with open(args.baseline) as f:
             base = json.load(f)["adapters"][BASELINE]["ms_per_example"]
 
+    cache = os.environ.get("EQUIV_JAX_CACHE")
+    cache_files = len(os.listdir(cache)) if cache and os.path.isdir(cache) else 0
     t0 = time.perf_counter()
     results = {n: measure(n, args.profile, args.device) for n in names}
     if BASELINE in results:
@@ -80,7 +87,8 @@ def main(argv=None):
     out = {"command": "python " + " ".join([os.path.relpath(__file__)] + (argv or sys.argv[1:])),
            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "python": platform.python_version(),
-           "profile": args.profile, "baseline": BASELINE, "baseline_ms_per_example": base,
+           "profile": args.profile, "EQUIV_JAX_CACHE": cache, "jax_cache_files_at_start": cache_files,
+           "baseline": BASELINE, "baseline_ms_per_example": base,
            "wall_seconds": round(time.perf_counter() - t0, 1), "adapters": results}
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
