@@ -14,11 +14,16 @@ the protocol of ``equiv.lenet`` (``DATA_PARALLEL``: per variant). Float32 only (
   the gradient of the global batch's statistics for equal shards; dgamma and dbeta are each
   replica's own sums (:429-441), summed over the contexts by the Trainer. The moving statistics
   move in backward (:397-398) from the merged mean and (biased) var, alike on every context.
-  Compared with the single-device step on the 128 (``synchronized=True``).
+  Compared with the single-device step on the 128 (``synchronized=True``). Not bit-reproducible:
+  a replica's rank is its arrival order at the layer (``GlobalSharedRank::Register``, :194-205,
+  taken at :300) and the slots are summed in rank order (:153-154), so the float32 sums' order
+  changes from run to run (four 30-step Fashion-MNIST runs: 0.10 … 0.16 of the tolerance).
 - ``mxnet.contexts``: the same net with plain ``gluon.nn.BatchNorm``, gluon's multi-device recipe
   as most users run it (``gluon.utils.split_and_load`` cuts the same consecutive shards, measured
   in tests/test_parallel_mxnet.py): each context normalizes its own 32 and keeps its own running
-  statistics (``synchronized=False``, the per-shard reference).
+  statistics (``synchronized=False``, the per-shard reference), except that the Trainer's first
+  step copies context 0's to every context (``equiv.parallel.known`` gluon-trainer-first-step-broadcast);
+  ``get_state`` is context 0's, as the reference's rank 0.
 
 The step, for both: every replica's forward inside one ``autograd.record()``, ``autograd.backward``
 of the replicas' losses, then ``gluon.Trainer('sgd').step(1)``, whose kvstore sums the gradients
