@@ -104,3 +104,46 @@ def test_fast_variance_goes_negative_at_large_offsets():
         got = a.run(pc.case.state, pc.steps())
     assert got.states[0]["running_var"].min() < 0 < pc.case.x.var(axis=0).min()
     assert np.isnan(got.ys[0][0]).any()
+
+
+def test_default_temp_space_copies_deadlock_the_net():
+    """Finding mxnet-sync-temp-space-deadlock: BN-LeNet with SyncBatchNorm on 4 CPU contexts, with
+    MXNet's default of 4 temporary-workspace copies shared by every CPU context
+    (src/resource.cc:90), does not finish its first step: two replicas' backward ops draw the
+    same copy while one of them waits in the layer's barrier. The worker is killed after 10 s;
+    with equiv.lenet.mxnet_sync_net.TEMP_COPIES (256) the same step returns."""
+    from equiv import lenet
+    from equiv.lenet import mxnet_sync_net as m
+    from reference import lenet as ref
+    x, y = lenet.synthetic(128, 0)
+    params = {k: v.astype(np.float32) for k, v in ref.init_params(0).items()}
+    step = dict(xs=ref.shards(x, 4), ys=ref.shards(y, 4), lr=0.1, capture=False)
+    m._call("_build", temp_copies=4, id=-1, impl="sync", params=params, state=ref.init_state())
+    with pytest.raises(Hung, match="_step: no answer within 10 s"):
+        m._call("_step", timeout=10, temp_copies=4, id=-1, **step)
+    m._call("_build", id=-1, impl="sync", params=params, state=ref.init_state())
+    assert np.isfinite(m._call("_step", id=-1, **step)["loss"])
+
+
+def test_trainer_first_step_broadcasts_context0_running_stats():
+    """Finding gluon-trainer-first-step-broadcast: plain gluon BatchNorm on 4 CPU contexts
+    (mxnet.contexts); after the first Trainer step every context holds context 0's running
+    statistics bit for bit (its kvstore's first broadcast), after the second each its own again."""
+    from equiv import lenet
+    from equiv.dtypes import round_to
+    from equiv.lenet import lockstep, mxnet_sync_net as m
+    from reference import lenet as ref
+    x, y = lenet.synthetic(256, 5)
+    x = round_to(x, "float32")
+    params = {k: round_to(v, "float32") for k, v in ref.init_params(5).items()}
+    n = m.build("contexts")
+    m.load_params(n, params)
+    m.step(n, x[:128], y[:128], 0.1)
+    _, _, own, _ = ref.data_parallel_loss_and_grads(params, ref.init_state(), x[:128], y[:128], replicas=4,
+                                                    synchronized=False, **lenet.CONVENTIONS["mxnet.contexts"])
+    for r in range(1, 4):
+        assert all(np.array_equal(n.replica_states[r][k], n.replica_states[0][k]) for k in own[0])
+        assert max(lockstep.rel_error(own[r][k], own[0][k]) for k in own[0]) > 0.03    # their own differ
+    m.step(n, x[128:], y[128:], 0.1)
+    assert not any(np.array_equal(n.replica_states[r]["bn1.running_mean"], n.replica_states[0]["bn1.running_mean"])
+                   for r in range(1, 4))

@@ -48,7 +48,9 @@ IMPLS["equinox"] = ("batch", "ema")          # eqx.nn.BatchNorm's two modes; no 
 PARALLEL = {"torch.ddp": ("equiv.lenet.torch_ddp_net", "pip install torch==2.13.0"),
             "jax.pmap": ("equiv.lenet.jax_pmap_net", "pip install jax flax"),
             "tf.mirrored": ("equiv.lenet.tf_mirrored_net", "pip install tensorflow-cpu"),
-            "tf.mirrored.sync": ("equiv.lenet.tf_mirrored_net", "pip install tensorflow-cpu")}
+            "tf.mirrored.sync": ("equiv.lenet.tf_mirrored_net", "pip install tensorflow-cpu"),
+            "mxnet.sync": ("equiv.lenet.mxnet_sync_net", "pip install mxnet==1.9.1 'numpy<1.24'"),
+            "mxnet.contexts": ("equiv.lenet.mxnet_sync_net", "pip install mxnet==1.9.1 'numpy<1.24'")}
 
 
 def _bn_conventions(label):
@@ -66,7 +68,8 @@ ADAPTER = {"torch.builtin": "torch.builtin", "torch.scratch": "torch.scratch",
            "equinox.batch": "equinox.batch", "equinox.ema": "equinox.ema",
            # data-parallel nets: the same built-in layers on R replicas
            "torch.ddp": "torch.builtin", "jax.pmap": "flax.linen",
-           "tf.mirrored": "tf.keras", "tf.mirrored.sync": "tf.keras"}
+           "tf.mirrored": "tf.keras", "tf.mirrored.sync": "tf.keras",
+           "mxnet.sync": "mxnet.gluon", "mxnet.contexts": "mxnet.gluon"}
 # label -> keyword arguments of reference.lenet.forward / loss_and_grads
 CONVENTIONS = {label: _bn_conventions(adapter) for label, adapter in ADAPTER.items()}
 # torch.builtin: eps 1e-5, new-batch weight 0.1, unbiased running var
@@ -190,6 +193,15 @@ NET_FINDINGS = (
                "computed as Σ(x − mean)² over the all-reduced mean (the same float32 sums), bn1 stays within "
                "8.2e-5 over 16 steps (0.37 of the tolerance at step 13) and only step 1's bn1.beta (8.0e-5) is "
                "left. The float64 net agrees to 26% of its tolerance over 30 steps."),
+    NetFinding("gluon-float32-sequential-sum", "mxnet.contexts", ("float32",), "fashion-mnist",
+               (1, "param", "bn1.beta"),
+               "gluon's CPU BatchNorm on each of 4 contexts sums its own 32 images in float32 one value after "
+               "another (gluon-float32-sequential-sum): on Fashion-MNIST bn1.beta is off by 8.1e-5 at step 1 "
+               "against the tolerance 6.9e-5 (its gradient sums 18,432 values a channel a context, then the "
+               "Trainer sums the contexts'), and context 0's bn1.running_mean by 4.3e-5 (a sequential float32 "
+               "mean of its bn1 input in NumPy: 4.33e-5); over 30 steps bn1's output reaches 2.1 times the step's "
+               "tolerance (step 28). mxnet.sync (SyncBatchNorm's own kernel, the same Trainer) agrees "
+               "within 0.16 of the tolerance over 30 steps."),
     NetFinding("paddle-float32-eps-momentum", "paddle.builtin", ("float64",), "any", (1, "act", "bn1"),
                "Paddle's kernels take eps and momentum as C++ floats (paddle-eps-float32, "
                "paddle-momentum-float32): a float64 net normalizes with float32(1e-5) (bn1's output off by "

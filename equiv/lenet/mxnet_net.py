@@ -80,24 +80,27 @@ class _Net(nn.Block):
         return x
 
 
-def build(impl, dtype="float32", device="cpu"):
-    """A fresh BN-LeNet (random gluon init; load the shared weights with ``load_params``)."""
+def build(impl, dtype="float32", device="cpu", *, bn=None, contexts=None):
+    """A fresh BN-LeNet (random gluon init; load the shared weights with ``load_params``).
+    ``bn(channels, ndim)``, when given, makes the BN layers, and ``contexts`` (a list) are the
+    contexts the parameters live on (``equiv.lenet.mxnet_sync_net``)."""
     if impl not in IMPLS:
         raise ValueError(f"unknown mxnet BN-LeNet variant {impl!r}; choose one of {', '.join(IMPLS)}")
     if dtype not in ("float64", "float32"):
         raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
-    ctx = _context(device)
+    ctx = _context(device) if contexts is None else contexts[0]
+    bn = bn or (lambda channels, ndim: _bn(impl, channels, ndim))
     net = _Net([
-        ("conv1", nn.Conv2D(6, kernel_size=5, in_channels=1)), ("bn1", _bn(impl, 6, 4)),
+        ("conv1", nn.Conv2D(6, kernel_size=5, in_channels=1)), ("bn1", bn(6, 4)),
         ("sig1", nn.Activation("sigmoid")), ("pool1", nn.AvgPool2D(pool_size=2, strides=2)),
-        ("conv2", nn.Conv2D(16, kernel_size=5, in_channels=6)), ("bn2", _bn(impl, 16, 4)),
+        ("conv2", nn.Conv2D(16, kernel_size=5, in_channels=6)), ("bn2", bn(16, 4)),
         ("sig2", nn.Activation("sigmoid")), ("pool2", nn.AvgPool2D(pool_size=2, strides=2)),
         ("flat", nn.Flatten()),
-        ("fc1", nn.Dense(120, in_units=256)), ("bn3", _bn(impl, 120, 2)), ("sig3", nn.Activation("sigmoid")),
-        ("fc2", nn.Dense(84, in_units=120)), ("bn4", _bn(impl, 84, 2)), ("sig4", nn.Activation("sigmoid")),
+        ("fc1", nn.Dense(120, in_units=256)), ("bn3", bn(120, 2)), ("sig3", nn.Activation("sigmoid")),
+        ("fc2", nn.Dense(84, in_units=120)), ("bn4", bn(84, 2)), ("sig4", nn.Activation("sigmoid")),
         ("fc3", nn.Dense(10, in_units=84)),
     ])
-    net.initialize(ctx=ctx)        # initializers fill float32 only: initialize, then cast
+    net.initialize(ctx=ctx if contexts is None else contexts)   # initializers fill float32 only: then cast
     net.cast(dtype)
     net.impl, net.dtype_name, net.ctx = impl, dtype, ctx
     net.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()   # the book's Classifier.loss (then .mean())

@@ -196,6 +196,43 @@ FINDINGS = [
         advice="on CPU clusters there is no synchronized BatchNorm in torch: use GroupNorm/LayerNorm, or "
                "all-reduce the batch moments by hand"),
     ParallelFinding(
+        id="mxnet-sync-temp-space-deadlock",
+        implementations=("mxnet.sync",),
+        reason=("A whole net of gluon.contrib.nn.SyncBatchNorm layers over CPU contexts deadlocks in its first "
+                "backward with MXNet's defaults (1.9.1): the operator's Backward takes the engine's temporary "
+                "workspace (BackwardResource kTempSpace, src/operator/contrib/sync_batch_norm-inl.h:553-556, "
+                "used at :392-393) and then waits in Barrier::Wait (:415) for every replica of the layer; all CPU "
+                "contexts share one pool of MXNET_CPU_TEMP_COPY = 4 copies (src/resource.cc:90, 101-102, 132), "
+                "handed out round-robin (ResourceTempSpace::GetNext, :283-292), each an engine variable its op "
+                "holds as mutable (:264). When two replicas' ops draw the same copy, the second waits for the "
+                "first, which waits in the barrier for the second: no error, no timeout. Single layers and "
+                "conv + SyncBatchNorm pass by luck of the count; conv, BN, sigmoid, conv, BN on 2 contexts hangs, "
+                "with MXNET_CPU_TEMP_COPY=1 one conv + SyncBatchNorm on 4 does. BN-LeNet on 4 contexts "
+                "(equiv.lenet.mxnet_sync_net) hangs with 4 to 96 copies and runs with 128 and more (a step "
+                "pushes some 100-128 temp-space requests); MXNET_CPU_WORKER_NTHREADS=32 (each CPU context has "
+                "its own pool, src/engine/threaded_engine_perdevice.cc:110-120) and MXNET_EXEC_BULK_EXEC_TRAIN=0 "
+                "hang alike. With MXNET_CPU_TEMP_COPY=256 the 30-step float32 lockstep on Fashion-MNIST agrees "
+                "with the global batch's reference (mxnet.sync)."),
+        test="tests/test_parallel_mxnet.py::test_default_temp_space_copies_deadlock_the_net",
+        advice="set MXNET_CPU_TEMP_COPY above the temp-space requests of one step (256 for BN-LeNet on 4 "
+               "CPU contexts) before MXNet starts"),
+    ParallelFinding(
+        id="gluon-trainer-first-step-broadcast",
+        implementations=("mxnet.contexts",),
+        reason=("gluon.Trainer (MXNet 1.9.1) initializes its kvstore at the first step() and then broadcasts "
+                "context 0's value of every Parameter it was given to all contexts (mxnet/gluon/trainer.py:341-344 "
+                "→ _init_params, :160 kvstore.broadcast(idx, param_arrays[0], param_arrays)), the BN running "
+                "statistics included (net.collect_params() holds them; grad_req 'null' is not filtered, :172). That "
+                "step's backward has already moved each context's statistics by its own shard, so after step 1 "
+                "every context holds context 0's exactly (BN-LeNet, plain gluon.nn.BatchNorm on 4 CPU contexts, "
+                "float32: bit-equal; the contexts' own shards' are 3.8e-2 … 5.2e-2 apart), and from step 2 on "
+                "context r runs context 0's step-1 chain updated by its own shards (step 2: within 1.3e-6 of that, "
+                "1.8e-2 … 2.4e-2 off its own chain). Later steps broadcast nothing. Context 0's statistics, the "
+                "ones a checkpoint of the first context holds, are its own shards' alone."),
+        test="tests/test_parallel_mxnet.py::test_trainer_first_step_broadcasts_context0_running_stats",
+        advice="read running statistics from context 0 only, or exclude them from the Trainer "
+               "(net.collect_params('.*weight|.*bias|.*gamma|.*beta'))"),
+    ParallelFinding(
         id="flax-dp-mask-equal-weighting",
         implementations=("flax.linen.pmap.mask",),
         reason=("with a mask, each replica's mean is x.mean(axes, where=mask) over its own valid values, "
