@@ -26,6 +26,7 @@ examples:
   equiv check --adapters torch.builtin         one adapter
   equiv check --adapters mypkg.bn:batch_norm   your own implementation (see README)
   equiv replay "Case(...)" --adapters A        one failing case again, oracle beside implementation
+  equiv distributed --impls torch.ddp          data-parallel BatchNorm against the oracle, conventions measured
   equiv conventions                            measure; merge into results/conventions.*
   equiv conventions --data reference/data      ... into the committed table (never with older releases)
   equiv findings                               write reference/data/findings.md
@@ -240,6 +241,79 @@ def cmd_check(args):
                              {"profile": profile, "device": args.device, "records": records})
         print(f"\nresults written to {path}")
     return 1 if failed else 0
+
+
+QUANTITIES = ("y", "dx", "dgamma", "dbeta", "running mean", "running var")
+
+
+def cmd_distributed(args):
+    """The data-parallel implementations against the oracle under their declarations, and their
+    conventions measured (equiv/parallel/check.py)."""
+    from equiv import parallel
+    from equiv.parallel import check as dp
+    profile = _profile(args)
+    if args.examples is not None and args.examples < 1:
+        raise UsageError(f"--examples {args.examples}: give a positive number")
+    if args.out:
+        out = io.check_file(args.out, "--out")
+        if out.exists():
+            raise UsageError(f"--out {out} exists; not overwritten (give a new file)")
+    if args.impls is None:
+        names = parallel.available()
+        if not names:
+            raise UsageError("no data-parallel implementation can run here: none of their frameworks is installed "
+                             "(see: equiv list), or give your own with --impls package.module:Class")
+    else:
+        names = [n.strip() for n in args.impls.split(",") if n.strip()]
+        if not names:
+            raise UsageError(f"--impls {args.impls!r} names no implementation (see: equiv list)")
+    loaded = []
+    for name in names:                   # everything loads before any work
+        try:
+            loaded.append((name, dp.load(name), None))
+        except dp.SelectionError as e:
+            raise UsageError(str(e))
+        except FrameworkMissing as e:
+            loaded.append((name, None, f"not installed: {e.install}"))
+    if all(A is None for _, A, _ in loaded):
+        raise UsageError("none of the selected implementations can run here; " +
+                         "; ".join(f"{n}: {why}" for n, _, why in loaded))
+    records = []
+    for i, (name, A, missing) in enumerate(loaded, 1):
+        _progress(f"{name}: {i}/{len(loaded)}")
+        records.append({"implementation": name, "status": "n/a", "reason": missing} if missing
+                       else dp.check(A, name, profile, args.examples))
+    _progress("")
+    print(f"data-parallel implementations against the oracle (Hypothesis profile {profile!r}; "
+          "largest error/bound ratio, ≤ 1 passes):")
+    head = ["implementation", "status", "examples", *QUANTITIES, "s", "findings"]
+    rows = [[r["implementation"], r["status"], str(r.get("examples", "")),
+             *(f"{r['worst_by'][q]:.3g}" if q in r.get("worst_by", {}) else "" for q in QUANTITIES),
+             str(r.get("seconds", "")), ", ".join(r.get("findings", []))] for r in records]
+    print(_table(head, rows))
+    failed = False
+    for r in records:
+        if r["status"] == "n/a":
+            print(f"\n{r['implementation']}: not run: {r['reason']}")
+        if r["status"] == "fail":
+            failed = True
+            print(f"\nFAIL {r['implementation']}: {r['error']}\n  {r['case']}")
+        for d in r.get("differences", []):
+            failed = True
+            print(f"\nCONVENTION {r['implementation']}: {d}")
+        if r.get("not_measured"):
+            print(f"\n{r['implementation']}: not measured: " +
+                  "; ".join(f"{f} ({why})" for f, why in r["not_measured"].items()))
+    if args.out:
+        path = io.write_json(args.out, {"profile": profile, "records": records})
+        print(f"\nresults written to {path}")
+    return 1 if failed else 0
+
+
+def _table(head, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(head), line("-" * w for w in widths), *map(line, rows)])
 
 
 def cmd_replay(args):
@@ -524,6 +598,20 @@ def build_parser():
     p.add_argument("--out", default=None, help="folder for the JSON results (one file per run; default: "
                                                 "print only)")
     p.set_defaults(fn=cmd_check)
+    p = sub.add_parser("distributed", help="the data-parallel implementations against the oracle; their conventions measured",
+                       description="Runs each data-parallel implementation (equiv/parallel/) on generated global "
+                                   "batches split over replicas against the oracle under what it declares, and "
+                                   "measures its conventions (synchronized, weighting, variance, running "
+                                   "statistics, gradients, empty shard). Documented divergences are left out "
+                                   "and named.")
+    p.add_argument("--impls", help="comma-separated names (see: equiv list), or package.module:Class for your own "
+                                   "ParallelAdapter subclass; default: every one whose framework is installed")
+    p.add_argument("--profile", choices=("dev", "ci", "thorough"),
+                   help="Hypothesis profile (default: ci when CI is set, else dev; env EQUIV_PROFILE)")
+    p.add_argument("--examples", type=int, help="examples per implementation (default: its own budget, 10 "
+                                                "unless it sets max_examples; ×10 with --profile thorough)")
+    p.add_argument("--out", help="JSON file for the results (a new file: never overwritten)")
+    p.set_defaults(fn=cmd_distributed)
     p = sub.add_parser("replay", help="replay one printed Case(...) against an implementation, values side by side",
                        description="Runs the properties (or one, --property) on exactly the case a failure "
                                    "printed and shows, for each failing comparison, the oracle's and the "

@@ -70,11 +70,19 @@ def _reduce(per_replica, how):
     return np.array([total if how == "sum" else total / len(per_replica)] * len(per_replica))
 
 
-def compare(conv, run, want, steps, state, *, eps, new_batch_weight, dtype, gradients=True):
+def compare(conv, run, want, steps, state, *, eps, new_batch_weight, dtype, gradients=True, worst_by=None):
     """The largest error/bound ratio of ``run`` against ``want`` (an ``expected`` run; ≤ 1 passes);
     raises ``tolerance.ToleranceError`` naming the step, the replica and the quantity otherwise.
     Every output is bounded by the tolerance of the batch it was normalized over: the global batch
-    when synchronized, the replica's shard when not."""
+    when synchronized, the replica's shard when not. ``worst_by``, a dict, gets the largest ratio of
+    each quantity (y, dx, dgamma, dbeta, running mean, running var) over steps and replicas."""
+    def close(label, got, exp, bound):
+        ratio = tol.assert_close(label, got, exp, bound)
+        if worst_by is not None:
+            q = label.split(" (")[0]
+            worst_by[q] = max(worst_by.get(q, 0.0), ratio)
+        return ratio
+
     gamma = state["gamma"]
     R = len(steps[0][0])
     worst = 0.0
@@ -99,16 +107,16 @@ def compare(conv, run, want, steps, state, *, eps, new_batch_weight, dtype, grad
             else:
                 x, dy = np.asarray(shards[r], dtype=np.float64), np.asarray(dys[r], dtype=np.float64)
                 mine = lambda b: b  # noqa: E731
-            worst = max(worst, tol.assert_close(f"y ({at})", run.ys[k][r], want.ys[k][r],
-                                                mine(tol.train_forward(x, gamma, state["beta"], eps, dtype))))
+            worst = max(worst, close(f"y ({at})", run.ys[k][r], want.ys[k][r],
+                                     mine(tol.train_forward(x, gamma, state["beta"], eps, dtype))))
             if gradients:
                 bdx, bdg, bdb = tol.gradients(x, gamma, dy, eps, dtype)
                 scale = R if conv.param_grads == "sum" else 1   # a sum over replicas adds R bounds
                 if not conv.synchronized and conv.param_grads != "local":
                     (bdg, bdb), scale = shared, 1
-                worst = max(worst, tol.assert_close(f"dx ({at})", run.dxs[k][r], want.dxs[k][r], mine(bdx)),
-                            tol.assert_close(f"dgamma ({at})", run.dgammas[k][r], want.dgammas[k][r], scale * bdg),
-                            tol.assert_close(f"dbeta ({at})", run.dbetas[k][r], want.dbetas[k][r], scale * bdb))
+                worst = max(worst, close(f"dx ({at})", run.dxs[k][r], want.dxs[k][r], mine(bdx)),
+                            close(f"dgamma ({at})", run.dgammas[k][r], want.dgammas[k][r], scale * bdg),
+                            close(f"dbeta ({at})", run.dbetas[k][r], want.dbetas[k][r], scale * bdb))
             old, new = want.history[k][r], want.history[k + 1][r]
             dm, dv = tol.running_stats(x, old["running_mean"], old["running_var"], new["running_mean"],
                                        new["running_var"], new_batch_weight, dtype)
@@ -117,10 +125,10 @@ def compare(conv, run, want, steps, state, *, eps, new_batch_weight, dtype, grad
     for r in range(R):
         got, exp = run.states[r], want.states[r]
         worst = max(worst,
-                    tol.assert_close(f"running mean (replica {r}, after {len(steps)} steps)",
-                                     got["running_mean"], exp["running_mean"], bound_m[r]),
-                    tol.assert_close(f"running var (replica {r}, after {len(steps)} steps)",
-                                     got["running_var"], exp["running_var"], bound_v[r]))
+                    close(f"running mean (replica {r}, after {len(steps)} steps)",
+                          got["running_mean"], exp["running_mean"], bound_m[r]),
+                    close(f"running var (replica {r}, after {len(steps)} steps)",
+                          got["running_var"], exp["running_var"], bound_v[r]))
     return worst
 
 
