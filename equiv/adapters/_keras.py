@@ -47,10 +47,11 @@ class LayerPool:
         if free:
             layer, fresh = free.pop()
             for v, value in zip(layer.weights, fresh):
-                v.assign(adapter._tensor(value))     # exact: the values are of the layer's dtype
+                v.assign(value)
         else:
             layer = make()
-            fresh = [adapter._numpy(v) for v in layer.weights]
+            # as tensors of the layer's dtype (exact), made once: immutable, assigned as they are
+            fresh = [adapter._tensor(adapter._numpy(v)) for v in layer.weights]
         weakref.finalize(adapter, free.append, (layer, fresh))
         return layer
 
