@@ -119,6 +119,8 @@ class EquinoxEMA(Adapter):
     def build(self, momentum, eps):
         new_layer()
         self.momentum, self.dt = momentum, DTYPES[self.dtype]
+        # the batch weighs 1 − momentum, for a tiny w not exactly w: report the weight really applied
+        self.new_batch_weight = self.conventions.new_batch_weight(momentum)
         self.jit = (self.mode, self.num_features, self.dt)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -82,6 +82,9 @@ class HaikuBatchNorm(Adapter):
                 raise MomentumRequired(f"{self.name}: {e}") from e
             raise AssertionError("hk.BatchNorm built without decay_rate")   # pragma: no cover
         self.decay = momentum
+        # Haiku weighs the batch by 1 − decay, which for a tiny w is not exactly w (w = 1e-5: 1 + 6.6e-12
+        # times w): report the weight the layer really applies, as the Flax and Keras adapters do
+        self.new_batch_weight = self.conventions.new_batch_weight(momentum)
         self.params, self.state = _init(jax.random.key(0), x0, True, False, momentum, eps)
 
     def _shape(self, v):
