@@ -35,13 +35,10 @@ DTYPES = {"float64": jnp.float64, "float32": jnp.float32,
           "float16": jnp.float16, "bfloat16": jnp.bfloat16}
 
 
-CACHE_MAX_BYTES = 512 * 2**20   # least recently used entries are evicted beyond this
-
-
 def persistent_cache(environ=os.environ):
     """Turn on JAX's persistent compilation cache in ``$EQUIV_JAX_CACHE`` (default
     ``$XDG_CACHE_HOME/bn-equiv/jax``, else ``~/.cache/bn-equiv/jax``), every executable stored
-    however fast it compiled. Nothing when ``EQUIV_JAX_CACHE=off``, when JAX already has a cache
+    however fast it compiled; the directory can be deleted at any time. Nothing when ``EQUIV_JAX_CACHE=off``, when JAX already has a cache
     directory (``JAX_COMPILATION_CACHE_DIR``), or when the directory cannot be written.
     Returns the directory in use, or None."""
     setting = environ.get("EQUIV_JAX_CACHE", "")
@@ -57,7 +54,9 @@ def persistent_cache(environ=os.environ):
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-    jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)   # LRU, file-locked
+    # no size limit (JAX's default): with one, every write lists and reads the whole directory to
+    # find what to evict (jax/_src/lru_cache.py, _evict_if_needed), so the later programs of a cold
+    # ci run took 1.8x as long; an entry is ~10 kB (a ci run of the jax env: ~10 MB)
     return path
 
 
