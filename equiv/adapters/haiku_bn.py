@@ -82,9 +82,11 @@ class HaikuBatchNorm(Adapter):
                 raise MomentumRequired(f"{self.name}: {e}") from e
             raise AssertionError("hk.BatchNorm built without decay_rate")   # pragma: no cover
         self.decay = momentum
-        # Haiku weighs the batch by 1 − decay, which for a tiny w is not exactly w (w = 1e-5: 1 + 6.6e-12
-        # times w): report the weight the layer really applies, as the Flax and Keras adapters do
-        self.new_batch_weight = self.conventions.new_batch_weight(momentum)
+        # Haiku weighs the batch by 1 − decay with decay converted to the input's dtype
+        # (moving_averages.py:117): for a tiny w that is not exactly w (w = 1e-5: 1 + 6.6e-12 times w in
+        # float64, 1 + 1.4e-3 times w in float32): report the weight the layer really applies, as the
+        # Flax and Keras adapters do
+        self.new_batch_weight = 1.0 - float(np.asarray(momentum, dtype=self.dtype))
         self.params, self.state = _init(jax.random.key(0), x0, True, False, momentum, eps)
 
     def _shape(self, v):
