@@ -38,9 +38,9 @@ DTYPES = {"float64": jnp.float64, "float32": jnp.float32,
 def persistent_cache(environ=os.environ):
     """Turn on JAX's persistent compilation cache in ``$EQUIV_JAX_CACHE`` (default
     ``$XDG_CACHE_HOME/bn-equiv/jax``, else ``~/.cache/bn-equiv/jax``), every executable stored
-    however fast it compiled; the directory can be deleted at any time. Nothing when ``EQUIV_JAX_CACHE=off``, when JAX already has a cache
-    directory (``JAX_COMPILATION_CACHE_DIR``), or when the directory cannot be written.
-    Returns the directory in use, or None."""
+    however fast it compiled; the directory can be deleted at any time. Nothing when
+    ``EQUIV_JAX_CACHE=off``, when JAX already has a cache directory (``JAX_COMPILATION_CACHE_DIR``),
+    or when the directory cannot be written. Returns the directory in use, or None."""
     setting = environ.get("EQUIV_JAX_CACHE", "")
     if setting == "off" or jax.config.jax_compilation_cache_dir:
         return jax.config.jax_compilation_cache_dir or None

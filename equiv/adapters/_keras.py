@@ -41,8 +41,8 @@ class LayerPool:
         self._free = {}
 
     def take(self, adapter, key, make):
-        """A layer for ``adapter``, a KerasLayerAdapter of the key's dtype (returned to the pool when the adapter dies): a free one of ``key``
-        reset to its fresh values, else ``make()``'s."""
+        """A layer for ``adapter``, a KerasLayerAdapter of the key's dtype, returned to the pool when
+        the adapter dies: a free one of ``key`` reset to its fresh values, else ``make()``'s."""
         free = self._free.setdefault(key, [])
         if free:
             layer, fresh = free.pop()
