@@ -180,11 +180,16 @@ class Adapter:
                 f"w={self.new_batch_weight} eps={self.eps:g}>")
 
 
-def same_weight(applied, asked):
+def same_weight(applied, asked, dtype="float64"):
     """A layer that weighs the new batch by ``applied`` honours the weight ``asked``: equal to a
     few float64 ulps. Keras and Flax reach w only as 1 − fl(1 − w) (their momentum weighs the old
-    value), up to half an ulp of 1 away from w; that is the same setting, not another one."""
-    return abs(applied - asked) <= 4 * 2.0 ** -53 * abs(asked)
+    value), up to half an ulp of 1 away from w; that is the same setting, not another one. A layer
+    that rounds its momentum to its ``dtype`` (Haiku's decay) reaches w as 1 − fl_dtype(1 − w):
+    the same setting when 1 − w is the same number in that dtype."""
+    if abs(applied - asked) <= 4 * 2.0 ** -53 * abs(asked):
+        return True
+    from equiv.dtypes import round_to
+    return dtype != "float64" and bool(round_to(1.0 - applied, dtype) == round_to(1.0 - asked, dtype))
 
 
 def framework_version(distribution):
