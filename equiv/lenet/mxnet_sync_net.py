@@ -67,6 +67,7 @@ import itertools
 
 import numpy as np
 
+from equiv.lenet._replicas import get_params, get_state, keep as _keep  # noqa: F401 (the protocol)
 from reference.lenet import init_state, shards
 
 # MXNet runs in the worker process only; without it the module cannot work: an ImportError here is
@@ -236,25 +237,12 @@ def build(impl, dtype="float32", device="cpu"):
     return Net(impl)
 
 
-def _keep(net, res):
-    net.replica_params, net.replica_states = res["params"], res["states"]
-    net.params, net.state = res["params"][0], res["states"][0]
-
-
 def load_params(net, params):
     """Build the net on the 4 contexts (the same parameters and ``net.state`` on every one)."""
     net.id = next(_IDS)
     _keep(net, _call("_build", id=net.id, impl=net.impl,
                      params={k: np.asarray(v, dtype=np.float64) for k, v in params.items()},
                      state={k: np.asarray(v, dtype=np.float64) for k, v in net.state.items()}))
-
-
-def get_params(net):
-    return {k: v.copy() for k, v in net.params.items()}
-
-
-def get_state(net):
-    return {k: v.copy() for k, v in net.state.items()}
 
 
 def step(net, x, y, lr, capture=True):

@@ -35,6 +35,7 @@ import itertools
 
 import numpy as np
 
+from equiv.lenet._replicas import get_params, get_state, keep as _keep  # noqa: F401 (the protocol)
 from reference.lenet import init_state, shards
 
 # TensorFlow runs in the worker process only; without it the module cannot work: an ImportError
@@ -216,11 +217,6 @@ def build(impl, dtype="float32", device="cpu"):
     return Net(impl, dtype)
 
 
-def _keep(net, res):
-    net.replica_params, net.replica_states = res["params"], res["states"]
-    net.params, net.state = res["params"][0], res["states"][0]
-
-
 def load_params(net, params):
     """Build the replicas in the strategy's scope (the same parameters and ``net.state`` on every one)."""
     net.id = next(_IDS)
@@ -228,14 +224,6 @@ def load_params(net, params):
                               synchronized=DATA_PARALLEL[net.impl][1],
                               params={k: np.asarray(v, dtype=np.float64) for k, v in params.items()},
                               state={k: np.asarray(v, dtype=np.float64) for k, v in net.state.items()}))
-
-
-def get_params(net):
-    return {k: v.copy() for k, v in net.params.items()}
-
-
-def get_state(net):
-    return {k: v.copy() for k, v in net.state.items()}
 
 
 def step(net, x, y, lr, capture=True):
