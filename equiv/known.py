@@ -82,6 +82,21 @@ def _fp16_sum_of_squares_overflows(case, prop):
                for x in map(case.batch, range(case.steps))) * a2 > 65504 / 1.05
 
 
+def _fp16_channel_sum_overflows(case, prop):
+    """float16, and |Σ x| of a channel beyond float16's range (> 65504, with a margin for the
+    float16 rounding of x) in some batch; for affine_invariance also of a·x + b, drawn as the
+    property draws them."""
+    if case.dtype != "float16":
+        return False
+    red = _red(case)
+    xs = [case.batch(i) for i in range(case.steps)]
+    if prop == "affine_invariance":
+        rng = np.random.default_rng([case.seed, 99])
+        a = 10.0 ** rng.uniform(0, 1)
+        xs.append(a * case.x + rng.standard_normal((1, case.channels) + (1,) * (case.ndim - 2)) * np.abs(case.x).max())
+    return max(float(np.abs(x.sum(axis=red)).max()) for x in xs) > 65504 / 1.05
+
+
 def _offset_ratio(case, prop, with_eps):
     """max over channels and batches of |mean|/sqrt(var + eps): E[x²] − E[x]² loses ~u·(1 + ratio²)
     of var + eps; without eps, |mean|/std, where var itself matters (running statistics, and
@@ -710,6 +725,23 @@ KNOWN = [
                      constant_channel=False, eps=0.1, new_batch_weight=0.0),
         witness_property="gradients",
         advice="keep Σ (x − mean)² per channel below 65504 in float16 MLX models (normalize inputs), or run BatchNorm in float32"),
+    Divergence(
+        id="mlx-fp16-mean-sum-overflow",
+        adapters=("mlx.builtin",),
+        properties=_FORWARD + ("running_stats", "state_after_calls", "batch_stats"),
+        reason=("float16 (MLX 0.32.4, CPU): the batch mean is mx.mean (mlx/nn/layers/normalization.py:373), "
+                "sum(x) · (1/n) with the sum in the input dtype (mlx/ops.cpp, mean(); line 2337 at v0.32.1): the sum "
+                "overflows float16 when |Σ x| of a channel > 65504, although the mean is representable "
+                "(11 values of 6411 sum to 70,521); the mean becomes inf, x − mean −inf, the variance inf, "
+                "and the output, the gradients and the running statistics NaN (witness: mean 6411, batch "
+                "mean inf, running mean NaN where the oracle has −3.58; mx.mean of the same values in "
+                "float32 is 6412; torch.builtin accumulates float16 in float32)"),
+        region=_fp16_channel_sum_overflows,
+        witness=Case(dtype="float16", shape=(11, 1), seed=0, log10_scale=0.0, log10_offset=3.477,
+                     constant_channel=False, eps=0.1, new_batch_weight=0.0),
+        witness_property="batch_stats",
+        advice="keep |Σ x| per channel below 65504 in float16 MLX models (normalize inputs, or smaller "
+               "batches), or run BatchNorm in float32"),
 ]
 
 
