@@ -27,7 +27,9 @@ def _explicit(config):
     return config.getoption("--adapters") is not None or os.environ.get("EQUIV_ADAPTERS") is not None
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    _register_profiles(config)
     config.addinivalue_line("markers", "registered_only: applies to the project's registered adapters only")
     if _explicit(config):
         from equiv.selection import SelectionError, adapter_names
@@ -38,6 +40,21 @@ def pytest_configure(config):
         from equiv.strategies import profile_error
         if profile_error():
             raise pytest.UsageError(profile_error())
+
+
+def _register_profiles(config):
+    """bn-equiv's Hypothesis profiles, registered before Hypothesis's own plugin loads the one named by
+    ``--hypothesis-profile`` (``pytest --pyargs equiv.suite --hypothesis-profile thorough``); only when
+    that name is one of them and not registered yet, so a project's own profile of the same name stands."""
+    from hypothesis import settings
+    from hypothesis.errors import InvalidArgument
+    name = config.getoption("hypothesis_profile", None)
+    if name not in ("dev", "ci", "thorough", "mutation"):
+        return
+    try:
+        settings.get_profile(name)
+    except InvalidArgument:
+        import equiv.strategies  # noqa: F401  registers them
 
 
 def selected(config):

@@ -38,6 +38,15 @@ def test_correct_function_and_adapter_class_pass_the_whole_suite():
     assert "tests.planted:CorrectAdapter is an external implementation" in r.stdout, r.stdout[-3000:]
 
 
+def test_hypothesis_profile_option_selects_a_bn_equiv_profile():
+    # Hypothesis's plugin loads the named profile before any test module imports equiv.strategies:
+    # the plugin registers bn-equiv's profiles first (an unknown name was an INTERNALERROR)
+    r = run("-m", "pytest", "-q", "-p", "no:cacheprovider", "equiv/suite", "-k", "train_forward",
+            "--adapters", "tests.planted:correct", "--hypothesis-profile", "thorough")
+    assert r.returncode == 0 and "INTERNALERROR" not in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "1 passed" in r.stdout.strip().splitlines()[-1], r.stdout[-1000:]
+
+
 PLANTED = {   # external implementation -> the test id part that must fail
     "tests.planted:eps_outside_sqrt": "test_property[tests.planted:eps_outside_sqrt-train_forward]",
     "tests.planted:dgamma_sign_flipped": "test_property[tests.planted:dgamma_sign_flipped-gradients]",
