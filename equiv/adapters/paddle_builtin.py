@@ -7,6 +7,7 @@ The CPU kernel (phi::BatchNormKernel, paddle/phi/kernels/cpu/batch_norm_kernel.c
 The state is ``weight``, ``bias``, ``_mean``, ``_variance`` (the state_dict keys).
 ``paddle.builtin+nhwc`` (equiv.paths.paddle_paths) builds the layer with ``data_format="NHWC"``.
 """
+import numpy as np
 import paddle
 
 from equiv.adapters import PADDLE
@@ -22,6 +23,11 @@ class PaddleBuiltin(Adapter):
     data_format = "NCHW"
 
     def build(self, momentum, eps):
+        # the batch weighs 1 − momentum, with the kernel's `float momentum`: in a float32 layer
+        # 1 − float32(1 − w) (as Haiku's decay), in a float64 one 1 − (1 − w) where float32 holds
+        # 1 − w (and the documented float32 momentum where it does not): report the weight applied
+        self.new_batch_weight = self.conventions.new_batch_weight(
+            float(np.float32(momentum)) if self.dtype == "float32" else momentum)
         cls = paddle.nn.BatchNorm1D if self.ndim == 2 else paddle.nn.BatchNorm2D
         fmt = dict(data_format=self.data_format) if self.ndim == 4 else {}
         with default_dtype(self.dtype):
