@@ -160,6 +160,14 @@ class _Exported:
     framework = "onnxruntime"
     dynamo = False
 
+    def build(self, momentum, eps):
+        super().build(momentum, eps)
+        # the exporter writes momentum_f = 1 − momentum, a FLOAT attribute: as for onnx.node, a
+        # float32 graph weighs the batch by 1 − float32(1 − w), a float64 one by 1 − (1 − w) where
+        # float32 holds 1 − w (the documented onnx-momentum-float32 where it does not)
+        f = 1.0 - self.module.momentum
+        self.new_batch_weight = 1.0 - (f if self.dtype == "float64" else float(np.float32(f)))
+
     def _graph(self, x, mode):
         # one export per input shape and setting; the graph does not depend on the state's values
         # but through the initializers, which are bound to the module's state for every call
