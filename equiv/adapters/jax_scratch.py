@@ -67,6 +67,8 @@ class JaxScratch(Adapter):
     def build(self, momentum, eps):
         new_layer()
         self.momentum = momentum
+        # the batch weighs 1.0 − momentum: for a tiny w, 1 − fl(1 − w), not exactly w
+        self.new_batch_weight = self.conventions.new_batch_weight(momentum)
         self.layer = book.BatchNorm(self.num_features, self.ndim)
         self.predict = book.BatchNorm(self.num_features, self.ndim, deterministic=True)
         self._variables = None

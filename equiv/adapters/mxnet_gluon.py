@@ -22,6 +22,9 @@ class MXNetGluon(Adapter):
     dtypes = DTYPES
 
     def build(self, momentum, eps):
+        # the batch weighs 1 − momentum: for a tiny w, 1 − fl(1 − w), not exactly w (the float32
+        # momentum where float32 does not hold 1 − w is gluon-momentum-float32): report the weight applied
+        self.new_batch_weight = self.conventions.new_batch_weight(momentum)
         self.layer = nn.BatchNorm(axis=1, momentum=momentum, epsilon=eps, in_channels=self.num_features)
         self.layer.initialize()
         self.layer.cast(self.dtype)       # float16: parameters stay float32
