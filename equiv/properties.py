@@ -15,7 +15,7 @@ import reference as ref
 from equiv.core import FrameworkMissing, Unsupported
 from equiv.dtypes import representable
 from equiv import tolerance as tol
-from equiv.strategies import cases
+from equiv.strategies import cases, edge_cases
 
 
 class Rejected(Exception):
@@ -292,7 +292,7 @@ def run(p, adapter_cls, device="cpu", profile=None):
     Returns {"examples", "excluded", "excluded_by", "worst", "ratios"}: worst is the largest error/bound
     ratio seen, ratios the ratio of every example by dtype (the error distributions).
     """
-    from hypothesis import assume, given, settings
+    from hypothesis import assume, example, given, settings
 
     from equiv.known import divergences, everywhere, excluded
 
@@ -328,6 +328,8 @@ def run(p, adapter_cls, device="cpu", profile=None):
 
     test.__name__ = test.__qualname__ = p.name
     test = given(case=strategy_for(p, adapter_cls))(test)
+    for case in edge_cases(adapter_cls.dtypes):
+        test = example(case=case)(test)
     if profile is not None or getattr(adapter_cls, "example_budget", None):
         from equiv.strategies import profile_for
         test = settings(settings.get_profile(profile_for(adapter_cls, profile)))(test)
