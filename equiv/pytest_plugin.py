@@ -42,6 +42,9 @@ def pytest_configure(config):
             raise pytest.UsageError(profile_error())
 
 
+PROFILE_NAMES = ("dev", "ci", "thorough", "mutation")   # equiv.strategies.PROFILES, without importing it
+
+
 def _register_profiles(config):
     """bn-equiv's Hypothesis profiles, registered before Hypothesis's own plugin loads the one named by
     ``--hypothesis-profile`` (``pytest --pyargs equiv.suite --hypothesis-profile thorough``); only when
@@ -49,7 +52,7 @@ def _register_profiles(config):
     from hypothesis import settings
     from hypothesis.errors import InvalidArgument
     name = config.getoption("hypothesis_profile", None)
-    if name not in ("dev", "ci", "thorough", "mutation"):
+    if name not in PROFILE_NAMES:
         return
     try:
         settings.get_profile(name)

@@ -38,6 +38,12 @@ def test_correct_function_and_adapter_class_pass_the_whole_suite():
     assert "tests.planted:CorrectAdapter is an external implementation" in r.stdout, r.stdout[-3000:]
 
 
+def test_plugin_knows_the_profiles_strategies_registers():
+    from equiv.pytest_plugin import PROFILE_NAMES
+    from equiv.strategies import PROFILES
+    assert set(PROFILE_NAMES) == set(PROFILES)
+
+
 def test_hypothesis_profile_option_selects_a_bn_equiv_profile():
     # Hypothesis's plugin loads the named profile before any test module imports equiv.strategies:
     # the plugin registers bn-equiv's profiles first (an unknown name was an INTERNALERROR)
