@@ -180,6 +180,15 @@ class Adapter:
                 f"w={self.new_batch_weight} eps={self.eps:g}>")
 
 
+def weight_applied(momentum, dtype="float64"):
+    """The new-batch weight 1 − m of a layer whose momentum m weighs the old value and is held in
+    ``dtype`` (float64: as given). For m = 1 − w that is 1 − fl(1 − w): for a tiny w not exactly w
+    (in float32, w = 1e-5 is applied as 1.00136e-5). An adapter reports it as its
+    ``new_batch_weight``, so that the oracle runs the weight the layer really applies."""
+    from equiv.dtypes import round_to
+    return 1.0 - float(round_to(momentum, dtype))
+
+
 def same_weight(applied, asked, dtype="float64"):
     """A layer that weighs the new batch by ``applied`` honours the weight ``asked``: equal to a
     few float64 ulps. Keras and Flax reach w only as 1 − fl(1 − w) (their momentum weighs the old

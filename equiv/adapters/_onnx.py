@@ -1,8 +1,11 @@
 """onnxruntime helpers shared by the ONNX adapter and the ONNX execution paths (a backend helper,
-not an adapter): the CPU InferenceSession, its graph-optimization level, and the element types."""
+not an adapter): the CPU InferenceSession, its graph-optimization level, the element types, and
+the new-batch weight a FLOAT momentum attribute applies."""
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+from equiv.core import weight_applied
 
 ELEM = {"float64": onnx.TensorProto.DOUBLE, "float32": onnx.TensorProto.FLOAT, "float16": onnx.TensorProto.FLOAT16}
 NP = {"float64": np.float64, "float32": np.float32, "float16": np.float16}
@@ -22,3 +25,10 @@ def runtime(model, optimize=False):
 
 def versions():
     return {"onnx": onnx.__version__, "onnxruntime": ort.__version__}
+
+
+def momentum_weight(momentum, dtype):
+    """The new-batch weight of a FLOAT momentum attribute: 1 − float32(1 − w) in a float32 or
+    float16 graph; in a float64 one 1 − (1 − w) where float32 holds 1 − w (onnx-momentum-float32
+    where it does not)."""
+    return weight_applied(momentum, "float64" if dtype == "float64" else "float32")

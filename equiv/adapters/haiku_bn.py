@@ -33,7 +33,7 @@ import numpy as np
 from equiv.adapters import HAIKU
 from equiv.adapters._jax import DTYPES, array, numpy, sample, new_layer
 from equiv.conventions import DECLARED
-from equiv.core import Adapter, MomentumRequired
+from equiv.core import Adapter, MomentumRequired, weight_applied
 
 import haiku as hk  # noqa: E402
 
@@ -84,9 +84,8 @@ class HaikuBatchNorm(Adapter):
         self.decay = momentum
         # Haiku weighs the batch by 1 − decay with decay converted to the input's dtype
         # (moving_averages.py:117): for a tiny w that is not exactly w (w = 1e-5: 1 + 6.6e-12 times w in
-        # float64, 1 + 1.4e-3 times w in float32): report the weight the layer really applies, as the
-        # Flax and Keras adapters do
-        self.new_batch_weight = 1.0 - float(np.asarray(momentum, dtype=self.dtype))
+        # float64, 1 + 1.4e-3 times w in float32)
+        self.new_batch_weight = weight_applied(momentum, self.dtype)
         self.params, self.state = _init(jax.random.key(0), x0, True, False, momentum, eps)
 
     def _shape(self, v):

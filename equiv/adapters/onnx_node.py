@@ -32,7 +32,7 @@ import numpy as np
 from onnx import helper
 
 from equiv.adapters import ONNX
-from equiv.adapters._onnx import ELEM, NP, runtime
+from equiv.adapters._onnx import ELEM, NP, momentum_weight, runtime
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
 
@@ -72,11 +72,7 @@ class OnnxNode(Adapter):
 
     def build(self, momentum, eps):
         self.momentum, self.eps_attr = float(momentum), float(eps)
-        # the batch weighs 1 − momentum, a FLOAT attribute: in a float32 or float16 graph
-        # 1 − float32(1 − w), in a float64 one 1 − (1 − w) where float32 holds 1 − w (and the
-        # documented float32 momentum where it does not): report the weight applied
-        self.new_batch_weight = self.conventions.new_batch_weight(
-            self.momentum if self.dtype == "float64" else float(np.float32(self.momentum)))
+        self.new_batch_weight = momentum_weight(self.momentum, self.dtype)
         c, np_t = self.num_features, NP[self.dtype]
         self.state = dict(scale=np.ones(c, np_t), B=np.zeros(c, np_t),
                           input_mean=np.zeros(c, np_t), input_var=np.ones(c, np_t))

@@ -7,13 +7,12 @@ The CPU kernel (phi::BatchNormKernel, paddle/phi/kernels/cpu/batch_norm_kernel.c
 The state is ``weight``, ``bias``, ``_mean``, ``_variance`` (the state_dict keys).
 ``paddle.builtin+nhwc`` (equiv.paths.paddle_paths) builds the layer with ``data_format="NHWC"``.
 """
-import numpy as np
 import paddle
 
 from equiv.adapters import PADDLE
 from equiv.adapters._paddle import DTYPES, default_dtype, numpy, quiet, tensor
 from equiv.conventions import DECLARED
-from equiv.core import Adapter
+from equiv.core import Adapter, weight_applied
 
 
 class PaddleBuiltin(Adapter):
@@ -23,11 +22,9 @@ class PaddleBuiltin(Adapter):
     data_format = "NCHW"
 
     def build(self, momentum, eps):
-        # the batch weighs 1 − momentum, with the kernel's `float momentum`: in a float32 layer
-        # 1 − float32(1 − w) (as Haiku's decay), in a float64 one 1 − (1 − w) where float32 holds
-        # 1 − w (and the documented float32 momentum where it does not): report the weight applied
-        self.new_batch_weight = self.conventions.new_batch_weight(
-            float(np.float32(momentum)) if self.dtype == "float32" else momentum)
+        # the kernel's `float momentum`: a float32 layer weighs the batch by 1 − float32(1 − w); a
+        # float64 one by 1 − (1 − w) where float32 holds 1 − w (paddle-momentum-float32 where not)
+        self.new_batch_weight = weight_applied(momentum, self.dtype)
         cls = paddle.nn.BatchNorm1D if self.ndim == 2 else paddle.nn.BatchNorm2D
         fmt = dict(data_format=self.data_format) if self.ndim == 4 else {}
         with default_dtype(self.dtype):

@@ -47,7 +47,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from equiv.adapters._onnx import NP, runtime
+from equiv.adapters._onnx import NP, momentum_weight, runtime
 
 TORCHSCRIPT_CONVENTIONS = dict(
     running_var="biased",     # ONNX BatchNormalization: population variance
@@ -162,11 +162,8 @@ class _Exported:
 
     def build(self, momentum, eps):
         super().build(momentum, eps)
-        # the exporter writes momentum_f = 1 − momentum, a FLOAT attribute: as for onnx.node, a
-        # float32 graph weighs the batch by 1 − float32(1 − w), a float64 one by 1 − (1 − w) where
-        # float32 holds 1 − w (the documented onnx-momentum-float32 where it does not)
-        f = 1.0 - self.module.momentum
-        self.new_batch_weight = 1.0 - (f if self.dtype == "float64" else float(np.float32(f)))
+        # the exporter writes momentum_f = 1 − momentum, a FLOAT attribute, as onnx.node's
+        self.new_batch_weight = momentum_weight(1.0 - self.module.momentum, self.dtype)
 
     def _graph(self, x, mode):
         # one export per input shape and setting; the graph does not depend on the state's values
