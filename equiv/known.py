@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from equiv.strategies import Case
+from equiv.strategies import Case, affine_draw
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def _fp16_sum_of_squares_overflows(case, prop):
     if case.dtype != "float16":
         return False
     red = _red(case)
-    a2 = (10.0 ** np.random.default_rng([case.seed, 99]).uniform(0, 1)) ** 2 if prop == "affine_invariance" else 1.0
+    a2 = affine_draw(case)[0] ** 2 if prop == "affine_invariance" else 1.0
     return max(float(((x - x.mean(axis=red, keepdims=True)) ** 2).sum(axis=red).max())
                for x in map(case.batch, range(case.steps))) * a2 > 65504 / 1.05
 
@@ -91,9 +91,8 @@ def _fp16_channel_sum_overflows(case, prop):
     red = _red(case)
     xs = [case.batch(i) for i in range(case.steps)]
     if prop == "affine_invariance":
-        rng = np.random.default_rng([case.seed, 99])
-        a = 10.0 ** rng.uniform(0, 1)
-        xs.append(a * case.x + rng.standard_normal((1, case.channels) + (1,) * (case.ndim - 2)) * np.abs(case.x).max())
+        a, b = affine_draw(case)
+        xs.append(a * case.x + b)
     return max(float(np.abs(x.sum(axis=red)).max()) for x in xs) > 65504 / 1.05
 
 
@@ -106,9 +105,7 @@ def _offset_ratio(case, prop, with_eps):
     eps = case.eps if with_eps else 0.0
     xs = [(case.batch(i), eps) for i in range(case.steps)]
     if prop == "affine_invariance":
-        rng = np.random.default_rng([case.seed, 99])
-        a = 10.0 ** rng.uniform(0, 1)
-        b = rng.standard_normal((1, case.channels) + (1,) * (case.ndim - 2)) * np.abs(case.x).max()
+        a, b = affine_draw(case)
         xs.append((a * case.x + b, eps * a * a))
     with np.errstate(divide="ignore", invalid="ignore"):
         return max(float(np.nan_to_num(np.abs(x.mean(axis=red)) / np.sqrt(x.var(axis=red) + e), nan=np.inf).max())
@@ -143,7 +140,7 @@ def _eps_float32(case, prop):
     else:
         pairs = [(float(case.batch(i).var(axis=_red(case)).min()), case.eps) for i in range(case.steps)]
         if prop == "affine_invariance":
-            a2 = (10.0 ** np.random.default_rng([case.seed, 99]).uniform(0, 1)) ** 2
+            a2 = affine_draw(case)[0] ** 2
             pairs += [(v * a2, e * a2) for v, e in pairs]
     return any(_f32_gap(e) > 4 * 2.0 ** -53 * (v + e) for v, e in pairs)
 

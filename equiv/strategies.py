@@ -187,6 +187,16 @@ def cases(draw, dtypes=("float64", "float32"), ndims=(2, 4), max_steps=1, min_co
                 steps=draw(st.integers(1, max_steps)))
 
 
+def affine_draw(case):
+    """The a > 0 and per-channel b that affine_invariance applies to a case (a·x + b): a in [1, 10],
+    b standard normal times max|x|, from the case's seed. The documented regions (equiv.known) that
+    depend on a·x + b draw them here too."""
+    rng = np.random.default_rng([case.seed, 99])
+    scale = 10.0 ** rng.uniform(0, 1)   # a ≥ 1: var + eps only grows, no new underflow
+    shift = rng.standard_normal((1, case.channels) + (1,) * (case.ndim - 2)) * np.abs(case.x).max()
+    return scale, shift
+
+
 # Cases every property starts with (Hypothesis explicit examples, in every profile), for inputs the
 # derandomized draws do not reach: a tiny new-batch weight against a wide batch, where a layer that
 # holds its momentum in float32 weighs the batch by 1 − float32(1 − w) rather than w (1.00136e-5 for
