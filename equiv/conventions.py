@@ -117,9 +117,10 @@ DECLARED = {
 }
 
 # Named presets an external implementation may declare (``equiv.external``): the conventions of
-# a framework's built-in layer, without what only that layer object does (its default mode,
-# its batch of one); ``mode_switch`` is the protocol's.
-PRESETS = {preset: replace(DECLARED[adapter], default_mode="n/a", batch_of_one="n/a",
+# a framework's built-in layer, its batch of one included (measured on the built-ins: an error in
+# PyTorch, beta in Keras, Flax and MXNet), without what only that layer object does (its default
+# mode); ``mode_switch`` is the protocol's.
+PRESETS = {preset: replace(DECLARED[adapter], default_mode="n/a",
                            mode_switch="training=True/False argument")
            for preset, adapter in (("torch", "torch.builtin"), ("keras", "tf.keras"),
                                    ("flax", "flax.linen"), ("mxnet", "mxnet.gluon"))}

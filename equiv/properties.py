@@ -15,7 +15,7 @@ import reference as ref
 from equiv.core import FrameworkMissing, Unsupported
 from equiv.dtypes import representable
 from equiv import tolerance as tol
-from equiv.strategies import affine_draw, cases, edge_cases
+from equiv.strategies import affine_draw, cases, edge_cases, min_count
 
 
 class Rejected(Exception):
@@ -55,7 +55,7 @@ def prop(name, doc, *, needs_gradients=False, max_steps=1, needs_running_stats=F
 
 
 def strategy_for(p, adapter_cls):
-    return cases(dtypes=adapter_cls.dtypes, max_steps=p.max_steps)
+    return cases(dtypes=adapter_cls.dtypes, max_steps=p.max_steps, min_count=min_count(adapter_cls.conventions))
 
 
 def build(adapter_cls, case, device, **overrides):
@@ -70,6 +70,16 @@ def build(adapter_cls, case, device, **overrides):
 
 def _unbiased(a):
     return a.conventions.running_var == "unbiased"
+
+
+def _expected_update(a, case, old_mean, old_var, mean, var, w):
+    """The oracle's running statistics after one update; a batch of one says nothing about an unbiased
+    running variance (÷ m − 1 = 0: undefined), so such a case is rejected for the running statistics."""
+    require(case.count > 1 or not _unbiased(a))
+    new_mean, new_var = ref.update_running_stats(old_mean, old_var, mean, var, case.count,
+                                                  new_batch_weight=w, unbiased=_unbiased(a))
+    require(representable(case.dtype, new_mean, new_var))
+    return new_mean, new_var
 
 
 @prop("train_forward", "training-mode output equals the oracle's")
@@ -89,11 +99,11 @@ def batch_stats(A, case, device):
         raise Unconfigurable()
     a.train_step(case.x, case.dy)
     _, mean, var = ref.batch_norm_train(case.x, case.gamma, case.beta, eps=a.eps)
-    exp_mean, exp_var = ref.update_running_stats(case.running_mean, case.running_var, mean, var,
-                                                 case.count, new_batch_weight=1.0, unbiased=_unbiased(a))
-    require(representable(case.dtype, exp_mean, exp_var))
+    exp_mean, exp_var = _expected_update(a, case, case.running_mean, case.running_var, mean, var, 1.0)
     s = a.get_state()
-    bm, bv = tol.running_stats(case.x, 0.0, 0.0, exp_mean, exp_var, 1.0, case.dtype)
+    # the old statistics enter the bound: an update written old + w·(batch − old) (a lerp) or
+    # old − (old − batch)·(1 − momentum) (Keras 2's assign_sub) rounds them even at w = 1
+    bm, bv = tol.running_stats(case.x, case.running_mean, case.running_var, exp_mean, exp_var, 1.0, case.dtype)
     return max(tol.assert_close("batch mean", s["running_mean"], exp_mean, bm),
                tol.assert_close("batch var", s["running_var"], exp_var, bv))
 
@@ -120,10 +130,7 @@ def running_stats(A, case, device):
         x = case.batch(i)
         a.train_step(x, case.dy)
         _, bmean, bvar = ref.batch_norm_train(x, case.gamma, case.beta, eps=a.eps)
-        new_mean, new_var = ref.update_running_stats(mean, var, bmean, bvar, case.count,
-                                                      new_batch_weight=a.new_batch_weight,
-                                                      unbiased=_unbiased(a))
-        require(representable(case.dtype, new_mean, new_var))
+        new_mean, new_var = _expected_update(a, case, mean, var, bmean, bvar, a.new_batch_weight)
         dm, dv = tol.running_stats(x, mean, var, new_mean, new_var, a.new_batch_weight, case.dtype)
         # earlier errors are carried forward with factor (1 − w) ≤ 1
         bound_m, bound_v = bound_m + dm, bound_v + dv
@@ -239,9 +246,7 @@ def state_after_calls(A, case, device):
             w = a.new_batch_weight if method != "forward_default" or A.conventions.configurable \
                 else A.conventions.default_new_batch_weight
             _, mean, var = ref.batch_norm_train(case.x, case.gamma, case.beta, eps=a.eps)
-            m, v = ref.update_running_stats(case.running_mean, case.running_var, mean, var, case.count,
-                                            new_batch_weight=w, unbiased=_unbiased(a))
-            require(representable(case.dtype, m, v))
+            m, v = _expected_update(a, case, case.running_mean, case.running_var, mean, var, w)
             expected.update(running_mean=m, running_var=v)
             bound["running_mean"], bound["running_var"] = tol.running_stats(
                 case.x, case.running_mean, case.running_var, m, v, w, case.dtype)
@@ -326,7 +331,7 @@ def run(p, adapter_cls, device="cpu", profile=None):
 
     test.__name__ = test.__qualname__ = p.name
     test = given(case=strategy_for(p, adapter_cls))(test)
-    for case in edge_cases(adapter_cls.dtypes):
+    for case in edge_cases(adapter_cls.dtypes, adapter_cls.conventions):
         test = example(case=case)(test)
     if profile is not None or getattr(adapter_cls, "example_budget", None):
         from equiv.strategies import profile_for

@@ -95,9 +95,13 @@ def running_stats(x, old_mean, old_var, new_mean, new_var, new_batch_weight, dty
     g = growth(m)
     eta = UNDERFLOW[dtype]
     mean_bound = K * (u * (np.abs(old_mean) + np.abs(new_mean) + w * g * max_abs) + g * eta)
-    # m/(m-1) ≤ 2 for the unbiased estimator.
-    var_bound = K * (u * (np.abs(old_var) + np.abs(new_var) + 2 * w * g * (var + K * u * g * max_abs ** 2))
-                     + g * eta)
+    # m/(m-1) ≤ 2 for the unbiased estimator. The batch variance: g·u relative (two-pass), the
+    # mean's error δ ≲ K·g·u·max|x| squared (second order), and the first-order term of an updating
+    # (Welford) algorithm: each step's mean is off by δ, which multiplies x_k − mean in the m
+    # products of M2; with random signs their sum is ≲ sqrt(m)·δ·sqrt(var)·sqrt(m)/m of var, i.e.
+    # (g/sqrt(m))·u·max|x|·sqrt(var) (relative u·kappa; Chan, Golub & LeVeque 1983).
+    batch_var = var + K * u * g * max_abs ** 2 + max_abs * np.sqrt(var) / np.sqrt(m)
+    var_bound = K * (u * (np.abs(old_var) + np.abs(new_var) + 2 * w * g * batch_var) + g * eta)
     return mean_bound, var_bound
 
 

@@ -78,7 +78,11 @@ def test_installed_package_runs_from_site_packages_with_its_data(installed):
     assert n_cases >= 30 and n_fingerprints >= 10, r.stdout
     # the whole suite on a correct function and on planted bugs, through the plugin
     (user / "planted.py").write_text((ROOT / "tests" / "planted.py").read_text())
-    r = sh("pytest -q -p no:cacheprovider --pyargs equiv.suite --adapters planted:correct_with_backward", user, env)
+    from tests.planted import CORRECT, PLANTED
+    specs = ",".join(f"planted:{name}" for name in CORRECT)
+    r = sh(f"pytest -q -p no:cacheprovider --pyargs equiv.suite --adapters {specs}", user, env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    r = sh("pytest -q -p no:cacheprovider --pyargs equiv.suite --adapters planted:eps_outside_sqrt", user, env)
-    assert r.returncode == 1 and "planted:eps_outside_sqrt-train_forward" in r.stdout, r.stdout[-3000:]
+    specs = ",".join(f"planted:{bug}" for bug in PLANTED)
+    r = sh(f"pytest -q -rf -p no:cacheprovider --pyargs equiv.suite -k test_property --adapters {specs}", user, env)
+    missed = [bug for bug, prop in PLANTED.items() if f"test_property[planted:{bug}-{prop}]" not in r.stdout]
+    assert r.returncode == 1 and not missed, (missed, r.stdout[-3000:])

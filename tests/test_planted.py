@@ -7,7 +7,7 @@ import pytest
 
 from equiv.adapters import load
 from equiv.properties import PROPERTIES, applies, run
-from tests.planted import PLANTED
+from tests.planted import CORRECT, PLANTED
 
 
 @pytest.mark.parametrize("bug", sorted(PLANTED))
@@ -18,12 +18,39 @@ def test_planted_bug_is_caught(bug):
 
 
 @pytest.mark.parametrize("prop_name", list(PROPERTIES))
-def test_correct_external_function_passes(prop_name):
-    A = load("tests.planted:correct")
+@pytest.mark.parametrize("name", CORRECT)
+def test_correct_implementation_written_differently_passes(name, prop_name):
+    """Every correct implementation (another update form, variance algorithm, accumulation precision
+    and order, in-place updates, channels last under each preset, an adapter class) passes every
+    property: a bound that flags one of them is wrong, not the implementation."""
+    A = load(f"tests.planted:{name}")
     p = PROPERTIES[prop_name]
     if applies(p, A):
         pytest.skip(applies(p, A))
-    assert run(p, A, profile="mutation")["examples"] > 0
+    # ci here (the mutation profile for the first one); dev seeds and thorough: scripts/sweep.py
+    assert run(p, A, profile="mutation" if name == "correct" else "ci")["examples"] > 0
+
+
+def test_a_batch_of_one_is_drawn_where_the_conventions_define_it():
+    """Batches of one (2-D and 4-D with N·H·W = 1) run for a layer declaring batch_of_one "beta", never
+    for one that raises (PyTorch's preset); one returning NaN there is caught."""
+    from equiv.properties import strategy_for
+    from equiv.strategies import edge_cases
+    keras, torch = load("tests.planted:correct_assign_sub_keras"), load("tests.planted:correct")
+    assert keras.conventions.batch_of_one == "beta" and torch.conventions.batch_of_one == "error"
+    ones = [c for c in edge_cases(keras.dtypes, keras.conventions) if c.count == 1]
+    assert {c.ndim for c in ones} == {2, 4}
+    assert not [c for c in edge_cases(torch.dtypes, torch.conventions) if c.count == 1]
+    seen = []
+    from hypothesis import given, settings
+    @settings(settings.get_profile("ci"))
+    @given(strategy_for(PROPERTIES["train_forward"], keras))
+    def draw(case):
+        seen.append(case.count)
+    draw()
+    assert 1 in seen and min(seen) == 1
+    with pytest.raises(AssertionError, match="NaN"):
+        run(PROPERTIES["train_forward"], load("tests.planted:nan_for_a_batch_of_one"), profile="ci")
 
 
 def test_declared_conventions_are_what_the_oracle_holds_code_to():
