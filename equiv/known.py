@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from equiv.dtypes import round_to
 from equiv.strategies import Case, affine_draw
 
 
@@ -41,9 +42,18 @@ def _fp16_eps_vanishes(case, prop):
         and bool((case.x.std(axis=_red(case)) < 14 * 2.0 ** -10 * np.abs(case.x).max(axis=_red(case))).any())))
 
 
-def _min_var_plus_eps(case):
+def _min_var_plus_eps(case, prop=None):
+    """min over channels and batches of var + eps; for affine_invariance (when prop says so) also of
+    a·x + b rounded to the case's dtype, with eps·a², as the property draws and feeds them: rounding
+    can make a channel constant (float16 spacing 8 at |a·x + b| ≥ 8192) while eps·a² is small."""
     red = _red(case)
-    return min(float(case.batch(i).var(axis=red).min()) for i in range(case.steps)) + case.eps
+    low = min(float(case.batch(i).var(axis=red).min()) for i in range(case.steps)) + case.eps
+    if prop == "affine_invariance":
+        a, b = affine_draw(case)
+        with np.errstate(over="ignore", invalid="ignore"):   # a·x + b beyond the dtype: inf, var NaN, no minimum
+            v = np.nan_to_num(round_to(a * case.x + b, case.dtype).var(axis=red), nan=np.inf)
+        low = min(low, float(v.min()) + case.eps * a * a)
+    return low
 
 
 def _scratch_square_overflows(case, prop):
@@ -683,7 +693,7 @@ KNOWN = [
         adapters=("mlx.builtin",),
         properties=("gradients", "dx_sums_zero"),
         reason=("float16 (MLX 0.32.4, CPU): mlx.nn.BatchNorm normalizes with mx.rsqrt(var + eps) "
-                "(mlx/nn/layers/normalization.py:413), whose vjp is −0.5·dy·(rsqrt(v)/v) with rsqrt(v)/v "
+                "(mlx/nn/layers/normalization.py:414), whose vjp is −0.5·dy·(rsqrt(v)/v) with rsqrt(v)/v "
                 "formed in the input dtype (mlx/primitives.cpp, Sqrt::vjp, one_over_x_root_x): v^{-3/2} "
                 "overflows float16 (> 65504) for var + eps < 6.2e-4, although the gradient is representable; "
                 "inf·0 then gives NaN in every dx of the channel (witness: var + eps ≈ 5.0e-4, dx NaN where "
@@ -697,11 +707,16 @@ KNOWN = [
         id="mlx-fp16-eps-underflow",
         adapters=("mlx.builtin",),
         properties=_FORWARD,
-        reason=("float16 (MLX 0.32.4, CPU): mx.rsqrt(var + self.eps) (mlx/nn/layers/normalization.py:413) adds "
-                "the Python float eps as a weak scalar, in the input dtype: an eps below 2.98e-8 (half the "
+        reason=("float16 (MLX 0.32.4, CPU): mx.rsqrt(var + self.eps) (mlx/nn/layers/normalization.py:414) adds "
+                "the Python float eps as a weak scalar, in the input dtype (python/src/utils.cpp:82, :42 at "
+                "v0.32.1): an eps below 2.98e-8 (half the "
                 "smallest float16 subnormal) rounds away, and a zero-variance channel gives 0·rsqrt(0) = 0·inf "
-                "= NaN where the exact output is beta (witness: eps 1e-8, output NaN, oracle 0.069)"),
-        region=lambda c, p: c.dtype == "float16" and _min_var_plus_eps(c) < 6e-8,
+                "= NaN where the exact output is beta (witness: eps 1e-8, output NaN, oracle 0.069). "
+                "affine_invariance meets it on a·x + b: rounded to float16 a channel can become constant "
+                "(eps 1e-10, a = 6.846, b = 2490.25: −1971·a + b = −11003.8 and −1970·a + b = −10996.9 both round "
+                "to −11000, float16's spacing there being 8), and eps·a² = 4.7e-9 rounds to 0: var 0, rsqrt inf, "
+                "the channel's 4 outputs NaN where y(x) has −0.061 (3) and 15.7)"),
+        region=lambda c, p: c.dtype == "float16" and _min_var_plus_eps(c, p) < 6e-8,
         witness=Case(dtype="float16", shape=(2, 1), seed=0, log10_scale=0.0, log10_offset=None,
                      constant_channel=True, eps=1e-8, new_batch_weight=0.0),
         witness_property="train_forward",

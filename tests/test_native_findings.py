@@ -67,3 +67,26 @@ def test_mlx_batch_of_one_raises():
         layer(x)
     layer.eval()
     np.testing.assert_allclose(np.array(layer(x)), np.array([[1.0, 2.0, 3.0]]) / np.sqrt(1 + 1e-5), rtol=1e-6)
+
+
+def test_mlx_float16_affine_input_rounds_to_a_constant_channel_and_eps_away():
+    """Finding mlx-fp16-eps-underflow on affine_invariance's a·x + b (equiv/known.py): with a = 6.846,
+    b = 2490.25, x = −1971, −1971, −1971, −1970 becomes −11003.8 (3×) and −10996.9, all −11000 in float16
+    (spacing 8); mx.var is 0, var + eps·a² (eps·a² = 4.7e-9, a weak Python float) is float16 0
+    (mlx/nn/layers/normalization.py:414), rsqrt inf and (x − mean)·inf = 0·inf = NaN."""
+    mx = pytest.importorskip("mlx.core", reason="install it with: pip install 'mlx[cpu]==0.32.4'")
+    from mlx import nn
+    a, b = 6.846288649230666, 2490.25273896
+    x = mx.array([[v * a + b] for v in (-1971.0, -1971.0, -1971.0, -1970.0)], dtype=mx.float64).astype(mx.float16)
+    eps = 1e-10 * a * a
+    var = mx.var(x, axis=0)
+    v_eps = var + eps
+    layer = nn.BatchNorm(1, eps=eps)
+    layer.weight, layer.bias = mx.array([7.89453125], dtype=mx.float16), mx.array([-0.06097412], dtype=mx.float16)
+    y = layer(x)
+    f = lambda t: np.array(t.astype(mx.float32)).ravel()  # noqa: E731
+    assert f(x).tolist() == [-11000.0] * 4
+    assert v_eps.dtype == mx.float16 and f(var).tolist() == [0.0] and f(v_eps).tolist() == [0.0]
+    assert np.isinf(f(mx.rsqrt(v_eps))).all() and np.isnan(f(y)).all()
+    layer32 = nn.BatchNorm(1, eps=eps)   # float32 holds eps·a²: the output is beta
+    np.testing.assert_allclose(f(layer32(x.astype(mx.float32))), [0.0] * 4, atol=1e-6)
