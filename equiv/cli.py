@@ -86,7 +86,7 @@ def _progress(msg):
         print(f"\r\033[K{msg}", end="", file=sys.stderr, flush=True)
 
 
-def check_adapter(A, device, profile):
+def check_adapter(A, device, profile, seed=None):
     """Run every property and probe against one adapter; returns its result record."""
     from equiv.known import divergences
     from hypothesis.reporting import with_reporter
@@ -96,7 +96,8 @@ def check_adapter(A, device, profile):
     from equiv.properties import PROPERTIES, PropertyFailure, Unconfigurable, applies, run
 
     rec = {"adapter": A.name, "framework": A.framework, "version": _version(A),
-           "device": device, "profile": profile, "properties": {}, "conventions": {}, "mismatches": []}
+           "device": device, "profile": profile, "seed": seed, "properties": {}, "conventions": {},
+           "mismatches": []}
     for i, (name, p) in enumerate(PROPERTIES.items(), 1):
         _progress(f"{A.name}: property {i}/{len(PROPERTIES)} {name}")
         why = applies(p, A)
@@ -106,7 +107,7 @@ def check_adapter(A, device, profile):
         t0 = time.perf_counter()
         try:
             with with_reporter(lambda _: None):   # the failure block below says it all
-                stats = run(p, A, device, profile)
+                stats = run(p, A, device, profile, seed)
             status = "documented" if divergences(A, name) else "pass"
             rec["properties"][name] = {"status": status, **stats}
         except (Unconfigurable, Unsupported) as e:
@@ -201,8 +202,18 @@ def _profile(args):
     return profile
 
 
+def _seed(args, profile):
+    """The seed of a random profile's draws: --seed, else a new one that is printed and recorded (the
+    same draws again: --seed N); None for a derandomized profile (ci, mutation)."""
+    from hypothesis import settings
+    if settings.get_profile(profile).derandomize:
+        return None
+    return args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+
+
 def cmd_check(args):
     profile = _profile(args)
+    seed = _seed(args, profile)
     if args.device not in ("cpu", "cuda"):
         src = "EQUIV_DEVICE" if os.environ.get("EQUIV_DEVICE") == args.device and "--device" not in sys.argv else "--device"
         raise UsageError(f"{src} {args.device!r} is not a device; use cpu or cuda")
@@ -220,8 +231,9 @@ def cmd_check(args):
         if missing:
             records.append({"adapter": name, "missing": missing})
             continue
-        records.append(check_adapter(A, args.device, profile))
-    print(f"properties (Hypothesis profile {profile!r}, device {args.device}):")
+        records.append(check_adapter(A, args.device, profile, seed))
+    drawn = "derandomized" if seed is None else f"seed {seed}: the same draws again with --seed {seed}"
+    print(f"properties (Hypothesis profile {profile!r}, {drawn}; device {args.device}):")
     print(property_table(records))
     print()
     print("measured conventions:")
@@ -238,7 +250,7 @@ def cmd_check(args):
     if args.out:
         tag = os.environ.get("TOX_ENV_NAME") or "-".join(n.replace(":", "_") for n in names)
         path = io.write_json(Path(args.out) / f"check-{tag}.json",
-                             {"profile": profile, "device": args.device, "records": records})
+                             {"profile": profile, "seed": seed, "device": args.device, "records": records})
         print(f"\nresults written to {path}")
     return 1 if failed else 0
 
@@ -594,7 +606,9 @@ def build_parser():
     p.add_argument("--adapters", help=adapters_help)
     p.add_argument("--device", default=os.environ.get("EQUIV_DEVICE", "cpu"), help="cpu or cuda (default cpu)")
     p.add_argument("--profile", choices=("dev", "ci", "thorough"),
-                   help="Hypothesis profile (default: ci when CI is set, else dev; env EQUIV_PROFILE)")
+                   help="Hypothesis profile (default ci: derandomized, the same verdict every run; dev and "
+                        "thorough search with random draws; env EQUIV_PROFILE)")
+    p.add_argument("--seed", type=int, help="the seed of a random profile's draws (default: a new one, printed)")
     p.add_argument("--out", default=None, help="folder for the JSON results (one file per run; default: "
                                                 "print only)")
     p.set_defaults(fn=cmd_check)
@@ -607,7 +621,7 @@ def build_parser():
     p.add_argument("--impls", help="comma-separated names (see: equiv list), or package.module:Class for your own "
                                    "ParallelAdapter subclass; default: every one whose framework is installed")
     p.add_argument("--profile", choices=("dev", "ci", "thorough"),
-                   help="Hypothesis profile (default: ci when CI is set, else dev; env EQUIV_PROFILE)")
+                   help="Hypothesis profile (default ci: derandomized; env EQUIV_PROFILE)")
     p.add_argument("--examples", type=int, help="examples per implementation (default: its own budget, 10 "
                                                 "unless it sets max_examples; ×10 with --profile thorough)")
     p.add_argument("--out", help="JSON file for the results (a new file: never overwritten)")

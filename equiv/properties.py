@@ -287,15 +287,17 @@ def applies(p, adapter_cls):
     return None
 
 
-def run(p, adapter_cls, device="cpu", profile=None):
+def run(p, adapter_cls, device="cpu", profile=None, seed=None):
     """Run one property under Hypothesis against one adapter; raises on a counterexample.
 
     Cases in the region of a known divergence (``equiv.known``) are left out and counted, per
     divergence and dtype ("excluded_by": {id: {dtype: n}}).
     Returns {"examples", "excluded", "excluded_by", "worst", "ratios"}: worst is the largest error/bound
-    ratio seen, ratios the ratio of every example by dtype (the error distributions).
+    ratio seen, ratios the ratio of every example by dtype (the error distributions). ``seed`` fixes
+    a random profile's draws (Hypothesis's ``seed``); a derandomized one draws the same without it.
     """
     from hypothesis import assume, example, given, settings
+    from hypothesis import seed as hypothesis_seed
 
     from equiv.known import divergences, everywhere, excluded
 
@@ -336,6 +338,8 @@ def run(p, adapter_cls, device="cpu", profile=None):
     if profile is not None or getattr(adapter_cls, "example_budget", None):
         from equiv.strategies import profile_for
         test = settings(settings.get_profile(profile_for(adapter_cls, profile)))(test)
+    if seed is not None:
+        test = hypothesis_seed(seed)(test)
     try:
         test()
     except PASS_THROUGH:

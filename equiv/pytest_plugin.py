@@ -6,7 +6,7 @@ suite against any implementation, in any repository:
 Options: ``--adapters a,b,...`` (env ``EQUIV_ADAPTERS``; default: every registered adapter whose
 framework is installed; ``package.module:obj[@preset]`` for your own) and ``--bn-device cpu|cuda``
 (env ``EQUIV_DEVICE``). The Hypothesis profile is ``--hypothesis-profile`` or ``EQUIV_PROFILE``
-(default ``ci`` when ``CI`` is set, else ``dev``). Tests that take an ``adapter_name`` are run once
+(default ``ci``: derandomized, the same verdict on every run). Tests that take an ``adapter_name`` are run once
 per selected adapter; the fixtures are in ``equiv.suite.fixtures``. Nothing here runs unless a
 test asks for an adapter or the options are given, so other projects' test runs are unaffected.
 """

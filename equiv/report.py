@@ -197,7 +197,8 @@ def _build(records, out, conventions, known, runs, runs_dir):
     cells = {n: [_cell(records[n]["properties"].get(p, {})) for p in props] for n in names}
     glance = _at_a_glance(names, records, known)
     versions = [(n, records[n]["framework"], records[n]["version"], records[n].get("device", "cpu"),
-                 records[n].get("profile", "")) for n in names]
+                 records[n].get("profile", "") + (f", seed {records[n]['seed']}" if records[n].get("seed") is not None
+                                                   else "")) for n in names]
     conv = conventions or {n: records[n]["conventions"] for n in names}
     conv_rows = [[n] + [str(conv[n].get(f, "")) for f in CONVENTION_FIELDS] for n in sorted(conv)]
     timing = [(n, f"{sum(r.get('seconds', 0) for r in records[n]['properties'].values()):.1f}",

@@ -31,6 +31,28 @@ that small (Higham's model fl(x op y) = (x op y)(1 + δ) + η).
 
 K is a safety factor for the handful of roundings in each formula (subtract, divide,
 square root, multiply, add). It is the only free constant and it is small.
+
+What each bound accounts for (every value that enters the computation):
+
+- ``train_forward``: the batch mean's and variance's sums (growth(m)·u·kappa in x̂, which also
+  covers the variance's relative error of an updating/Welford algorithm, u·kappa, since it moves
+  y by at most |x̂|·u·kappa/2 ≤ sqrt(m)·u·kappa/2), the roundings of x − mean, the division, the
+  square root, gamma·x̂ + beta (u·|beta|), and underflow (eta) where the variance or eps is tiny.
+- ``infer_forward``: x − running_mean, the division by sqrt(running_var + eps), the affine map; no
+  reduction (growth(1)).
+- ``running_stats``: one update new = (1 − w)·old + w·batch in any of its written forms, (1 − w)·old
+  + w·batch, old + w·(batch − old), old − (old − batch)·w, in place or not: each rounds the old and
+  the new values (u·(|old| + |new|)), at every w including 1; the batch statistics enter scaled by
+  w, the mean with growth(m)·u·max|x|, the variance with growth(m)·u·var (two-pass), the square of
+  the mean's error (second order) and the first-order error of an updating algorithm
+  (g/sqrt(m))·u·max|x|·sqrt(var); × 2 for the unbiased factor m/(m − 1). Over k steps the bounds
+  add (earlier errors are carried with factor 1 − w ≤ 1).
+- ``gradients``: dbeta = Σ dy (growth(m)·u·Σ|dy|), dgamma = Σ dy·x̂ (x̂'s error growth·u·kappa),
+  dx = gamma/σ·(dy − mean(dy) − x̂·mean(dy·x̂)) with both means' errors.
+
+The set of correct implementations written differently that every bound is proved on (update
+forms, Welford, float32 pairwise and sequential sums, in-place updates, channels last under each
+preset, an adapter class) is ``tests.planted.CORRECT``; tests/test_planted.py runs them.
 """
 import numpy as np
 

@@ -93,3 +93,19 @@ def test_conventions_refuse_an_older_release(tmp_path, capsys):
     assert cli.main(["conventions", "--adapters", "torch.scratch", "--data", str(tmp_path)]) == 2
     assert "newer release" in capsys.readouterr().err
     assert (tmp_path / "conventions.json").read_bytes() == before and not (tmp_path / "conventions.md").exists()
+
+
+def test_each_preset_declares_what_its_built_in_measures():
+    """A preset is its framework's built-in layer as measured (reference/data/conventions.json): the
+    running variance, default eps and momentum, variance algorithm and what a batch of one gives (an
+    error in PyTorch, beta in Keras, Flax and MXNet), not a declaration of its own."""
+    from equiv.conventions import PRESETS
+    committed = _committed()
+    built_in = {"torch": "torch.builtin", "keras": "tf.keras", "flax": "flax.linen", "mxnet": "mxnet.gluon"}
+    assert set(PRESETS) == set(built_in)
+    for preset, adapter in built_in.items():
+        measured, conv = committed[adapter], PRESETS[preset]
+        for field in ("batch_of_one", "running_var", "variance", "channel_axis"):
+            assert getattr(conv, field) == measured[field], (preset, field, measured[field])
+        assert matches("default_eps", measured["default_eps"], conv.default_eps), preset
+        assert matches("new_batch_weight", measured["new_batch_weight"], conv.default_new_batch_weight), preset

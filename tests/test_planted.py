@@ -99,3 +99,15 @@ def test_a_module_that_fails_to_import_is_named(tmp_path, monkeypatch):
         load("raises_on_import:fn")
     with pytest.raises(SpecError, match=r"bad_syntax.py, line 1: syntax error"):
         load("bad_syntax:f")
+
+
+def test_one_verdict_per_commit_and_a_seeded_search():
+    """The default profile is derandomized (ci): two runs draw the same cases; a random profile with a
+    seed draws the same again, and another seed draws others."""
+    from equiv.strategies import default_profile
+    A, p = load("tests.planted:correct_lerp"), PROPERTIES["running_stats"]
+    assert default_profile() in ("ci", "mutation") or __import__("os").environ.get("EQUIV_PROFILE")
+    same = [run(p, A, profile="ci")["ratios"] for _ in range(2)]
+    assert same[0] == same[1]
+    seeded = [run(p, A, profile="dev", seed=s)["ratios"] for s in (7, 7, 8)]
+    assert seeded[0] == seeded[1] != seeded[2]
