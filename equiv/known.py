@@ -106,6 +106,22 @@ def _fp16_channel_sum_overflows(case, prop):
     return max(float(np.abs(x.sum(axis=red)).max()) for x in xs) > 65504 / 1.05
 
 
+def _flax_fp16_dx_cotangent_overflows(case, prop):
+    """float16, and one of the two float32 cotangents of x that Flax's backward casts to float16
+    separately reaches float16's overflow threshold (65520: 65504 + half its spacing) in some element:
+    through x − mean, |dy|·|gamma|/sqrt(var + eps); through the batch mean and variance,
+    |mean(dy) + x̂·mean(dy·x̂)|·|gamma|/sqrt(var + eps) (less a margin for float32's roundings of them)."""
+    if case.dtype != "float16":
+        return False
+    red = _red(case)
+    x, dy = case.x, case.dy
+    sigma = np.sqrt(x.var(axis=red, keepdims=True) + case.eps)
+    s = np.abs(case.gamma).reshape((1, case.channels) + (1,) * (case.ndim - 2)) / sigma
+    x_hat = (x - x.mean(axis=red, keepdims=True)) / sigma
+    through_stats = np.abs(dy.mean(axis=red, keepdims=True) + x_hat * (dy * x_hat).mean(axis=red, keepdims=True))
+    return bool(max(float((np.abs(dy) * s).max()), float((through_stats * s).max())) >= 65520 * (1 - 1e-6))
+
+
 def _offset_ratio(case, prop, with_eps):
     """max over channels and batches of |mean|/sqrt(var + eps): E[x²] − E[x]² loses ~u·(1 + ratio²)
     of var + eps; without eps, |mean|/std, where var itself matters (running statistics, and
@@ -377,6 +393,41 @@ KNOWN = [
                      constant_channel=False, eps=1e-5, new_batch_weight=1.0),
         witness_property="train_forward",
         advice="use flax.linen.BatchNorm(use_fast_variance=False) (nnx too) for data far from zero mean"),
+    Divergence(
+        id="flax-fp16-dx-cotangent-overflow",
+        adapters=("flax.linen", "flax.linen.two_pass", "flax.nnx"),
+        properties=("gradients", "dx_sums_zero"),
+        reason=("float16 input reaches float32 twice in Flax's BatchNorm: _compute_stats casts it for the "
+                "statistics (flax/linen/normalization.py:114, x.astype(dtype) with dtype promoted to float32 at "
+                ":112; flax/nnx/nn/normalization.py:97-98; flax 0.12.8) and _normalize's y = x − mean promotes it "
+                "against the float32 mean (linen :205, nnx :170; then mul = lax.rsqrt(var + epsilon) · scale and "
+                "y·mul in float32, :206-216). JAX transposes each promotion into its own float32 → float16 cast of "
+                "the cotangent and adds the two in float16 (an f16 add_any in the vjp's jaxpr, tests/test_jax_findings.py): "
+                "dy·gamma/sqrt(var + eps) through x − mean, and −gamma/sqrt(var + eps)·(mean(dy) + "
+                "x̂·mean(dy·x̂)) through the statistics. Either one ≥ 65520 casts to ±inf; with one value per "
+                "channel (var = 0, x − mean = 0) they are equal and opposite, exact dx is 0, and Flax returns "
+                "inf − inf = NaN (dgamma 0 and dbeta dy are right). Witness: batch of one, dy 1.158, gamma 0.3464, "
+                "eps 1e-11: rsqrt 316228, the two cotangents ±126884, dx NaN where the oracle has 0 (bound "
+                "1.13e9); the same dy and gamma pass at an eps where the product is 65519.5 and fail at 65520.5; "
+                "flax 0.10.2 (jax 0.4.38; linen :113, :200) alike. A batch of one is where it shows: its exact dx is 0 "
+                "however large the cotangents, while with m ≥ 2 an exact dx of such a channel is as large as they "
+                "are (a constant channel's is gamma/sqrt(eps)·(dy − mean(dy))) and beyond float16, and the "
+                "property rejects the case. Measured over 3000 float16 draws per property "
+                "(cases, min_count 1; two_pass, linen, nnx): 345, 345, 330 fail in the region, every one of one "
+                "value per channel, and none passes there (the other 623, 623, 591 in it, all m ≥ 2, have an "
+                "exact dx beyond float16); outside it fail only 2 and 3 draws of linen and nnx, all in "
+                "flax-fast-variance-offset's region (|mean|/std ≥ 3000); a second run (two_pass, 1500 draws per "
+                "property): 161 fail, all in it, none passes in it. The largest passing cotangent is 65200, the "
+                "smallest failing 66621. bfloat16 (range 3.4e38; 1000 draws per property, all pass, cotangents "
+                "up to 1.7e8) and float32 input are unaffected"),
+        region=_flax_fp16_dx_cotangent_overflows,
+        witness=Case(dtype="float16", shape=(1, 1), seed=0, log10_scale=0.0, log10_offset=None,
+                     constant_channel=False, eps=1e-11, new_batch_weight=0.0),
+        witness_property="gradients",
+        advice="in float16 training where a batch can hold one value per channel keep eps ≥ "
+               "(max|dy|·|gamma|/65504)², or give BatchNorm float32 input (linen: x.astype(float32); nnx: also "
+               "dtype=float32, as nnx casts x to the layer's dtype, flax/nnx/nn/normalization.py:385): the two "
+               "cotangents then add in float32 and dx is 0"),
     Divergence(
         id="jax-scratch-4d-reduces-n-w-c",
         adapters=("jax.scratch",),

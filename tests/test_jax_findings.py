@@ -99,6 +99,54 @@ def test_linen_fast_variance_loses_u_times_offset_squared(offset, low, high):
     assert max(errs[False]) < 3e-6
 
 
+def _fp16_batch_of_one_grads(kind, eps, cast_first=False):
+    """dx, dgamma, dbeta of a float16 Flax BatchNorm (linen fast/two-pass, nnx) for one value per channel:
+    x = −2.406, gamma 0.3464, beta 0.0691, dy 1.158 (the witness of flax-fp16-dx-cotangent-overflow);
+    ``cast_first``: x cast to float32 before the layer (and nnx's layer dtype float32: it casts x to it).
+    Also the vjp's jaxpr (linen)."""
+    f16 = jnp.float16
+    x, dy = jnp.asarray([[-2.40625]], f16), jnp.asarray([[1.158203125]], f16)
+    gamma, beta = jnp.asarray([0.346435546875], f16), jnp.asarray([0.0690918], f16)
+    pre = (lambda x: x.astype(jnp.float32)) if cast_first else (lambda x: x)
+    if kind == "nnx":   # as the adapter differentiates it (nnx.vjp carries the batch-stat update out)
+        # nnx casts x to the layer's dtype (promote_dtype): cast first means a float32 layer
+        m = nnx.BatchNorm(1, epsilon=eps, dtype=jnp.float32 if cast_first else f16, param_dtype=f16,
+                          rngs=nnx.Rngs(0))
+        m.scale[...], m.bias[...] = gamma, beta
+        _, vjp = nnx.vjp(lambda m, x: m(pre(x)).astype(f16), m, x, graph=False)
+        dm, dx = vjp(dy)
+        dgamma, dbeta, jaxpr = dm.scale[...], dm.bias[...], ""
+    else:
+        bn = nn.BatchNorm(epsilon=eps, dtype=f16, param_dtype=f16, use_fast_variance=kind == "fast")
+        stats = {"mean": jnp.zeros(1, jnp.float32), "var": jnp.ones(1, jnp.float32)}
+
+        def f(x, p):
+            return bn.apply({"params": {"scale": p[0], "bias": p[1]}, "batch_stats": stats}, pre(x),
+                            use_running_average=False, mutable=["batch_stats"])[0]
+        _, vjp = jax.vjp(f, x, (gamma, beta))
+        dx, (dgamma, dbeta) = vjp(dy)
+        jaxpr = str(jax.make_jaxpr(lambda x, dy: jax.vjp(f, x, (gamma, beta))[1](dy))(x, dy))
+    return [np.asarray(a, np.float64) for a in (dx, dgamma, dbeta)], jaxpr
+
+
+@pytest.mark.parametrize("kind", ["fast", "two_pass", "nnx"])
+def test_fp16_batch_of_one_dx_is_inf_minus_inf(kind):
+    """Finding flax-fp16-dx-cotangent-overflow: float16 x is promoted to float32 twice (the statistics,
+    x − mean), and the vjp casts each float32 cotangent to float16 and adds them in float16. With one
+    value per channel they are ±dy·gamma/sqrt(eps) = ±126884 at eps 1e-11: ±inf, and dx = NaN where the
+    exact dx is 0; at eps 1e-8 (±4012) they cancel to 0; with x cast to float32 first (nnx: and a float32
+    layer) they add in float32 and dx is 0. dgamma (0) and dbeta (dy) are right throughout."""
+    (dx, dgamma, dbeta), jaxpr = _fp16_batch_of_one_grads(kind, 1e-11)
+    assert np.isnan(dx).all()
+    assert dgamma[0] == 0.0 and dbeta[0] == 1.158203125
+    if jaxpr:   # linen: the two casts of x's cotangent back to float16, and their float16 sum
+        assert "f16[1,1] = add_any" in jaxpr and jaxpr.count("convert_element_type[new_dtype=float16") >= 2
+    (dx, _, _), _ = _fp16_batch_of_one_grads(kind, 1e-8)
+    assert dx[0, 0] == 0.0
+    (dx, dgamma, dbeta), _ = _fp16_batch_of_one_grads(kind, 1e-11, cast_first=True)
+    assert dx[0, 0] == 0.0 and dgamma[0] == 0.0 and dbeta[0] == 1.158203125
+
+
 def test_nnx_default_is_training_and_eval_switches():
     m = nnx.BatchNorm(3, rngs=nnx.Rngs(0))
     x = _x((8, 3), mean=4.0)
