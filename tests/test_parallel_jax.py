@@ -90,18 +90,28 @@ def test_two_pass_passes_the_fast_variance_witness():
                    FAST.witness) < 0.1
 
 
-def test_fast_variance_rounds_alike_on_devices_but_not_under_vmap():
-    """On the witness pmap, shard_map and jit give bit-identical outputs (each replica reduces its 4
-    rows, then 4 means are averaged; the SPMD partitioner splits the global reduction the same way);
-    vmap's error is the single device's, 4x larger here."""
-    ys = {n: np.concatenate(run(n, FAST.witness)[1].ys[0]) for n in
-          ("flax.linen.pmap", "flax.linen.shard_map", "flax.linen.jit", "flax.nnx.pmap", "flax.linen.vmap",
-           "flax.linen.pmap.two_pass")}
+def test_fast_variance_fails_the_bound_on_every_engine_and_rounds_alike_on_devices():
+    """On the witness every engine's output is beyond the train_forward bound. By how much depends on
+    the code XLA generates for the CPU (vmap: 19× the bound with AVX-512, on an AMD EPYC as on an Intel
+    Xeon; 102× with --xla_cpu_max_isa=AVX2, 149× with AVX or SSE4_2), never more than the fast variance can
+    lose: E[x²] and E[x]² are each off by at most growth(16)·u·(mean² + var), 0.59 and 0.38 of the
+    variance of the two channels here together, which moves y by at most 482× the bound (< 1e3).
+    pmap, shard_map, jit and nnx's pmap give bit-identical outputs on any CPU (25× the bound under each
+    ISA above): each device reduces its own 4 rows with the same program, then the 4 partial means are
+    all-reduced (the SPMD partitioner splits jit's global reduction the same way); vmap reduces as one
+    device does."""
+    import reference as ref
+    from equiv import tolerance as tol
+    engines = ("flax.linen.pmap", "flax.linen.shard_map", "flax.linen.jit", "flax.nnx.pmap", "flax.linen.vmap")
+    ys = {n: np.concatenate(run(n, FAST.witness)[1].ys[0]) for n in engines}
     for n in ("flax.linen.shard_map", "flax.linen.jit", "flax.nnx.pmap"):
         np.testing.assert_array_equal(ys[n], ys["flax.linen.pmap"])
-    exact = ys["flax.linen.pmap.two_pass"]
-    dev, vm = (float(np.abs(ys[n] - exact).max()) for n in ("flax.linen.pmap", "flax.linen.vmap"))
-    assert 0.01 < dev < 0.04 and 0.06 < vm < 0.15, (dev, vm)
+    c = FAST.witness.case
+    x = np.concatenate(FAST.witness.steps()[0][0])
+    want = ref.batch_norm_train(x, c.gamma, c.beta, eps=c.eps)[0]
+    bound = tol.train_forward(x, c.gamma, c.beta, c.eps, c.dtype)
+    ratios = {n: tol.excess(ys[n], want, bound) for n in engines}
+    assert all(1 < r < 1e3 for r in ratios.values()), ratios
 
 
 EQUAL = by_id("flax-dp-mask-equal-weighting")
