@@ -54,11 +54,13 @@ class MyBatchNorm(torch.nn.Module):
             shape = [1, -1] + [1] * (x.dim() - 2)
             inv = torch.rsqrt(self.running_var.reshape(shape) + self.eps)
             return self.weight.reshape(shape) * (x - self.running_mean.reshape(shape)) * inv + self.bias.reshape(shape)
-        y, mean, var = BatchNormFunction.apply(x, self.weight, self.bias, self.eps)
         m = x.numel() // x.shape[1]
+        if m < 2:   # as torch.nn.BatchNorm2d: the unbiased variance of one value is undefined
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
+        y, mean, var = BatchNormFunction.apply(x, self.weight, self.bias, self.eps)
         with torch.no_grad():
             self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
-            self.running_var.mul_(1 - self.momentum).add_(self.momentum * var * m / max(m - 1, 1))
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * var * m / (m - 1))
         return y
 
 
