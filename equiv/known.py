@@ -233,28 +233,6 @@ KNOWN = [
         witness=Case(dtype="float16", shape=(2, 1), seed=2, log10_scale=2.0, log10_offset=None,
                      constant_channel=False, eps=0.1, new_batch_weight=0.0),
         witness_property="running_stats"),
-    Divergence(
-        id="torch-compile-float32-welford-variance",
-        adapters=("torch.builtin+compile",),
-        properties=("batch_stats", "running_stats", "state_after_calls"),
-        reason=("torch.compile (inductor, CPU, torch 2.13.0) decomposes batch norm into "
-                "torch.var_mean(input_acc, ..., correction=0) with input_acc in the computation dtype, "
-                "float32 for float32 input (torch/_decomp/decompositions.py:2095, native_batch_norm_helper), "
-                "lowered to a float32 Welford reduction; eager's CPU kernel accumulates a float32 channel in "
-                "double (aten/src/ATen/native/cpu/batch_norm_kernel.cpp, batch_norm_cpu_collect_stats_contiguous_impl: "
-                "accscalar_t = at::acc_type<float, false>). The compiled batch variance, and so the running "
-                "variance, loses ~u·|mean|/std of its relative accuracy: measured over 3 seeds (float32, "
-                "(8, 3), eps 1e-5), batch variance 0.05–0.08×, up to 1.04×, 3.9–12.8×, 1.8–9.2×, 1.2–1.8× the "
-                "bound at |mean|/std ~ 10, 1e2, 1e3, 10^3.5, 1e4, where eager stays ≤ 0.08×; the training "
-                "output and gradients are within bounds (witness: |mean|/std ~ 1e3, batch var off by 3.3e-5, "
-                "12.8× the bound; golden vector running-f32-offset1e4: running var 1.78× the bound). Region: "
-                "float32 with |mean|/std > 30 in some batch"),
-        region=lambda c, p: c.dtype == "float32" and _offset_ratio(c, p, False) > 30.0,
-        witness=Case(dtype="float32", shape=(8, 3), seed=1, log10_scale=0.0, log10_offset=3.0,
-                     constant_channel=False, eps=1e-5, new_batch_weight=1.0),
-        witness_property="batch_stats",
-        advice="under torch.compile, centre data far from zero mean before BatchNorm, or compare running "
-               "variances of compiled float32 models to ~u·|mean|/std only"),
     # --- tensorflow (tf.keras, tf.scratch) -------------------------------------------
     # tf.scratch ignores the case's eps: the book's layer uses 1e-5, so the regions do too.
     # k: affine_invariance adds a per-channel shift of up to ~5·max|x| to x.
@@ -678,22 +656,6 @@ KNOWN = [
                      constant_channel=False, eps=0.1, new_batch_weight=0.1),
         witness_property="running_stats",
         advice="expect running statistics accurate to float32 only, even in float64"),
-    Divergence(
-        id="gluon-running-var-from-invstd",
-        adapters=("mxnet.gluon",),
-        properties=("batch_stats", "running_stats", "state_after_calls"),
-        reason=("the CPU backward does not keep the batch variance: it recovers it from the saved "
-                "1/sqrt(var + eps) as 1/invstd² − eps (INVSTD_TO_VARIANCE, batch_norm-inl.h), with an "
-                "absolute error of a few u·(var + eps); where eps dominates var the running variance "
-                "loses its relative accuracy, and a zero-variance channel gets ±u·eps, even slightly "
-                "negative (witness: float32, eps 0.0316, zero variance: running var 2.48e-9 where the "
-                "oracle has 0, 1.9e3× the bound)"),
-        region=lambda c, p: any(c.eps > float(c.batch(i).var(axis=_red(c)).min())
-                                for i in range(c.steps)),
-        witness=Case(dtype="float32", shape=(2, 1), seed=0, log10_scale=0.0, log10_offset=None,
-                     constant_channel=True, eps=0.03162277660168379, new_batch_weight=0.0),
-        witness_property="batch_stats",
-        advice="do not compare running variances far below eps across frameworks; they carry an error of ~u·eps"),
     Divergence(
         id="mxnet-scratch-fp16-eps-underflow",
         adapters=("mxnet.scratch",),
