@@ -91,6 +91,25 @@ def test_every_finding_names_a_known_implementation():
     for f in lenet.NET_FINDINGS:
         assert f.label in lenet.labels() + list(lenet.PARALLEL) and f.data in ("any", "fashion-mnist"), f.id
         assert set(f.dtypes) <= {"float64", "float32"} and f.where[1] in ("act", "loss", "param", "state")
+        keys = ([f"act:{n}" for n in ref.ACTIVATIONS] + ["loss"] + [f"param:{n}" for n in ref.PARAM_NAMES]
+                + [f"state:{n}" for n in ref.init_state()])
+        assert set(f.edge) <= set(keys) - {f"{f.where[1]}:{f.where[2]}"}, f.id
+
+
+def test_a_quantity_at_the_tolerance_may_come_first_only_beside_the_documented_one():
+    finding = lenet.NetFinding("x", "tf.builtin", ("float32",), "any", (1, "param", "bn1.beta"), "",
+                               edge=("param:bn3.beta",))
+    tol = 1e-4
+
+    def result(step, layer, errs):
+        return dict(first_divergence=dict(step=step, kind="param", layer=layer, rel_error=2 * tol, tolerance=tol),
+                    per_step=[dict(rel_error=errs)] * 2)
+    assert lenet.shows(finding, result(1, "bn1.beta", {"param:bn1.beta": 2 * tol}))
+    assert lenet.shows(finding, result(1, "bn3.beta", {"param:bn1.beta": 2 * tol, "param:bn3.beta": 1.01 * tol}))
+    assert not lenet.shows(finding, result(1, "bn3.beta", {"param:bn1.beta": tol, "param:bn3.beta": 1.01 * tol}))
+    assert not lenet.shows(finding, result(1, "bn2.beta", {"param:bn1.beta": 2 * tol, "param:bn2.beta": 2 * tol}))
+    assert not lenet.shows(finding, result(2, "bn1.beta", {"param:bn1.beta": 2 * tol}))
+    assert not lenet.shows(finding, dict(first_divergence=None, per_step=[]))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -147,6 +147,11 @@ class NetFinding:
     ``tests/test_lenet_nets.py`` asserts exactly that place, so a fix upstream makes the test
     fail until the entry goes. The layer can move with the seed while the mechanism stays (the
     float32 sequential sums, seed 1: step 1 again, but first over tolerance in sig1, 8.5e-5).
+
+    ``edge``: quantities of ``where``'s step (lockstep's keys, "param:bn3.beta") measured within a
+    few percent of the tolerance, over it on some CPUs and under it on others (the vector ISA picks
+    the kernels, and so the rounding): lockstep may name one of them first, and ``shows`` accepts
+    that as long as ``where`` is over the tolerance too. Each is listed with its measured ratios.
     """
     id: str
     label: str
@@ -154,6 +159,22 @@ class NetFinding:
     data: str
     where: tuple
     reason: str
+    edge: tuple = ()
+
+
+def _key(kind, layer):
+    return "loss" if kind == "loss" else f"{kind}:{layer}"
+
+
+def shows(finding, r):
+    """Whether the lockstep result ``r`` diverges where ``finding`` says: its first divergence is
+    ``finding.where``, or one of ``finding.edge`` at that step with ``where`` over the tolerance as well."""
+    f = r["first_divergence"]
+    if f is None or f["step"] != finding.where[0]:
+        return False
+    named, documented = _key(f["kind"], f["layer"]), _key(*finding.where[1:])
+    return named == documented or (named in finding.edge
+                                   and r["per_step"][f["step"] - 1]["rel_error"][documented] > f["tolerance"])
 
 
 NET_FINDINGS = (
@@ -178,21 +199,25 @@ NET_FINDINGS = (
                  "use these reductions.") for label in ("tf.builtin", "tf.scratch")),
     NetFinding("tf-float32-sequential-sum", "tf.mirrored", ("float32",), "fashion-mnist", (1, "param", "bn1.beta"),
                "under MirroredStrategy each replica's Keras BN sums its own 32 images with the float32 reductions "
-               "of tf-float32-sequential-sum: on Fashion-MNIST bn1.beta is off by 8.4e-5 at step 1 against the "
-               "tolerance 6.9e-5 (its gradient sums 18,432 values a channel a replica, then the optimizer sums "
+               "of tf-float32-sequential-sum: on Fashion-MNIST bn1.beta is off by 7.6e-5 to 7.9e-5 at step 1 against "
+               "the tolerance 6.9e-5 (1.11 to 1.15 times with oneDNN's AVX, AVX2 and AVX-512 kernels; its gradient sums 18,432 values a channel a replica, then the optimizer sums "
                "the replicas'); the float64 net agrees to 5% of its tolerance over 30 steps, the float32 net on "
                "synthetic batches stays within it."),
     NetFinding("tf-mirrored-sync-fast-variance", "tf.mirrored.sync", ("float32",), "fashion-mnist",
                (1, "param", "bn1.beta"),
-               "Keras' synchronized BN under MirroredStrategy (tf-sync-fast-variance-offset in a whole net): at step 1 bn1.beta is off by 9.4e-5 against 6.9e-5, "
-               "the float32 sums as tf.mirrored's (8.4e-5); then the variance E[x²] − E[x]² of "
+               "Keras' synchronized BN under MirroredStrategy (tf-sync-fast-variance-offset in a whole net): at step 1 "
+               "bn1.beta is off by 9.4e-5 to 1.05e-4 against 6.9e-5 (1.36 to 1.53 times, with oneDNN's AVX2, "
+               "AVX-512 and AVX kernels), the float32 sums as tf.mirrored's (7.6e-5 to 7.9e-5); bn3.beta sits at "
+               "the tolerance (0.978, 0.993, 1.001 times with AVX2, AVX, AVX-512), so on an AVX-512 CPU lockstep "
+               "names it first; then the variance E[x²] − E[x]² of "
                "_compute_moments_sync (keras/src/backend/tensorflow/nn.py:1539) multiplies the float32 sums' "
                "errors of Σx² by E[x²]/var = 1 + (mean/std)², up to 5.4 for bn1's inputs (|mean|/std up to 2.1): "
                "bn1's output is off by 4.8e-5 at step 1 (per shard: 2.2e-5) and by 1.2e-3 at step 13, 5.4 times "
                "the step's tolerance, while tf.mirrored's bn1 stays within 5.9e-5 over 30 steps. With the moments "
                "computed as Σ(x − mean)² over the all-reduced mean (the same float32 sums), bn1 stays within "
                "8.2e-5 over 16 steps (0.37 of the tolerance at step 13) and only step 1's bn1.beta (8.0e-5) is "
-               "left. The float64 net agrees to 26% of its tolerance over 30 steps."),
+               "left. The float64 net agrees to 26% of its tolerance over 30 steps.",
+               edge=("param:bn3.beta",)),
     NetFinding("gluon-float32-sequential-sum", "mxnet.contexts", ("float32",), "fashion-mnist",
                (1, "param", "bn1.beta"),
                "gluon's CPU BatchNorm on each of 4 contexts sums its own 32 images in float32 one value after "

@@ -181,7 +181,7 @@ def lockstep_main(args):
                 g, f = r["max_rel_error_by_kind"], r["first_divergence"]
                 where = "none" if f is None else f"step {f['step']}, {f['kind']} {f['layer']} ({f['rel_error']:.2g})"
                 for known in lenet.net_findings(label, d, r["data"]):
-                    if f is not None and (f["step"], f["kind"], f["layer"]) == known.where:
+                    if lenet.shows(known, r):
                         where += f"  documented: {known.id}"
                 bar.write(f"{label:<15} {d:<8} {g['loss']:9.2e} {g['act']:9.2e} {g['param']:9.2e} {g['state']:9.2e} "
                           f"{r['tolerance']:9.2e} {r['max_amplification']:5.1f}  {where}", file=sys.stdout)
