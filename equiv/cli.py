@@ -88,10 +88,10 @@ def _progress(msg):
 
 def check_adapter(A, device, profile, seed=None):
     """Run every property and probe against one adapter; returns its result record."""
-    from equiv.known import divergences
     from hypothesis.reporting import with_reporter
 
     from equiv.core import Unsupported
+    from equiv.known import divergences
     from equiv.probes import PROBES, describe, expected, matches
     from equiv.properties import PROPERTIES, PropertyFailure, Unconfigurable, applies, run
 

@@ -60,7 +60,8 @@ def parallel_section():
 
     from equiv.parallel import ParallelConventions
     from equiv.parallel.conventions import BASE, DECLARED, ENGINE
-    from equiv.parallel.known import FINDINGS, KNOWN as PARALLEL
+    from equiv.parallel.known import FINDINGS
+    from equiv.parallel.known import KNOWN as PARALLEL
     names = [f.name for f in fields(ParallelConventions)]
     out = ["## Data-parallel BatchNorm (declared, measured by the probes)", "",
            "| implementation | engine | base | " + " | ".join(names) + " |",

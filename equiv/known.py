@@ -9,8 +9,6 @@ known failures the same way.
 from dataclasses import dataclass
 from typing import Callable
 
-
-
 import numpy as np
 
 from equiv.dtypes import round_to

@@ -9,6 +9,7 @@ import numpy as np
 import reference as ref
 from equiv.core import MomentumRequired
 
+
 # float64 where the adapter offers it: the probes then resolve 1e-12 eps and 1e-2 weights.
 def _dtype(A):
     return "float64" if "float64" in A.dtypes else "float32"

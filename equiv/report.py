@@ -207,7 +207,7 @@ def _build(records, out, conventions, known, runs, runs_dir):
                 if records[n]["properties"].get(p, {}).get("status") == "fail"]
     from equiv.findings import divergence_phrase
     findings = [(d.id, ", ".join(d.adapters), d.reason) for d in known]
-    from equiv.lenet import NET_FINDINGS      # whole-network (BN-LeNet lockstep) divergences
+    from equiv.lenet import NET_FINDINGS  # whole-network (BN-LeNet lockstep) divergences
     findings += [(f.id, f"{f.label} BN-LeNet, {'/'.join(f.dtypes)}, first at step {f.where[0]} "
                         f"{f.where[1]} {f.where[2]} ({f.data} data)", f.reason) for f in NET_FINDINGS]
 

@@ -8,12 +8,12 @@ import pytest
 
 pytest.importorskip("flax", reason="install it with: pip install jax flax")
 
-import equiv.adapters._jax  # noqa: E402,F401  (float64 on)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import linen as nn  # noqa: E402
 from flax import nnx  # noqa: E402
 
+import equiv.adapters._jax  # noqa: E402,F401  (float64 on)
 import reference as ref  # noqa: E402
 from equiv.book import d2l_jax as book  # noqa: E402
 

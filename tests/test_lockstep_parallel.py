@@ -24,8 +24,8 @@ import pytest
 from equiv import lenet
 from equiv.dtypes import round_to
 from equiv.lenet import lockstep
-from tests.lenet_helpers import assert_lockstep  # noqa: E402
 from reference import lenet as ref
+from tests.lenet_helpers import assert_lockstep  # noqa: E402
 
 STEPS, BATCH = 3, 128           # synthetic (seed 3), 4 replicas × 32
 REAL_STEPS = 3                  # Fashion-MNIST (seed 0)

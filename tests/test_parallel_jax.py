@@ -13,10 +13,9 @@ pytest.importorskip("flax", reason="install it with: pip install jax flax")
 import jax  # noqa: E402
 
 from equiv import parallel  # noqa: E402
-from equiv.parallel.known import KNOWN, by_id  # noqa: E402
-from equiv.parallel import Run  # noqa: E402
-from equiv.parallel import probes  # noqa: E402
+from equiv.parallel import Run, probes  # noqa: E402
 from equiv.parallel.expect import compare, expected  # noqa: E402
+from equiv.parallel.known import KNOWN, by_id  # noqa: E402
 from equiv.strategies import Case, ParallelCase  # noqa: E402
 from equiv.tolerance import ToleranceError  # noqa: E402
 

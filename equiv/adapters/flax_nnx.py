@@ -21,10 +21,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from equiv.adapters import JAX
-from equiv.adapters._jax import DTYPES, array, numpy, stats_dtype, new_layer
+from equiv.adapters._jax import DTYPES, array, new_layer, numpy, stats_dtype
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
-
 
 _FRESH = {}   # (width, dtype) -> a layer as built, never called: adapters take copies
 

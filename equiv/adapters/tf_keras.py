@@ -50,7 +50,7 @@ class KerasBuiltin(KerasLayerAdapter):
         return layer
 
     def _gradients(self, x, dy):
-        from equiv.adapters._tf import tape_gradients   # TensorFlow, on its backend only
+        from equiv.adapters._tf import tape_gradients  # TensorFlow, on its backend only
         return tape_gradients(self.layer, x, dy)
 
 

@@ -26,11 +26,10 @@ model and its ``eqx.nn.State``: compiled once per variant, dtype and shapes.
 """
 import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-import equinox as eqx
 import optax
 
 from equiv.adapters._jax import DTYPES

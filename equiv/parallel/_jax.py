@@ -34,9 +34,12 @@ from equiv.adapters._jax import DTYPES, stats_dtype  # float64 on (jax_enable_x6
 from equiv.core import Unsupported
 from equiv.parallel import ParallelAdapter, Run
 
+# after equiv.adapters._jax, which turns on float64
+# isort: split
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
+from jax.sharding import Mesh, NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P
 
 AXIS = "replicas"
 ENGINES = ("pmap", "shard_map", "vmap", "jit")

@@ -153,5 +153,5 @@ def close_all():
 
 
 if __name__ == "__main__":
-    from equiv.parallel import worker as _self   # the importable module, so its exceptions unpickle as such
+    from equiv.parallel import worker as _self  # the importable module, so its exceptions unpickle as such
     _self._serve(_self._Duplex(int(sys.argv[1]), int(sys.argv[2])), sys.argv[3], json.loads(sys.argv[4]))
