@@ -66,7 +66,7 @@ def _adapter_names(spec):
     try:
         return adapter_names(spec)
     except SelectionError as e:
-        raise UsageError(str(e))
+        raise UsageError(str(e)) from e
 
 
 def _load(name):
@@ -75,9 +75,9 @@ def _load(name):
     except FrameworkMissing as e:
         return None, f"not installed: {e.install}"
     except KeyError as e:
-        raise UsageError(e.args[0])
+        raise UsageError(e.args[0]) from e
     except ValueError as e:
-        raise UsageError(str(e))
+        raise UsageError(str(e)) from e
 
 
 def _progress(msg):
@@ -284,7 +284,7 @@ def cmd_distributed(args):
         try:
             loaded.append((name, dp.load(name), None))
         except dp.SelectionError as e:
-            raise UsageError(str(e))
+            raise UsageError(str(e)) from e
         except FrameworkMissing as e:
             loaded.append((name, None, f"not installed: {e.install}"))
     if all(A is None for _, A, _ in loaded):
@@ -338,7 +338,7 @@ def cmd_replay(args):
     try:
         case = parse_case(args.case)
     except ValueError as e:
-        raise UsageError(f"replay: {e}")
+        raise UsageError(f"replay: {e}") from e
     if args.property and args.property not in PROPERTIES:
         raise UsageError(f"replay: unknown property {args.property!r}; properties: {', '.join(PROPERTIES)}")
     names = _adapter_names(args.adapters)
@@ -453,7 +453,7 @@ def _read_conventions(data, required=True):
         conv = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot read {path} ({' '.join(str(e).split())}); restore it with git or rerun "
-                         "`equiv conventions`")
+                         "`equiv conventions`") from e
     if not isinstance(conv, dict) or not all(isinstance(r, dict) and r.get("adapter") == n for n, r in conv.items()):
         raise UsageError(f"{path} is not a table of conventions ({{adapter: record}}); restore it with git "
                          "or rerun `equiv conventions`")
@@ -484,7 +484,7 @@ def cmd_report(args):
     try:
         paths = report.build(args.results, args.out, conventions, KNOWN, Path(args.data) / "runs")
     except (ValueError, OSError) as e:
-        raise UsageError(" ".join(str(e).split()))
+        raise UsageError(" ".join(str(e).split())) from e
     print("written: " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -545,7 +545,7 @@ def _lenet(fn_name):
         try:
             return getattr(cli_glue, fn_name)(args)
         except ValueError as e:
-            raise UsageError(" ".join(str(e).split()))
+            raise UsageError(" ".join(str(e).split())) from e
     return run
 
 
@@ -563,7 +563,7 @@ def cmd_vectors(args):
     try:
         return vectors.main([args.out])
     except ValueError as e:
-        raise UsageError(str(e))
+        raise UsageError(str(e)) from e
 
 
 def cmd_readme(args):
@@ -575,7 +575,7 @@ def cmd_readme(args):
     try:
         new = readme.render(text)
     except ValueError as e:
-        raise UsageError(f"{path}: {e}")
+        raise UsageError(f"{path}: {e}") from e
     if args.check:
         stale = readme.stale(text, new)
         if stale:

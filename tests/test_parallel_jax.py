@@ -151,7 +151,7 @@ def test_axis_index_groups_normalize_within_the_group(name):
     conv = a.conventions
     for g in GROUPS:
         sub = [([xs[i] for i in g], [d[i] for i in g]) for xs, d in steps]
-        pick = lambda per_step: [[v[i] for i in g] for v in per_step]  # noqa: E731
+        pick = lambda per_step: [[v[i] for i in g] for v in per_step]  # noqa: E731, B023
         mine = Run(ys=pick(got.ys), dxs=pick(got.dxs), dgammas=pick(got.dgammas), dbetas=pick(got.dbetas),
                    states=[got.states[i] for i in g])
         want = expected(conv, a.single, c.state, sub, eps=a.eps, new_batch_weight=a.new_batch_weight)

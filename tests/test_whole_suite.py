@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
 from equiv import adapters as registry
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = "EQUIV_WHOLE_SUITE_CHILD"   # set in the child run: this module does not recurse into itself
 pytestmark = pytest.mark.skipif(bool(os.environ.get(CHILD)), reason="inside the whole-suite run itself")

@@ -217,7 +217,7 @@ def load_params(net, params):
         v = np.asarray(value, dtype=np.float64)
         if v.size != target.size:                  # a conv bias is (C, 1, 1) in Equinox
             raise ValueError(f"{key}: shape {tuple(v.shape)} does not fit {tuple(target.shape)}")
-        net.model = eqx.tree_at(lambda m: getattr(getattr(m, layer), attr), net.model,
+        net.model = eqx.tree_at(lambda m: getattr(getattr(m, layer), attr), net.model,  # noqa: B023
                                 _a(net, v, target.shape))
 
 

@@ -129,7 +129,7 @@ class JaxParallel(ParallelAdapter):
             else:
                 y, dx, ds, db, mean, var = map(np.asarray, self.fn(self.consts, params, stats, x, dy, mask))
             stats = {"mean": mean, "var": var}
-            back = lambda a, r: _channel_first(np.asarray(a[r][:sizes[r]], dtype=np.float64))  # noqa: E731
+            back = lambda a, r: _channel_first(np.asarray(a[r][:sizes[r]], dtype=np.float64))  # noqa: E731, B023
             run.ys.append([back(y, r) for r in range(R)])
             run.dxs.append([back(dx, r) for r in range(R)])
             run.dgammas.append([np.asarray(ds[r], dtype=np.float64) for r in range(R)])
