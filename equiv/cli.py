@@ -215,7 +215,8 @@ def cmd_check(args):
     profile = _profile(args)
     seed = _seed(args, profile)
     if args.device not in ("cpu", "cuda"):
-        src = "EQUIV_DEVICE" if os.environ.get("EQUIV_DEVICE") == args.device and "--device" not in sys.argv else "--device"
+        from_env = os.environ.get("EQUIV_DEVICE") == args.device and "--device" not in sys.argv
+        src = "EQUIV_DEVICE" if from_env else "--device"
         raise UsageError(f"{src} {args.device!r} is not a device; use cpu or cuda")
     if args.out:
         io.check_dir(args.out, "--out")
@@ -596,7 +597,8 @@ def build_parser():
     parser = Parser(prog="equiv", description=DESCRIPTION, epilog=EPILOG,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("list", help="list the adapters and the data-parallel implementations, and whether their framework is installed")
+    p = sub.add_parser("list", help="list the adapters and the data-parallel implementations, "
+                                    "and whether their framework is installed")
     p.set_defaults(fn=cmd_list)
     adapters_help = ("comma-separated adapter names, or package.module:obj for an external "
                      "implementation; default: every adapter whose framework is installed")
@@ -612,7 +614,8 @@ def build_parser():
     p.add_argument("--out", default=None, help="folder for the JSON results (one file per run; default: "
                                                 "print only)")
     p.set_defaults(fn=cmd_check)
-    p = sub.add_parser("distributed", help="the data-parallel implementations against the oracle; their conventions measured",
+    p = sub.add_parser("distributed",
+                       help="the data-parallel implementations against the oracle; their conventions measured",
                        description="Runs each data-parallel implementation (equiv/parallel/) on generated global "
                                    "batches split over replicas against the oracle under what it declares, and "
                                    "measures its conventions (synchronized, weighting, variance, running "
@@ -678,7 +681,8 @@ def build_parser():
                         "the files come over plain http and are checked against their SHA-256 sums")
     p.set_defaults(fn=cmd_data)
     from equiv.lenet import cli_glue
-    p = sub.add_parser("lockstep", help="BN-LeNet step by step beside the NumPy reference; names the first divergent layer",
+    p = sub.add_parser("lockstep",
+                       help="BN-LeNet step by step beside the NumPy reference; names the first divergent layer",
                        description="Runs K SGD steps of each BN-LeNet implementation beside the NumPy float64 "
                                    "reference network (reference/lenet.py) from the same initial weights and "
                                    "batches, compares loss, logits, every activation, parameter and running "

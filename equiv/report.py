@@ -294,7 +294,8 @@ def _build(records, out, conventions, known, runs, runs_dir):
               "<h2>Documented divergences</h2><ul>"]
     parts += [f"<li id='{e(i)}'><b>{e(i)}</b> ({e(a)}): {e(r)}</li>" for i, a, r in findings] + ["</ul>"]
     if failures:
-        parts += ["<h2>Failures</h2><ul>"] + [f"<li><b>{e(n)} {e(p)}</b>: {e(x)}</li>" for n, p, x in failures] + ["</ul>"]
+        parts += (["<h2>Failures</h2><ul>"] + [f"<li><b>{e(n)} {e(p)}</b>: {e(x)}</li>" for n, p, x in failures]
+                  + ["</ul>"])
     for title, png in images:
         data = base64.b64encode((out / png).read_bytes()).decode()
         parts += [f"<h2>{e(title)}</h2>", f"<img alt='{e(title)}' src='data:image/png;base64,{data}'>"]

@@ -1,8 +1,8 @@
 """Flax's data-parallel BatchNorm on JAX's engines (equiv/parallel/flax_linen.py, flax_nnx.py): the
 declared conventions against the probes (equiv.parallel.probes), the documented divergences'
-witnesses (equiv.parallel.known; the fast-variance witness runs in tests/test_parallel.py), axis_index_groups, and that the jit engine
-really runs partitioned. pmap, shard_map and jit need 4 devices: the jax tox env starts the
-process with XLA_FLAGS=--xla_force_host_platform_device_count=4."""
+witnesses (equiv.parallel.known; the fast-variance witness runs in tests/test_parallel.py),
+axis_index_groups, and that the jit engine really runs partitioned. pmap, shard_map and jit need 4
+devices: the jax tox env starts the process with XLA_FLAGS=--xla_force_host_platform_device_count=4."""
 from dataclasses import replace
 
 import numpy as np

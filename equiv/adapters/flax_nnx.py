@@ -14,7 +14,8 @@ Momentum and epsilon are 0-d JAX arrays of the Python floats (weakly typed, prom
 as the floats are), set on a copy (``nnx.clone``) of a layer built once per width and dtype,
 as the constructor stores them: ``nnx.jit`` then passes them to the compiled function as
 values, where a float would be part of the graph definition, its cache key, and compile the
-layer anew for every setting (every Hypothesis example draws one). The same ``BatchNorm.__call__`` runs; only a new shape, dtype or mode compiles
+layer anew for every setting (every Hypothesis example draws one). The same ``BatchNorm.__call__``
+runs; only a new shape, dtype or mode compiles
 (``equiv.adapters._jax`` says what XLA folds differently).
 """
 import jax.numpy as jnp
