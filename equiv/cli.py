@@ -66,7 +66,7 @@ def _adapter_names(spec):
     try:
         return adapter_names(spec)
     except SelectionError as e:
-        raise UsageError(str(e))
+        raise UsageError(str(e)) from e
 
 
 def _load(name):
@@ -75,9 +75,9 @@ def _load(name):
     except FrameworkMissing as e:
         return None, f"not installed: {e.install}"
     except KeyError as e:
-        raise UsageError(e.args[0])
+        raise UsageError(e.args[0]) from e
     except ValueError as e:
-        raise UsageError(str(e))
+        raise UsageError(str(e)) from e
 
 
 def _progress(msg):
@@ -88,10 +88,10 @@ def _progress(msg):
 
 def check_adapter(A, device, profile, seed=None):
     """Run every property and probe against one adapter; returns its result record."""
-    from equiv.known import divergences
     from hypothesis.reporting import with_reporter
 
     from equiv.core import Unsupported
+    from equiv.known import divergences
     from equiv.probes import PROBES, describe, expected, matches
     from equiv.properties import PROPERTIES, PropertyFailure, Unconfigurable, applies, run
 
@@ -215,7 +215,8 @@ def cmd_check(args):
     profile = _profile(args)
     seed = _seed(args, profile)
     if args.device not in ("cpu", "cuda"):
-        src = "EQUIV_DEVICE" if os.environ.get("EQUIV_DEVICE") == args.device and "--device" not in sys.argv else "--device"
+        from_env = os.environ.get("EQUIV_DEVICE") == args.device and "--device" not in sys.argv
+        src = "EQUIV_DEVICE" if from_env else "--device"
         raise UsageError(f"{src} {args.device!r} is not a device; use cpu or cuda")
     if args.out:
         io.check_dir(args.out, "--out")
@@ -284,7 +285,7 @@ def cmd_distributed(args):
         try:
             loaded.append((name, dp.load(name), None))
         except dp.SelectionError as e:
-            raise UsageError(str(e))
+            raise UsageError(str(e)) from e
         except FrameworkMissing as e:
             loaded.append((name, None, f"not installed: {e.install}"))
     if all(A is None for _, A, _ in loaded):
@@ -338,7 +339,7 @@ def cmd_replay(args):
     try:
         case = parse_case(args.case)
     except ValueError as e:
-        raise UsageError(f"replay: {e}")
+        raise UsageError(f"replay: {e}") from e
     if args.property and args.property not in PROPERTIES:
         raise UsageError(f"replay: unknown property {args.property!r}; properties: {', '.join(PROPERTIES)}")
     names = _adapter_names(args.adapters)
@@ -453,7 +454,7 @@ def _read_conventions(data, required=True):
         conv = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise UsageError(f"cannot read {path} ({' '.join(str(e).split())}); restore it with git or rerun "
-                         "`equiv conventions`")
+                         "`equiv conventions`") from e
     if not isinstance(conv, dict) or not all(isinstance(r, dict) and r.get("adapter") == n for n, r in conv.items()):
         raise UsageError(f"{path} is not a table of conventions ({{adapter: record}}); restore it with git "
                          "or rerun `equiv conventions`")
@@ -484,7 +485,7 @@ def cmd_report(args):
     try:
         paths = report.build(args.results, args.out, conventions, KNOWN, Path(args.data) / "runs")
     except (ValueError, OSError) as e:
-        raise UsageError(" ".join(str(e).split()))
+        raise UsageError(" ".join(str(e).split())) from e
     print("written: " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -545,7 +546,7 @@ def _lenet(fn_name):
         try:
             return getattr(cli_glue, fn_name)(args)
         except ValueError as e:
-            raise UsageError(" ".join(str(e).split()))
+            raise UsageError(" ".join(str(e).split())) from e
     return run
 
 
@@ -563,7 +564,7 @@ def cmd_vectors(args):
     try:
         return vectors.main([args.out])
     except ValueError as e:
-        raise UsageError(str(e))
+        raise UsageError(str(e)) from e
 
 
 def cmd_readme(args):
@@ -575,7 +576,7 @@ def cmd_readme(args):
     try:
         new = readme.render(text)
     except ValueError as e:
-        raise UsageError(f"{path}: {e}")
+        raise UsageError(f"{path}: {e}") from e
     if args.check:
         stale = readme.stale(text, new)
         if stale:
@@ -596,7 +597,8 @@ def build_parser():
     parser = Parser(prog="equiv", description=DESCRIPTION, epilog=EPILOG,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("list", help="list the adapters and the data-parallel implementations, and whether their framework is installed")
+    p = sub.add_parser("list", help="list the adapters and the data-parallel implementations, "
+                                    "and whether their framework is installed")
     p.set_defaults(fn=cmd_list)
     adapters_help = ("comma-separated adapter names, or package.module:obj for an external "
                      "implementation; default: every adapter whose framework is installed")
@@ -612,7 +614,8 @@ def build_parser():
     p.add_argument("--out", default=None, help="folder for the JSON results (one file per run; default: "
                                                 "print only)")
     p.set_defaults(fn=cmd_check)
-    p = sub.add_parser("distributed", help="the data-parallel implementations against the oracle; their conventions measured",
+    p = sub.add_parser("distributed",
+                       help="the data-parallel implementations against the oracle; their conventions measured",
                        description="Runs each data-parallel implementation (equiv/parallel/) on generated global "
                                    "batches split over replicas against the oracle under what it declares, and "
                                    "measures its conventions (synchronized, weighting, variance, running "
@@ -678,7 +681,8 @@ def build_parser():
                         "the files come over plain http and are checked against their SHA-256 sums")
     p.set_defaults(fn=cmd_data)
     from equiv.lenet import cli_glue
-    p = sub.add_parser("lockstep", help="BN-LeNet step by step beside the NumPy reference; names the first divergent layer",
+    p = sub.add_parser("lockstep",
+                       help="BN-LeNet step by step beside the NumPy reference; names the first divergent layer",
                        description="Runs K SGD steps of each BN-LeNet implementation beside the NumPy float64 "
                                    "reference network (reference/lenet.py) from the same initial weights and "
                                    "batches, compares loss, logits, every activation, parameter and running "

@@ -6,7 +6,8 @@ from equiv.tables import convention_table
 
 CONVENTION_ADVICE = {
     "new_batch_weight": ("Momentum means opposite things: PyTorch's momentum is the weight of the new "
-                         "batch, Keras', Flax's, MXNet's, Paddle's and MindSpore's the weight of the old value. Translate with "
+                         "batch, Keras', Flax's, MXNet's, Paddle's and MindSpore's the weight of the old value. "
+                         "Translate with "
                          "`equiv.translate(Setting(new_batch_weight=w, eps=e), adapter)`; passing the "
                          "same number to both frameworks swaps w and 1 − w."),
     "running_var": ("PyTorch and MindSpore keep an unbiased running variance (batch variance × m/(m − 1)), "
@@ -60,7 +61,8 @@ def parallel_section():
 
     from equiv.parallel import ParallelConventions
     from equiv.parallel.conventions import BASE, DECLARED, ENGINE
-    from equiv.parallel.known import FINDINGS, KNOWN as PARALLEL
+    from equiv.parallel.known import FINDINGS
+    from equiv.parallel.known import KNOWN as PARALLEL
     names = [f.name for f in fields(ParallelConventions)]
     out = ["## Data-parallel BatchNorm (declared, measured by the probes)", "",
            "| implementation | engine | base | " + " | ".join(names) + " |",
@@ -119,7 +121,8 @@ def render(conventions, known):
     out += ["## BN-LeNet: whole-network divergences (`equiv lockstep`)", "",
             "Each is asserted at exactly this first divergent step and layer (or, where a quantity is "
             "listed as at the tolerance, that one at the same step with the layer over it too) by "
-            "`tests/test_lenet_nets.py` and `tests/test_lockstep_parallel.py`; every other implementation and dtype stays within the "
+            "`tests/test_lenet_nets.py` and `tests/test_lockstep_parallel.py`; every other implementation and dtype "
+            "stays within the "
             "lockstep tolerance on synthetic and Fashion-MNIST batches.", "",
             "| finding | implementation | dtype | data | first divergence (step, kind, layer) |",
             "|---|---|---|---|---|"]

@@ -9,8 +9,6 @@ known failures the same way.
 from dataclasses import dataclass
 from typing import Callable
 
-
-
 import numpy as np
 
 from equiv.dtypes import round_to
@@ -248,7 +246,8 @@ KNOWN = [
                 "58.9× the bound, moving variance inf); tf.keras computes in float32 and is exact here"),
         region=lambda c, p: c.dtype == "float16" and any(
             (k * np.abs(x).sum(axis=red)).max() > 6e4
-            or (c.count * (x.var(axis=red) + ((2 + c.count ** 0.5) * 2.0 ** -11 * k * np.abs(x).max(axis=red)) ** 2)).max() > 6e4
+            or (c.count * (x.var(axis=red)
+                           + ((2 + c.count ** 0.5) * 2.0 ** -11 * k * np.abs(x).max(axis=red)) ** 2)).max() > 6e4
             for red in [_red(c)] for k in [6 if p == "affine_invariance" else 1]
             for x in map(c.batch, range(c.steps))),
         witness=Case(dtype="float16", shape=(16, 1), seed=6, log10_scale=1.8, log10_offset=None,
@@ -321,8 +320,9 @@ KNOWN = [
                 "float32 unless the backend is tensorflow (keras/src/backend/common/dtypes.py:240, "
                 "BIT64_TO_BIT32_DTYPE, applied at :276; keras 3.15.1), jax_enable_x64 or not. The output, "
                 "gradients and running statistics are float32-accurate (witness: float64, eps 0.1: "
-                "training output off by 3.1e-7, 2.2e-7, 7.1e-8 = 4.7e7×, 3.3e7×, 1.1e7× the bound on numpy, torch, jax; "
-                "running mean after one step off by 2.2e-8, 6.9e6×, on all three); tf.keras is float64-accurate"),
+                "training output off by 3.1e-7, 2.2e-7, 7.1e-8 = 4.7e7×, 3.3e7×, 1.1e7× the bound on numpy, "
+                "torch, jax; running mean after one step off by 2.2e-8, 6.9e6×, on all three); tf.keras is "
+                "float64-accurate"),
         region=lambda c, p: c.dtype == "float64",
         witness=Case(dtype="float64", shape=(2, 1), seed=0, log10_scale=0.0, log10_offset=None,
                      constant_channel=False, eps=0.1, new_batch_weight=0.0),
@@ -380,7 +380,8 @@ KNOWN = [
                 ":112; flax/nnx/nn/normalization.py:97-98; flax 0.12.8) and _normalize's y = x − mean promotes it "
                 "against the float32 mean (linen :205, nnx :170; then mul = lax.rsqrt(var + epsilon) · scale and "
                 "y·mul in float32, :206-216). JAX transposes each promotion into its own float32 → float16 cast of "
-                "the cotangent and adds the two in float16 (an f16 add_any in the vjp's jaxpr, tests/test_jax_findings.py): "
+                "the cotangent and adds the two in float16 (an f16 add_any in the vjp's jaxpr, "
+                "tests/test_jax_findings.py): "
                 "dy·gamma/sqrt(var + eps) through x − mean, and −gamma/sqrt(var + eps)·(mean(dy) + "
                 "x̂·mean(dy·x̂)) through the statistics. Either one ≥ 65520 casts to ±inf; with one value per "
                 "channel (var = 0, x − mean = 0) they are equal and opposite, exact dx is 0, and Flax returns "
@@ -409,8 +410,8 @@ KNOWN = [
     Divergence(
         id="jax-scratch-4d-reduces-n-w-c",
         adapters=("jax.scratch",),
-        properties=("train_forward", "batch_stats", "running_stats", "state_after_calls", "gradients", "affine_invariance",
-                    "output_moments", "dx_sums_zero"),
+        properties=("train_forward", "batch_stats", "running_stats", "state_after_calls", "gradients",
+                    "affine_invariance", "output_moments", "dx_sums_zero"),
         reason=("the book's JAX layer is NHWC but reduces over axes (0, 2, 3), copied from the NCHW "
                 "frameworks: over N, W and C, one mean and variance per row H, not per channel. The "
                 "output is exactly gamma_c·(x − mean_h)/sqrt(var_h + eps) + beta_c (to 1e-15, "
@@ -432,7 +433,8 @@ KNOWN = [
                 "(jax/example_libraries/stax.py:137), whose default algorithm=\"fast\" computes "
                 "var = E[x²] − E[x]², clipped at 0 (jax/_src/nn/functions.py:697-707): the same loss of "
                 "~4·u·(|mean|/std)² as Flax's fast variance, in the same region (float32/float64, "
-                "max |mean|/sqrt(var + eps) > 3). witness: float32, |mean|/std ≈ 1e3: output off by 0.092, 102× the bound, as Flax's; float64 fails alike from ~10: 2.6× on golden vector train-f64-offset1e2"),
+                "max |mean|/sqrt(var + eps) > 3). witness: float32, |mean|/std ≈ 1e3: output off by 0.092, 102× "
+                "the bound, as Flax's; float64 fails alike from ~10: 2.6× on golden vector train-f64-offset1e2"),
         region=lambda c, p: _offset_ratio(c, p, True) > 3.0,
         witness=Case(dtype="float32", shape=(16, 2), seed=0, log10_scale=0.0, log10_offset=3.0,
                      constant_channel=False, eps=1e-5, new_batch_weight=1.0),
@@ -447,7 +449,9 @@ KNOWN = [
                 "~4·u·(|mean|/std)² (Flax's region: max |mean|/sqrt(var + eps) > 3 for the output, "
                 "|mean|/std > 1 for the moving averages), a channel of (near) zero variance gets "
                 "var̂ < 0 and rsqrt(var̂ + eps) (batch_norm.py:204) is NaN once −var̂ > eps, and the "
-                "moving variance turns negative. witness: float32, a constant channel, eps 1e-7: after a·x + b the output is NaN where the oracle has 0.069; float64 golden vector train-f64-offset1e2: output 2.6× the bound"),
+                "moving variance turns negative. witness: float32, a constant channel, eps 1e-7: after a·x + b "
+                "the output is NaN where the oracle has 0.069; float64 golden vector train-f64-offset1e2: output "
+                "2.6× the bound"),
         region=lambda c, p: (_offset_ratio(c, p, True) > 3.0 if p in _FORWARD else _offset_ratio(c, p, False) > 1.0),
         witness=Case(dtype="float32", shape=(3, 1), seed=0, log10_scale=0.0, log10_offset=None,
                      constant_channel=True, eps=1e-7, new_batch_weight=0.0),
@@ -499,7 +503,8 @@ KNOWN = [
                 "(equinox/nn/_batch_norm.py:235-240, 264); only the first training call of a fresh layer "
                 "uses the batch statistics (ema_first_time_index, :238-239). After a checkpoint is "
                 "loaded, the training output, its gradients (through the moving averages) and the "
-                "invariances of batch norm hold only for new-batch weight 1. witness: float64, w 0.1, running statistics set: output off by 4.17, 1.7e15× the bound"),
+                "invariances of batch norm hold only for new-batch weight 1. witness: float64, w 0.1, running "
+                "statistics set: output off by 4.17, 1.7e15× the bound"),
         region=lambda c, p: c.new_batch_weight != 1.0,
         witness=Case(dtype="float64", shape=(8, 2), seed=0, log10_scale=0.0, log10_offset=None,
                      constant_channel=False, eps=1e-5, new_batch_weight=0.1),
@@ -749,7 +754,8 @@ KNOWN = [
         witness=Case(dtype="float16", shape=(2, 1), seed=2, log10_scale=2.0, log10_offset=None,
                      constant_channel=False, eps=0.1, new_batch_weight=0.0),
         witness_property="gradients",
-        advice="keep Σ (x − mean)² per channel below 65504 in float16 MLX models (normalize inputs), or run BatchNorm in float32"),
+        advice="keep Σ (x − mean)² per channel below 65504 in float16 MLX models (normalize inputs), "
+               "or run BatchNorm in float32"),
     Divergence(
         id="mlx-fp16-mean-sum-overflow",
         adapters=("mlx.builtin",),

@@ -139,7 +139,8 @@ def guide(conventions):
             if cs["default_eps"] != cd["default_eps"]:
                 steps.append(f"3. Or keep {dst}'s default eps {cd['default_eps']:g} and add "
                              f"{cs['default_eps']:g} − {cd['default_eps']:g} to the running variance "
-                             f"(`equiv.port_state(..., src_eps={cs['default_eps']:g}, dst_eps={cd['default_eps']:g})`); "
+                             f"(`equiv.port_state(..., src_eps={cs['default_eps']:g}, "
+                             f"dst_eps={cd['default_eps']:g})`); "
                              "inference is then exact wherever the result stays ≥ 0.")
             if cd.get("debias") == "zero":
                 steps.append(f"- Debiasing: {dst} reads hidden/(1 − decay^counter); write the hidden average "

@@ -9,6 +9,7 @@ import numpy as np
 import reference as ref
 from equiv.core import MomentumRequired
 
+
 # float64 where the adapter offers it: the probes then resolve 1e-12 eps and 1e-2 weights.
 def _dtype(A):
     return "float64" if "float64" in A.dtypes else "float32"
@@ -271,7 +272,8 @@ _WORDS = {
     f"a plain call that is an {v}" if v == "error" else f"a plain call that does {v}",
     "batch_of_one": lambda v: {"error": "an error for a batch of one", "beta": "beta as the output for a "
                                "batch of one", "nan": "NaN for a batch of one",
-                               "input": "the input, unnormalized, as the output for a batch of one"}.get(v, f"{v} for a batch of one"),
+                               "input": "the input, unnormalized, as the output for a batch of one"}.get(
+                                   v, f"{v} for a batch of one"),
     "channel_axis": lambda v: f"channel axis {v}",
     "debias": lambda v: {"none": "no debiasing of the first updates", "zero": "zero debiasing "
                          "(hidden/(1 − decay^t))", "first": "a first update that replaces the initial "

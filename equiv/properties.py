@@ -12,9 +12,9 @@ from typing import Callable
 import numpy as np
 
 import reference as ref
+from equiv import tolerance as tol
 from equiv.core import FrameworkMissing, Unsupported
 from equiv.dtypes import representable
-from equiv import tolerance as tol
 from equiv.strategies import affine_draw, cases, edge_cases, min_count
 
 

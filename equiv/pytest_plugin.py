@@ -36,7 +36,7 @@ def pytest_configure(config):
         try:
             config.selected_adapters = adapter_names(config.getoption("--adapters"))
         except SelectionError as e:
-            raise pytest.UsageError(str(e))
+            raise pytest.UsageError(str(e)) from e
         from equiv.strategies import profile_error
         if profile_error():
             raise pytest.UsageError(profile_error())

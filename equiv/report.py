@@ -207,7 +207,7 @@ def _build(records, out, conventions, known, runs, runs_dir):
                 if records[n]["properties"].get(p, {}).get("status") == "fail"]
     from equiv.findings import divergence_phrase
     findings = [(d.id, ", ".join(d.adapters), d.reason) for d in known]
-    from equiv.lenet import NET_FINDINGS      # whole-network (BN-LeNet lockstep) divergences
+    from equiv.lenet import NET_FINDINGS  # whole-network (BN-LeNet lockstep) divergences
     findings += [(f.id, f"{f.label} BN-LeNet, {'/'.join(f.dtypes)}, first at step {f.where[0]} "
                         f"{f.where[1]} {f.where[2]} ({f.data} data)", f.reason) for f in NET_FINDINGS]
 
@@ -294,7 +294,8 @@ def _build(records, out, conventions, known, runs, runs_dir):
               "<h2>Documented divergences</h2><ul>"]
     parts += [f"<li id='{e(i)}'><b>{e(i)}</b> ({e(a)}): {e(r)}</li>" for i, a, r in findings] + ["</ul>"]
     if failures:
-        parts += ["<h2>Failures</h2><ul>"] + [f"<li><b>{e(n)} {e(p)}</b>: {e(x)}</li>" for n, p, x in failures] + ["</ul>"]
+        parts += (["<h2>Failures</h2><ul>"] + [f"<li><b>{e(n)} {e(p)}</b>: {e(x)}</li>" for n, p, x in failures]
+                  + ["</ul>"])
     for title, png in images:
         data = base64.b64encode((out / png).read_bytes()).decode()
         parts += [f"<h2>{e(title)}</h2>", f"<img alt='{e(title)}' src='data:image/png;base64,{data}'>"]

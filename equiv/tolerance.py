@@ -106,7 +106,8 @@ def infer_forward(x, gamma, beta, running_mean, running_var, eps, dtype, axis=1)
     x = np.asarray(x, dtype=np.float64)
     b = lambda v: _bcast(v, x, axis)  # noqa: E731
     scale = np.abs(b(gamma)) * (np.abs(x) + np.abs(b(running_mean))) / np.sqrt(b(running_var) + eps)
-    return K * (u * (growth(1) * scale + np.abs(b(beta))) + UNDERFLOW[dtype] * (1 + np.abs(b(gamma)) / np.sqrt(b(running_var) + eps)))
+    return K * (u * (growth(1) * scale + np.abs(b(beta)))
+                + UNDERFLOW[dtype] * (1 + np.abs(b(gamma)) / np.sqrt(b(running_var) + eps)))
 
 
 def running_stats(x, old_mean, old_var, new_mean, new_var, new_batch_weight, dtype, axis=1):

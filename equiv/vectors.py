@@ -228,7 +228,8 @@ def run_case(adapter_cls, case_record, arrays, device="cpu"):
                         new_batch_weight=case.new_batch_weight, eps=case.eps)
     except Unsupported as e:
         return "skipped", str(e), {}
-    if a.eps != case.eps or (mode == "running" and not same_weight(a.new_batch_weight, case.new_batch_weight, case.dtype)):
+    if a.eps != case.eps or (mode == "running"
+                             and not same_weight(a.new_batch_weight, case.new_batch_weight, case.dtype)):
         return "skipped", (f"{adapter_cls.name} hard-codes eps {a.eps:g} and weight {a.new_batch_weight:g}; "
                            f"the case has {case.eps:g} and {case.new_batch_weight:g}"), {}
     known = excluded(adapter_cls, prop, case)

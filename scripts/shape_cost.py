@@ -60,9 +60,11 @@ def measure(name):
         t2 = time.perf_counter()
         new.append(t1 - t0)
         same.append(t2 - t1)
-    r = {"new_shape_ms": round(1e3 * statistics.median(new), 2), "same_shape_ms": round(1e3 * statistics.median(same), 2),
+    r = {"new_shape_ms": round(1e3 * statistics.median(new), 2),
+         "same_shape_ms": round(1e3 * statistics.median(same), 2),
          "new_shape_ms_each": [round(1e3 * t, 2) for t in new], "same_shape_ms_each": [round(1e3 * t, 2) for t in same]}
-    print(f"{name:22s} new shape {r['new_shape_ms']:8.1f} ms   same shape {r['same_shape_ms']:8.1f} ms", file=sys.stderr)
+    print(f"{name:22s} new shape {r['new_shape_ms']:8.1f} ms   same shape {r['same_shape_ms']:8.1f} ms",
+          file=sys.stderr)
     return r
 
 

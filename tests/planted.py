@@ -122,7 +122,8 @@ class CorrectAdapter:
         s = {k: v.copy() for k, v in self.state.items()}
         y = self._call(x, True)
         x, dy = np.asarray(x, dtype=self.dtype), np.asarray(dy, dtype=self.dtype)
-        return (y,) + tuple(np.array(g, dtype=np.float64) for g in _backward(x, s["gamma"], s["beta"], dy, eps=self.eps))
+        return (y,) + tuple(np.array(g, dtype=np.float64)
+                            for g in _backward(x, s["gamma"], s["beta"], dy, eps=self.eps))
 
 
 def _planted(**bug):

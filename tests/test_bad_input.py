@@ -284,7 +284,8 @@ CASES = [
     Case("train-epochs-absurd", ["train", "--epochs", "1000000"], names=("--epochs",)),
     Case("train-batch-negative", ["train", "--batch", "-5"], names=("--batch",)),
     Case("train-out-unwritable", ["train", "--out", "/proc/x"], names=("/proc/x",)),
-    Case("train-out-is-a-file", ["train", "--out", P + "/f"], names=("/f",), setup=lambda t: _write(Path(t) / "f", "x")),
+    Case("train-out-is-a-file", ["train", "--out", P + "/f"], names=("/f",),
+         setup=lambda t: _write(Path(t) / "f", "x")),
     Case("train-unknown-framework", ["train", "--framework", "nosuch"], names=("nosuch",)),
     Case("train-unknown-impl", ["train", "--impl", "nosuch"], names=("nosuch",)),
     Case("train-data-dir-empty", ["train", "--data-dir", P + "/empty", "--epochs", "1"], names=("empty",),
@@ -300,7 +301,8 @@ CASES = [
          setup=lambda t: (Path(t) / "runs" / "torch.builtin_cpu_lr0.1_seed0.json").mkdir(parents=True)),
     # --- runs ------------------------------------------------------------------------------
     Case("runs-folder-missing", ["runs", "--folder", P + "/nothing"], names=("nothing",)),
-    Case("runs-folder-is-a-file", ["runs", "--folder", P + "/f"], names=("/f",), setup=lambda t: _write(Path(t) / "f", "x")),
+    Case("runs-folder-is-a-file", ["runs", "--folder", P + "/f"], names=("/f",),
+         setup=lambda t: _write(Path(t) / "f", "x")),
     Case("runs-truncated-run", ["runs", "--folder", P + "/r"], names=("b.builtin_cpu_lr0.1_seed0.json",),
          setup=lambda t: runs_folder(Path(t) / "r", truncate=True), absent_after=("results",)),
     Case("runs-no-band", ["runs", "--folder", P + "/r"], names=("3 or more seeds",),
@@ -326,7 +328,8 @@ CASES = [
          setup=lambda t: shutil.copy(RUNS / "bench" / "cpu_torch.json", Path(t) / "b.json")),
     # --- vectors ---------------------------------------------------------------------------
     Case("vectors-out-unwritable", ["vectors", "--out", "/proc/x"], names=("/proc/x",)),
-    Case("vectors-out-is-a-file", ["vectors", "--out", P + "/f"], names=("/f",), setup=lambda t: _write(Path(t) / "f", "x")),
+    Case("vectors-out-is-a-file", ["vectors", "--out", P + "/f"], names=("/f",),
+         setup=lambda t: _write(Path(t) / "f", "x")),
     Case("vectors-would-lose-cases", ["vectors", "--out", P + "/v"], names=("index.json", "extra-case"),
          setup=lambda t: _write(Path(t) / "v" / "index.json", json.dumps({"cases": [{"name": "extra-case"}]}))),
     # --- readme ----------------------------------------------------------------------------
@@ -438,7 +441,8 @@ def test_bad_input(case, tmp_path, checkout):
         assert sub(name) in line, (name, line)
     assert any(a in line.lower() for a in ACTIONS), f"no advice in: {line}"
     now = _tree(ROOT, True)
-    assert now == checkout.tracked, f"tracked files changed: {sorted(n for n in now if now[n] != checkout.tracked.get(n))}"
+    assert now == checkout.tracked, \
+        f"tracked files changed: {sorted(n for n in now if now[n] != checkout.tracked.get(n))}"
     after = _tree(work, False)
     changed = [n for n, h in mine.items() if after.get(n) != h]
     assert not changed, f"pre-existing files changed: {changed}"

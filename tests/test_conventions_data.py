@@ -84,6 +84,7 @@ def test_two_envs_writing_at_once_keep_both_rows(tmp_path):
 def test_conventions_refuse_an_older_release(tmp_path, capsys):
     """Rows measured with a newer release are not replaced by an older one's (the jax-old env)."""
     import importlib.util
+
     from equiv import cli
     if importlib.util.find_spec("torch") is None:
         pytest.skip("needs torch; install it with: pip install torch==2.13.0")

@@ -82,7 +82,8 @@ def test_translated_pair_agrees_step_by_step(pair, ndim):
         x = case.batch(step)
         ya, dxa, dga, dba = a.train_step(x, case.dy)
         yb, dxb, dgb, dbb = b.train_step(x, case.dy)
-        tol.assert_close(f"step {step + 1}: y", ya, yb, 2 * tol.train_forward(x, case.gamma, case.beta, eps, case.dtype))
+        tol.assert_close(f"step {step + 1}: y", ya, yb,
+                         2 * tol.train_forward(x, case.gamma, case.beta, eps, case.dtype))
         if A.has_gradients and B.has_gradients:
             bdx, bdg, bdb = tol.gradients(x, case.gamma, case.dy, eps, case.dtype)
             tol.assert_close(f"step {step + 1}: dx", dxa, dxb, 2 * bdx)

@@ -241,4 +241,4 @@ def test_installed_release_matches_its_fingerprint(registered_adapter):
     if version == fp["version"]:
         assert not changes, f"{adapter.name} {version} changed: " + "; ".join(changes)
     elif changes:
-        warnings.warn(f"{adapter.name} {fp['version']} against {version}: " + "; ".join(changes))
+        warnings.warn(f"{adapter.name} {fp['version']} against {version}: " + "; ".join(changes), stacklevel=1)

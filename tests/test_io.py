@@ -32,7 +32,7 @@ def test_a_failed_write_leaves_the_old_file(tmp_path):
 
 def _writer(path, key, n):
     for i in range(n):
-        io.locked_update(path, lambda cur: {**cur, f"{key}{i}": i})
+        io.locked_update(path, lambda cur: {**cur, f"{key}{i}": i})  # noqa: B023
 
 
 def test_concurrent_merges_keep_every_row(tmp_path):

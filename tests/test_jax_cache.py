@@ -36,7 +36,8 @@ print(json.dumps(dict(dir=_jax.CACHE_DIR, hits=events["cache_hits"], misses=even
 
 
 def _run(setting):
-    env = dict(os.environ, EQUIV_JAX_CACHE=setting, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, EQUIV_JAX_CACHE=setting,
+               PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -8,12 +8,12 @@ import pytest
 
 pytest.importorskip("flax", reason="install it with: pip install jax flax")
 
-import equiv.adapters._jax  # noqa: E402,F401  (float64 on)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import linen as nn  # noqa: E402
 from flax import nnx  # noqa: E402
 
+import equiv.adapters._jax  # noqa: E402,F401  (float64 on)
 import reference as ref  # noqa: E402
 from equiv.book import d2l_jax as book  # noqa: E402
 
@@ -201,7 +201,7 @@ def test_runtime_settings_compute_what_a_users_literal_settings_do(name, dtype):
         variables = {"params": {"scale": jnp.asarray(state["gamma"], jdt), "bias": jnp.asarray(state["beta"], jdt)},
                      "batch_stats": {"mean": jnp.asarray(state["running_mean"], jdt),
                                      "var": jnp.asarray(state["running_var"], jdt)}}
-        y2, new = jax.jit(lambda v, x: user.apply(v, x, use_running_average=False, mutable=["batch_stats"]))(
+        y2, new = jax.jit(lambda v, x: user.apply(v, x, use_running_average=False, mutable=["batch_stats"]))(  # noqa: B023
             variables, jnp.asarray(x, jdt))
         for got, want in ((y, y2), (s["running_mean"], new["batch_stats"]["mean"]),
                           (s["running_var"], new["batch_stats"]["var"])):

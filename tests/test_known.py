@@ -8,8 +8,8 @@ import pytest
 from hypothesis import settings
 
 from equiv.known import KNOWN
-from equiv.pytest_plugin import selected
 from equiv.properties import PROPERTIES
+from equiv.pytest_plugin import selected
 from equiv.strategies import cases
 
 
@@ -87,6 +87,7 @@ def test_a_drawn_case_with_a_clipped_offset_prints_as_a_line_that_reads_back():
     """An offset clipped to the dtype's range (min with np.log10(MAX_ABS) − scale − 1) was a np.float64,
     printed as np.float64(...), which parse_case (equiv replay) refused; a draw holds a Python float."""
     from hypothesis import find
+
     from equiv.strategies import MAX_ABS, parse_case
     top = lambda c: float(np.log10(MAX_ABS[c.dtype])) - c.log10_scale - 1  # noqa: E731
     case = find(cases(dtypes=("float16",)), lambda c: c.log10_offset is not None and c.log10_offset == top(c),

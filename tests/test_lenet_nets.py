@@ -21,8 +21,8 @@ from equiv import lenet
 from equiv.conventions import DECLARED
 from equiv.dtypes import round_to
 from equiv.lenet import cli_glue, lockstep, synthetic, train
-from tests.lenet_helpers import assert_lockstep  # noqa: E402
 from reference import lenet as ref
+from tests.lenet_helpers import assert_lockstep  # noqa: E402
 
 STEPS, BATCH = 5, 16            # synthetic lockstep (seed 3)
 REAL_STEPS = 10                 # Fashion-MNIST lockstep, the book's batch 128

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from reference import batch_norm_infer, batch_norm_train
-from reference import lenet
+from reference import batch_norm_infer, batch_norm_train, lenet
 
 EXPECTED_SHAPES = {  # for a batch of N = 3
     "conv1": (3, 6, 24, 24), "bn1": (3, 6, 24, 24), "sig1": (3, 6, 24, 24), "pool1": (3, 6, 12, 12),

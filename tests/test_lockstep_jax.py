@@ -137,7 +137,7 @@ def test_book_scratch_net_normalizes_per_row():
     lockstep compares with the reference's (6,) / (16,) as an infinite error."""
     r = lockstep.run(jax_net, "scratch", steps=1, dtype="float64", seed=3, batch=BATCH)
     assert_named_at(r, (1, "act", "bn1"))
-    assert 0.5 < r["first_divergence"]["rel_error"] < 1.0                               # 0.81: not a rounding difference
+    assert 0.5 < r["first_divergence"]["rel_error"] < 1.0       # 0.81: not a rounding difference
     assert r["per_step"][0]["rel_error"]["act:conv1"] <= lockstep.tolerance("float64", BATCH)
     assert r["max_rel_error"]["state:bn1.running_mean"] == float("inf")
 

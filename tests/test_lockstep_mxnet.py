@@ -7,9 +7,9 @@ import pytest
 
 mx = pytest.importorskip("mxnet", reason="install it with: pip install mxnet==1.9.1 'numpy<1.24'")
 
-from equiv.lenet import CONVENTIONS, lockstep, mxnet_net
-from reference import lenet as ref
-from tests.lenet_helpers import assert_named_at, patched
+from equiv.lenet import CONVENTIONS, lockstep, mxnet_net  # noqa: E402
+from reference import lenet as ref  # noqa: E402
+from tests.lenet_helpers import assert_named_at, patched  # noqa: E402
 
 STEPS, BATCH = 5, 16
 # gluon's momentum 0.9 as the C++ float the operator keeps (equiv.known: gluon-momentum-float32)

@@ -24,8 +24,8 @@ import pytest
 from equiv import lenet
 from equiv.dtypes import round_to
 from equiv.lenet import lockstep
-from tests.lenet_helpers import assert_lockstep  # noqa: E402
 from reference import lenet as ref
+from tests.lenet_helpers import assert_lockstep  # noqa: E402
 
 STEPS, BATCH = 3, 128           # synthetic (seed 3), 4 replicas × 32
 REAL_STEPS = 3                  # Fashion-MNIST (seed 0)
@@ -79,8 +79,8 @@ def test_lockstep_fashion_mnist(net, dtype, fashion_mnist):
 
 
 def test_each_net_matches_its_own_truth_only(net):
-    """One float64 step (float32 for a float32-only net): within the tolerance of its own mode's reference, far over it against
-    the other mode's (the shards' BN statistics are not the global batch's), and the replicas
+    """One float64 step (float32 for a float32-only net): within the tolerance of its own mode's reference, far over
+    it against the other mode's (the shards' BN statistics are not the global batch's), and the replicas
     keep what the engine promises (DDP, MirroredStrategy: replica r's statistics from its own
     shard, or the global batch's when synchronized, parameters equal on every replica; gluon's
     Trainer: every context context 0's statistics after the first step; pmap: every replica the same)."""

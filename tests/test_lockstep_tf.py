@@ -9,7 +9,7 @@ import pytest
 tf = pytest.importorskip("tensorflow", reason="install it with: pip install tensorflow-cpu")
 
 from equiv.lenet import CONVENTIONS, lockstep, synthetic, tf_net  # noqa: E402
-from reference import lenet as ref
+from reference import lenet as ref  # noqa: E402
 from tests.lenet_helpers import assert_named_at, patched  # noqa: E402
 
 BATCH = 16

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from equiv import parallel
-from equiv.parallel.conventions import BASE, DECLARED, ENGINE
 from equiv.conventions import DECLARED as SINGLE
+from equiv.parallel.conventions import BASE, DECLARED, ENGINE
 
 FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "flax", "mxnet")
 

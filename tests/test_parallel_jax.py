@@ -1,8 +1,8 @@
 """Flax's data-parallel BatchNorm on JAX's engines (equiv/parallel/flax_linen.py, flax_nnx.py): the
 declared conventions against the probes (equiv.parallel.probes), the documented divergences'
-witnesses (equiv.parallel.known; the fast-variance witness runs in tests/test_parallel.py), axis_index_groups, and that the jit engine
-really runs partitioned. pmap, shard_map and jit need 4 devices: the jax tox env starts the
-process with XLA_FLAGS=--xla_force_host_platform_device_count=4."""
+witnesses (equiv.parallel.known; the fast-variance witness runs in tests/test_parallel.py),
+axis_index_groups, and that the jit engine really runs partitioned. pmap, shard_map and jit need 4
+devices: the jax tox env starts the process with XLA_FLAGS=--xla_force_host_platform_device_count=4."""
 from dataclasses import replace
 
 import numpy as np
@@ -13,10 +13,9 @@ pytest.importorskip("flax", reason="install it with: pip install jax flax")
 import jax  # noqa: E402
 
 from equiv import parallel  # noqa: E402
-from equiv.parallel.known import KNOWN, by_id  # noqa: E402
-from equiv.parallel import Run  # noqa: E402
-from equiv.parallel import probes  # noqa: E402
+from equiv.parallel import Run, probes  # noqa: E402
 from equiv.parallel.expect import compare, expected  # noqa: E402
+from equiv.parallel.known import KNOWN, by_id  # noqa: E402
 from equiv.strategies import Case, ParallelCase  # noqa: E402
 from equiv.tolerance import ToleranceError  # noqa: E402
 
@@ -152,7 +151,7 @@ def test_axis_index_groups_normalize_within_the_group(name):
     conv = a.conventions
     for g in GROUPS:
         sub = [([xs[i] for i in g], [d[i] for i in g]) for xs, d in steps]
-        pick = lambda per_step: [[v[i] for i in g] for v in per_step]  # noqa: E731
+        pick = lambda per_step: [[v[i] for i in g] for v in per_step]  # noqa: E731, B023
         mine = Run(ys=pick(got.ys), dxs=pick(got.dxs), dgammas=pick(got.dgammas), dbetas=pick(got.dbetas),
                    states=[got.states[i] for i in g])
         want = expected(conv, a.single, c.state, sub, eps=a.eps, new_batch_weight=a.new_batch_weight)

@@ -10,8 +10,8 @@ from equiv import parallel
 
 mx = pytest.importorskip("mxnet", reason="install it with: pip install mxnet==1.9.1 'numpy<1.24'")
 
-from equiv.parallel.probes import check  # noqa: E402
 from equiv.parallel import mxnet as pmx  # noqa: E402
+from equiv.parallel.probes import check  # noqa: E402
 from equiv.parallel.worker import Hung  # noqa: E402
 from equiv.strategies import Case, ParallelCase  # noqa: E402
 
@@ -131,7 +131,8 @@ def test_trainer_first_step_broadcasts_context0_running_stats():
     statistics bit for bit (its kvstore's first broadcast), after the second each its own again."""
     from equiv import lenet
     from equiv.dtypes import round_to
-    from equiv.lenet import lockstep, mxnet_sync_net as m
+    from equiv.lenet import lockstep
+    from equiv.lenet import mxnet_sync_net as m
     from reference import lenet as ref
     x, y = lenet.synthetic(256, 5)
     x = round_to(x, "float32")

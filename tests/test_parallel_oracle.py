@@ -34,7 +34,7 @@ def test_sync_forward_and_backward_are_the_global_batch(sizes, hw):
 def test_unsynchronized_is_batch_norm_per_shard():
     shards, dys = shards_of((3, 5)), shards_of((3, 5), seed=1)
     gamma, beta = np.ones(3), np.zeros(3)
-    for s, d, (y, m, v), (dx, dg, db) in zip(shards, dys, par.local_batch_norm_train(shards, gamma, beta, eps=1e-3),
+    for s, d, (y, _m, _v), (dx, _dg, _db) in zip(shards, dys, par.local_batch_norm_train(shards, gamma, beta, eps=1e-3),
                                              par.local_batch_norm_backward(shards, gamma, dys, eps=1e-3)):
         ry, rm, rv = ref.batch_norm_train(s, gamma, beta, eps=1e-3)
         np.testing.assert_array_equal(y, ry)

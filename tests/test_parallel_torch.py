@@ -231,6 +231,7 @@ def test_a_job_that_never_completes_times_out_and_ends_the_pool():
     the parent gives up after the timeout and ends the pool (the next job starts a fresh one).
     Last in the module: nothing after it needs the pool."""
     import time
+
     from equiv.parallel import torch_ddp
     state, steps = _witness(2, steps=1)
     a = TorchDDP(2, 2, 2, dtype="float64")

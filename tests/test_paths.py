@@ -1,9 +1,10 @@
 """Each execution path (equiv.paths) against its eager counterpart on Hypothesis cases: outputs,
 gradients and the whole state (gamma, beta, running mean and variance) after every one of k training
-steps, then the inference output from eager's state loaded into both, under the sum of the two implementations' bounds (both compute in
-the case's dtype, so twice the bound of equiv.tolerance). The eager counterpart is the base adapter
-in the same dtype (for torch.builtin+bfloat16: bfloat16 parameters and buffers, where the path keeps
-them in float32). Cases in a documented region of either are left out, as the properties do.
+steps, then the inference output from eager's state loaded into both, under the sum of the two
+implementations' bounds (both compute in the case's dtype, so twice the bound of equiv.tolerance).
+The eager counterpart is the base adapter in the same dtype (for torch.builtin+bfloat16: bfloat16
+parameters and buffers, where the path keeps them in float32). Cases in a documented region of
+either are left out, as the properties do.
 
 Below, the findings about what a path does that the protocol does not express (whose buffers an
 exported or functional call changes, momentum=None under torch.compile, autocast's dtypes), each

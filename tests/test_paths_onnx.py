@@ -160,7 +160,8 @@ def test_dynamo_instantiation_equals_a_real_export(mode):
         node = op.bn_node(model)
         inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
         attrs = sorted((a.name, helper.get_attribute_value(a)) for a in node.attribute)
-        shapes = [[d.dim_value for d in v.type.tensor_type.shape.dim] for v in list(model.graph.input) + list(model.graph.output)]
+        shapes = [[d.dim_value for d in v.type.tensor_type.shape.dim]
+                  for v in list(model.graph.input) + list(model.graph.output)]
         return ([n.op_type for n in model.graph.node], attrs, [inits[n].tolist() for n in node.input[1:5]], shapes)
 
     for shape, eps, momentum, dtype in (((5, 3), 1e-3, 0.25, "float32"), ((2, 4, 3, 1), 0.1, 0.7, "float64")):

@@ -13,8 +13,8 @@ RUNS = Path(__file__).resolve().parent.parent / "reference" / "data" / "runs"
 
 
 def _run(label, seed, accs, losses, lr=0.1, device="cpu (x86_64)"):
-    hist = [dict(epoch=i + 1, train_loss=l, train_acc=0.5, test_acc=a, seconds=1.0 + i)
-            for i, (a, l) in enumerate(zip(accs, losses))]
+    hist = [dict(epoch=i + 1, train_loss=loss, train_acc=0.5, test_acc=a, seconds=1.0 + i)
+            for i, (a, loss) in enumerate(zip(accs, losses))]
     return dict(label=label, seed=seed, lr=lr, batch=128, device=device, version="x", history=hist)
 
 

@@ -1,7 +1,7 @@
 """Golden vectors (reference/data/vectors, made by equiv.vectors): they are what the oracle
 gives, their checksums hold, and every selected adapter and an external implementation
-pass the stored cases they can run (the per-adapter test is in equiv/suite/test_vectors.py). Only test_regenerated_vectors_are_identical writes,
-into tmp_path."""
+pass the stored cases they can run (the per-adapter test is in equiv/suite/test_vectors.py). Only
+test_regenerated_vectors_are_identical writes, into tmp_path."""
 import hashlib
 import os
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
 from equiv import adapters as registry
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = "EQUIV_WHOLE_SUITE_CHILD"   # set in the child run: this module does not recurse into itself
 pytestmark = pytest.mark.skipif(bool(os.environ.get(CHILD)), reason="inside the whole-suite run itself")
@@ -99,15 +100,18 @@ def test_in_place_updates_and_wrong_outputs_are_judged_on_their_merits(tmp_path)
         "import numpy as np\n"
         "from tests.planted import correct\n"
         "def inplace(x, gamma, beta, running_mean, running_var, *, training, momentum, eps):\n"
-        "    y, rm, rv = correct(x, gamma, beta, running_mean, running_var, training=training, momentum=momentum, eps=eps)\n"
+        "    y, rm, rv = correct(x, gamma, beta, running_mean, running_var, "
+        "training=training, momentum=momentum, eps=eps)\n"
         "    running_mean[...] = rm\n"
         "    running_var[...] = rv\n"
         "    return y, running_mean, running_var\n"
         "def as_list(x, gamma, beta, running_mean, running_var, *, training, momentum, eps):\n"
-        "    y, rm, rv = correct(x, gamma, beta, running_mean, running_var, training=training, momentum=momentum, eps=eps)\n"
+        "    y, rm, rv = correct(x, gamma, beta, running_mean, running_var, "
+        "training=training, momentum=momentum, eps=eps)\n"
         "    return y.tolist(), rm, rv\n"
         "def flat(x, gamma, beta, running_mean, running_var, *, training, momentum, eps):\n"
-        "    y, rm, rv = correct(x, gamma, beta, running_mean, running_var, training=training, momentum=momentum, eps=eps)\n"
+        "    y, rm, rv = correct(x, gamma, beta, running_mean, running_var, "
+        "training=training, momentum=momentum, eps=eps)\n"
         "    return y.reshape(-1), rm, rv\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT), CI="true")
     ok = subprocess.run([sys.executable, "-m", "equiv", "check", "--adapters", "mybn:inplace"], cwd=tmp_path,

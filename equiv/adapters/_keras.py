@@ -82,8 +82,9 @@ class KerasLayerAdapter(Adapter):
         raise NotImplementedError
 
     def _vars(self):
-        l = self.layer
-        return dict(gamma=l.gamma, beta=l.beta, running_mean=l.moving_mean, running_var=l.moving_variance)
+        layer = self.layer
+        return dict(gamma=layer.gamma, beta=layer.beta, running_mean=layer.moving_mean,
+                    running_var=layer.moving_variance)
 
     def set_state(self, gamma, beta, running_mean, running_var):
         values = dict(gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var)

@@ -32,13 +32,14 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from equiv.adapters import EQUINOX
-from equiv.adapters._jax import DTYPES, array, numpy, new_layer
+from equiv.adapters._jax import DTYPES, array, new_layer, numpy
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
 
+# after equiv.adapters._jax, which turns on float64
+# isort: split
 import equinox as eqx  # noqa: E402
 
 COUNTER = 2 ** 62

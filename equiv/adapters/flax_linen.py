@@ -17,11 +17,11 @@ compile again (every Hypothesis example draws one); only a new shape or dtype do
 """
 from functools import partial
 
-import jax
 import flax.linen as nn
+import jax
 
 from equiv.adapters import JAX
-from equiv.adapters._jax import DTYPES, array, numpy, sample, stats_dtype, new_layer
+from equiv.adapters._jax import DTYPES, array, new_layer, numpy, sample, stats_dtype
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
 

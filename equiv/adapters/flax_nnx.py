@@ -14,17 +14,17 @@ Momentum and epsilon are 0-d JAX arrays of the Python floats (weakly typed, prom
 as the floats are), set on a copy (``nnx.clone``) of a layer built once per width and dtype,
 as the constructor stores them: ``nnx.jit`` then passes them to the compiled function as
 values, where a float would be part of the graph definition, its cache key, and compile the
-layer anew for every setting (every Hypothesis example draws one). The same ``BatchNorm.__call__`` runs; only a new shape, dtype or mode compiles
+layer anew for every setting (every Hypothesis example draws one). The same ``BatchNorm.__call__``
+runs; only a new shape, dtype or mode compiles
 (``equiv.adapters._jax`` says what XLA folds differently).
 """
 import jax.numpy as jnp
 from flax import nnx
 
 from equiv.adapters import JAX
-from equiv.adapters._jax import DTYPES, array, numpy, stats_dtype, new_layer
+from equiv.adapters._jax import DTYPES, array, new_layer, numpy, stats_dtype
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
-
 
 _FRESH = {}   # (width, dtype) -> a layer as built, never called: adapters take copies
 

@@ -24,17 +24,17 @@ Calls are a jitted ``apply`` with ``decay_rate`` and ``eps`` as runtime scalars 
 constructor arguments are plain Python values in the traced function; as arguments of the jitted
 function a new setting does not compile again).
 """
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from equiv.adapters import HAIKU
-from equiv.adapters._jax import DTYPES, array, numpy, sample, new_layer
+from equiv.adapters._jax import DTYPES, array, new_layer, numpy, sample
 from equiv.conventions import DECLARED
 from equiv.core import Adapter, MomentumRequired, weight_applied
 
+# after equiv.adapters._jax, which turns on float64
+# isort: split
 import haiku as hk  # noqa: E402
 
 COUNTER = 2 ** 30

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from equiv.adapters import JAX
-from equiv.adapters._jax import array, numpy, sample, new_layer
+from equiv.adapters._jax import array, new_layer, numpy, sample
 from equiv.book import d2l_jax as book
 from equiv.conventions import DECLARED
 from equiv.core import Adapter

@@ -18,7 +18,7 @@ import jax
 from jax.example_libraries import stax
 
 from equiv.adapters import JAX
-from equiv.adapters._jax import DTYPES, array, numpy, new_layer
+from equiv.adapters._jax import DTYPES, array, new_layer, numpy
 from equiv.conventions import DECLARED
 from equiv.core import Adapter, Unsupported
 

@@ -42,8 +42,9 @@ class MindSporeNN(Adapter):
         return Tensor(np.asarray(a, dtype=np.float64).astype(self.dtype))
 
     def _params(self):
-        l = self.layer
-        return dict(gamma=l.gamma, beta=l.beta, running_mean=l.moving_mean, running_var=l.moving_variance)
+        layer = self.layer
+        return dict(gamma=layer.gamma, beta=layer.beta, running_mean=layer.moving_mean,
+                    running_var=layer.moving_variance)
 
     def set_state(self, gamma, beta, running_mean, running_var):
         values = dict(gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var)
@@ -68,14 +69,14 @@ class MindSporeNN(Adapter):
         return self.forward_train(x)
 
     def train_step(self, x, dy):
-        l = self.layer
-        l.set_train(True)
+        layer = self.layer
+        layer.set_train(True)
         dyt = self._x(dy)
 
         def loss(xt):
-            y = l(xt)
+            y = layer(xt)
             return (y * dyt).sum(), y
 
-        step = ms.value_and_grad(loss, grad_position=0, weights=(l.gamma, l.beta), has_aux=True)
+        step = ms.value_and_grad(loss, grad_position=0, weights=(layer.gamma, layer.beta), has_aux=True)
         (_, y), (dx, (dgamma, dbeta)) = step(self._x(x))
         return _numpy(y), _numpy(dx), _numpy(dgamma), _numpy(dbeta)

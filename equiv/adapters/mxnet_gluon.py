@@ -33,8 +33,9 @@ class MXNetGluon(Adapter):
         return array(a, self.dtype)
 
     def _params(self):
-        l = self.layer
-        return dict(gamma=l.gamma, beta=l.beta, running_mean=l.running_mean, running_var=l.running_var)
+        layer = self.layer
+        return dict(gamma=layer.gamma, beta=layer.beta, running_mean=layer.running_mean,
+                    running_var=layer.running_var)
 
     def set_state(self, gamma, beta, running_mean, running_var):
         values = dict(gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var)
@@ -64,5 +65,5 @@ class MXNetGluon(Adapter):
         with autograd.record():
             y = self.layer(X)
         y.backward(self._x(dy))
-        l = self.layer
-        return numpy(y), numpy(X.grad), numpy(l.gamma.grad()), numpy(l.beta.grad())
+        layer = self.layer
+        return numpy(y), numpy(X.grad), numpy(layer.gamma.grad()), numpy(layer.beta.grad())

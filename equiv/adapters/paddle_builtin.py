@@ -38,8 +38,8 @@ class PaddleBuiltin(Adapter):
         return numpy(t)
 
     def _params(self):
-        l = self.layer
-        return dict(gamma=l.weight, beta=l.bias, running_mean=l._mean, running_var=l._variance)
+        layer = self.layer
+        return dict(gamma=layer.weight, beta=layer.bias, running_mean=layer._mean, running_var=layer._variance)
 
     def set_state(self, gamma, beta, running_mean, running_var):
         values = dict(gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var)
@@ -70,11 +70,11 @@ class PaddleBuiltin(Adapter):
             return numpy(self.layer(tensor(x, self.dtype)))
 
     def train_step(self, x, dy):
-        l = self.layer
-        l.train()
-        l.clear_gradients()
+        layer = self.layer
+        layer.train()
+        layer.clear_gradients()
         xt = self._in(x, requires_grad=True)
         with quiet():
-            y = l(xt)
+            y = layer(xt)
         y.backward(self._in(dy))
-        return self._out(y), self._out(xt.grad), numpy(l.weight.grad), numpy(l.bias.grad)
+        return self._out(y), self._out(xt.grad), numpy(layer.weight.grad), numpy(layer.bias.grad)

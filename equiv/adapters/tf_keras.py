@@ -14,7 +14,8 @@ tf.scratch does): a layer from the pool gets the fresh layer's values back and t
 momentum and epsilon as the constructor stores them.
 
 TensorFlow is the backend's part only: the gradient tape (equiv/adapters/_tf.py); tensors are
-made with ``keras.ops`` (equiv/adapters/_keras.py, ``backend = "tensorflow"``). The module imports Keras alone, so that the Keras backend paths
+made with ``keras.ops`` (equiv/adapters/_keras.py, ``backend = "tensorflow"``). The module imports
+Keras alone, so that the Keras backend paths
 (``tf.keras+jax``, ``+torch``, ``+numpy``: equiv/paths/keras_paths.py) wrap this adapter in a
 process without TensorFlow, replacing ``_gradients``.
 """
@@ -50,7 +51,7 @@ class KerasBuiltin(KerasLayerAdapter):
         return layer
 
     def _gradients(self, x, dy):
-        from equiv.adapters._tf import tape_gradients   # TensorFlow, on its backend only
+        from equiv.adapters._tf import tape_gradients  # TensorFlow, on its backend only
         return tape_gradients(self.layer, x, dy)
 
 

@@ -37,7 +37,8 @@ FRAMEWORKS = {"torch": ("equiv.lenet.torch_net", "pip install torch==2.13.0"),
               "mxnet": ("equiv.lenet.mxnet_net", "pip install mxnet==1.9.1 'numpy<1.24'"),
               "paddle": ("equiv.lenet.paddle_net", "pip install paddlepaddle==3.3.1"),
               "equinox": ("equiv.lenet.equinox_net", "pip install jax equinox optax")}
-IMPLS = {fw: ("builtin",) if fw == "paddle" else ("builtin", "scratch") for fw in FRAMEWORKS}   # no book layer for Paddle
+# no book layer for Paddle
+IMPLS = {fw: ("builtin",) if fw == "paddle" else ("builtin", "scratch") for fw in FRAMEWORKS}
 IMPLS["equinox"] = ("batch", "ema")          # eqx.nn.BatchNorm's two modes; no book variant
 
 # Data-parallel BN-LeNets (``equiv lockstep --impls torch.ddp``): label -> (module, install). Such a
@@ -200,7 +201,8 @@ NET_FINDINGS = (
     NetFinding("tf-float32-sequential-sum", "tf.mirrored", ("float32",), "fashion-mnist", (1, "param", "bn1.beta"),
                "under MirroredStrategy each replica's Keras BN sums its own 32 images with the float32 reductions "
                "of tf-float32-sequential-sum: on Fashion-MNIST bn1.beta is off by 7.6e-5 to 7.9e-5 at step 1 against "
-               "the tolerance 6.9e-5 (1.11 to 1.15 times with oneDNN's AVX, AVX2 and AVX-512 kernels; its gradient sums 18,432 values a channel a replica, then the optimizer sums "
+               "the tolerance 6.9e-5 (1.11 to 1.15 times with oneDNN's AVX, AVX2 and AVX-512 kernels; its gradient "
+               "sums 18,432 values a channel a replica, then the optimizer sums "
                "the replicas'); the float64 net agrees to 5% of its tolerance over 30 steps, the float32 net on "
                "synthetic batches stays within it."),
     NetFinding("tf-mirrored-sync-fast-variance", "tf.mirrored.sync", ("float32",), "fashion-mnist",

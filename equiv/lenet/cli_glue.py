@@ -61,7 +61,8 @@ def add_lockstep_args(parser):
     parser.add_argument("--impls", default="torch.builtin,torch.scratch",
                         help="comma-separated BN-LeNet implementations, framework.variant "
                              f"(known: {', '.join(lenet.labels())}; default: %(default)s)")
-    parser.add_argument("--steps", type=STEPS, default=30, help="SGD steps to compare, 1 to 10000 (default: %(default)s)")
+    parser.add_argument("--steps", type=STEPS, default=30,
+                        help="SGD steps to compare, 1 to 10000 (default: %(default)s)")
     parser.add_argument("--dtype", choices=("float64", "float32", "both"), default="both",
                         help="dtype the framework computes in; the reference is always float64 "
                              "(default: %(default)s)")
@@ -88,7 +89,8 @@ def add_train_args(parser):
     parser.add_argument("--impl", default="builtin",
                         help="variant: builtin (the framework's BN layer) or scratch (the book's) "
                              "(default: %(default)s)")
-    parser.add_argument("--epochs", type=EPOCHS, default=10, help="epochs, 1 to 1000 (default: %(default)s, the book's)")
+    parser.add_argument("--epochs", type=EPOCHS, default=10,
+                        help="epochs, 1 to 1000 (default: %(default)s, the book's)")
     parser.add_argument("--lr", type=LR, default=0.1,
                         help="SGD learning rate, in (0, 10] (default: %(default)s, the book's; its TensorFlow tab "
                              "uses 0.5)")

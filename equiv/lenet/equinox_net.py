@@ -26,11 +26,10 @@ model and its ``eqx.nn.State``: compiled once per variant, dtype and shapes.
 """
 import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-import equinox as eqx
 import optax
 
 from equiv.adapters._jax import DTYPES
@@ -218,7 +217,7 @@ def load_params(net, params):
         v = np.asarray(value, dtype=np.float64)
         if v.size != target.size:                  # a conv bias is (C, 1, 1) in Equinox
             raise ValueError(f"{key}: shape {tuple(v.shape)} does not fit {tuple(target.shape)}")
-        net.model = eqx.tree_at(lambda m: getattr(getattr(m, layer), attr), net.model,
+        net.model = eqx.tree_at(lambda m: getattr(getattr(m, layer), attr), net.model,  # noqa: B023
                                 _a(net, v, target.shape))
 
 

@@ -45,6 +45,7 @@ Importing ``equiv.adapters._jax`` turns on float64.
 """
 import equiv.adapters._jax  # noqa: F401  (first: jax_enable_x64)
 
+# isort: split
 from functools import partial
 
 import flax

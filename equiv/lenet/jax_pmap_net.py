@@ -18,6 +18,7 @@ parameter or statistic between replicas after the last step, 0 when they stay re
 """
 import equiv.adapters._jax  # noqa: F401  (first: jax_enable_x64)
 
+# isort: split
 from functools import lru_cache
 
 import jax

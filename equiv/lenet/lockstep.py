@@ -124,7 +124,9 @@ def _perturb(params, rng):
 
 
 def _first(step, errs, tol):
-    over = lambda k: errs[k] > tol
+    def over(k):
+        return errs[k] > tol
+
     order = ([f"act:{n}" for n in ref.ACTIVATIONS] + ["loss"]
              + [f"param:{n}" for n in reversed(ref.PARAM_NAMES)]
              + [f"state:{n}" for n in ref.init_state()])

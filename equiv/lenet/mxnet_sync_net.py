@@ -67,7 +67,8 @@ import itertools
 
 import numpy as np
 
-from equiv.lenet._replicas import get_params, get_state, keep as _keep  # noqa: F401 (the protocol)
+from equiv.lenet._replicas import get_params, get_state  # noqa: F401 (the protocol)
+from equiv.lenet._replicas import keep as _keep
 from reference.lenet import init_state, shards
 
 # MXNet runs in the worker process only; without it the module cannot work: an ImportError here is

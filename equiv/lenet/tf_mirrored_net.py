@@ -26,8 +26,8 @@ Logical devices must be configured before TensorFlow initializes, so the replica
 process of their own (``equiv.parallel.worker``, as ``equiv.parallel.tf``), started once per
 Python process and reused, every call under a timeout. There the net of each (dtype,
 synchronized) is built and its step traced once; a later ``load_params`` loads new weights and
-statistics into it (one net at a time: a newer handle makes the older one invalid). ``step`` cuts the global batch into the
-replicas' shards (replica r: the r-th consecutive 32) and returns every layer's output for the
+statistics into it (one net at a time: a newer handle makes the older one invalid). ``step`` cuts
+the global batch into the replicas' shards (replica r: the r-th consecutive 32) and returns every layer's output for the
 global batch (the shards' concatenated).
 """
 import importlib.util
@@ -35,7 +35,8 @@ import itertools
 
 import numpy as np
 
-from equiv.lenet._replicas import get_params, get_state, keep as _keep  # noqa: F401 (the protocol)
+from equiv.lenet._replicas import get_params, get_state  # noqa: F401 (the protocol)
+from equiv.lenet._replicas import keep as _keep
 from reference.lenet import init_state, shards
 
 # TensorFlow runs in the worker process only; without it the module cannot work: an ImportError

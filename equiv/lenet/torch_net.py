@@ -243,7 +243,8 @@ def _graph(net, X, Y, batch, lr):
         return cache[key]
     dev = net.device
     order = torch.arange(X.shape[0], device=dev)
-    step, losses = torch.zeros((), dtype=torch.int64, device=dev), torch.zeros(X.shape[0] // batch, dtype=torch.float64, device=dev)
+    step = torch.zeros((), dtype=torch.int64, device=dev)
+    losses = torch.zeros(X.shape[0] // batch, dtype=torch.float64, device=dev)
     correct = torch.zeros((), dtype=torch.int64, device=dev)
     arange = torch.arange(batch, device=dev)
     bns = [getattr(net, name) for name in BN_LAYERS] if net.impl == "scratch" else []

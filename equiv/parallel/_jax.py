@@ -34,9 +34,12 @@ from equiv.adapters._jax import DTYPES, stats_dtype  # float64 on (jax_enable_x6
 from equiv.core import Unsupported
 from equiv.parallel import ParallelAdapter, Run
 
+# after equiv.adapters._jax, which turns on float64
+# isort: split
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
+from jax.sharding import Mesh, NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P
 
 AXIS = "replicas"
 ENGINES = ("pmap", "shard_map", "vmap", "jit")
@@ -126,7 +129,7 @@ class JaxParallel(ParallelAdapter):
             else:
                 y, dx, ds, db, mean, var = map(np.asarray, self.fn(self.consts, params, stats, x, dy, mask))
             stats = {"mean": mean, "var": var}
-            back = lambda a, r: _channel_first(np.asarray(a[r][:sizes[r]], dtype=np.float64))  # noqa: E731
+            back = lambda a, r: _channel_first(np.asarray(a[r][:sizes[r]], dtype=np.float64))  # noqa: E731, B023
             run.ys.append([back(y, r) for r in range(R)])
             run.dxs.append([back(dx, r) for r in range(R)])
             run.dgammas.append([np.asarray(ds[r], dtype=np.float64) for r in range(R)])

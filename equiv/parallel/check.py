@@ -31,7 +31,8 @@ def load(spec):
         raise SelectionError(f"--impls {spec}: {attr!r} is not a subclass of equiv.parallel.ParallelAdapter")
     missing = [a for a in ("conventions", "base") if not getattr(obj, a, None)]
     if missing:
-        raise SelectionError(f"--impls {spec}: set {' and '.join(missing)} on the class (see equiv/parallel/__init__.py)")
+        raise SelectionError(f"--impls {spec}: set {' and '.join(missing)} on the class "
+                             "(see equiv/parallel/__init__.py)")
     return type(obj.__name__, (obj,), {"name": spec}) if not obj.name else obj
 
 

@@ -43,7 +43,7 @@ def expected(conv, single, state, steps, *, eps, new_batch_weight):
             bw = dict(zip(full, par.local_batch_norm_backward([shards[i] for i in full], gamma,
                                                               [dys[i] for i in full], eps=eps)))
             zero = np.zeros(len(np.asarray(gamma)))
-            empty = lambda i: np.zeros(np.shape(shards[i]))  # noqa: E731
+            empty = lambda i: np.zeros(np.shape(shards[i]))  # noqa: E731, B023
             ys = [fw[i][0] if i in fw else empty(i) for i in range(R)]
             dxs = [bw[i][0] if i in bw else empty(i) for i in range(R)]
             dgs = np.array([bw[i][1] if i in bw else zero for i in range(R)])
@@ -103,7 +103,7 @@ def compare(conv, run, want, steps, state, *, eps, new_batch_weight, dtype, grad
                 continue
             if conv.synchronized:
                 x, dy = par.global_batch(shards), par.global_batch(dys)
-                mine = lambda b: par.split_like(b, shards)[r]  # noqa: E731
+                mine = lambda b: par.split_like(b, shards)[r]  # noqa: E731, B023
             else:
                 x, dy = np.asarray(shards[r], dtype=np.float64), np.asarray(dys[r], dtype=np.float64)
                 mine = lambda b: b  # noqa: E731

@@ -77,6 +77,7 @@ def _dispatch(job):
 def _run_job(job, group, rank):
     import torch
     from torch.nn.parallel import DistributedDataParallel as DDP
+
     from equiv.adapters._torch import DTYPES, numpy, tensor
     device = job["device"]
     cls = torch.nn.BatchNorm1d if job["ndim"] == 2 else torch.nn.BatchNorm2d

@@ -1,7 +1,8 @@
 """A framework in a process of its own: started once (a fresh interpreter, ``python -m
 equiv.parallel.worker``, so a framework that must be configured before it initializes, TensorFlow's
-logical devices, is), reused for every call, every call under a timeout. A call that does not answer in time (a collective that waits for a replica that never
-comes) kills the process and raises ``Hung``; the next call starts a fresh one.
+logical devices, is), reused for every call, every call under a timeout. A call that does not answer
+in time (a collective that waits for a replica that never comes) kills the process and raises
+``Hung``; the next call starts a fresh one.
 
 The served module's functions take and return picklable values (NumPy arrays, numbers, dicts).
 """
@@ -153,5 +154,5 @@ def close_all():
 
 
 if __name__ == "__main__":
-    from equiv.parallel import worker as _self   # the importable module, so its exceptions unpickle as such
+    from equiv.parallel import worker as _self  # the importable module, so its exceptions unpickle as such
     _self._serve(_self._Duplex(int(sys.argv[1]), int(sys.argv[2])), sys.argv[3], json.loads(sys.argv[4]))

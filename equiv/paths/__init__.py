@@ -44,9 +44,11 @@ PATHS = {p.name: p for p in [
     ExecutionPath("torch.scratch", "channels_last", _TORCH, "channels_last",
                   "the book's layer on input in torch.channels_last memory format (4-D only; 2-D as eager)"),
     ExecutionPath("torch.builtin", "compile", _TORCH, "compile",
-                  "the module called through torch.compile(fullgraph=True, dynamic=True), inductor on the CPU; float32"),
+                  "the module called through torch.compile(fullgraph=True, dynamic=True), inductor on the CPU; "
+                  "float32"),
     ExecutionPath("torch.scratch", "compile", _TORCH, "compile",
-                  "the book's layer (or its batch_norm with the asked setting) called through torch.compile(fullgraph=True, dynamic=True), inductor on the CPU"),
+                  "the book's layer (or its batch_norm with the asked setting) called through "
+                  "torch.compile(fullgraph=True, dynamic=True), inductor on the CPU"),
     ExecutionPath("torch.builtin", "bfloat16", _TORCH, "bfloat16",
                   "bfloat16 input and upstream gradient, float32 parameters and buffers (float32 input: as eager)"),
     ExecutionPath("torch.builtin", "autocast", _TORCH, "autocast",
@@ -56,9 +58,11 @@ PATHS = {p.name: p for p in [
     ExecutionPath("torch.builtin", "export", _TORCH, "export",
                   "torch.export.export of the module in train() or eval(), run through ExportedProgram.module()"),
     ExecutionPath("tf.keras", "xla", _TF, "xla",
-                  "the layer's call and its training step (GradientTape inside) under tf.function(jit_compile=True), XLA on the CPU"),
+                  "the layer's call and its training step (GradientTape inside) under "
+                  "tf.function(jit_compile=True), XLA on the CPU"),
     ExecutionPath("tf.scratch", "xla", _TF, "xla",
-                  "the book's layer's call and its training step (GradientTape inside) under tf.function(jit_compile=True), XLA on the CPU"),
+                  "the book's layer's call and its training step (GradientTape inside) under "
+                  "tf.function(jit_compile=True), XLA on the CPU"),
     ExecutionPath("torch.builtin", "onnx", _ONNX, "onnx_export",
                   "torch.onnx.export (TorchScript exporter, dynamo=False) per call, run by onnxruntime on the CPU",
                   _ORT, _ORT_INSTALL),

