@@ -118,11 +118,13 @@ def check_adapter(A, device, profile, seed=None):
         except Exception as e:
             rec["properties"][name] = {"status": "fail", "error": f"{type(e).__name__}: {e}"[:2000]}
         rec["properties"][name]["seconds"] = round(time.perf_counter() - t0, 2)
+    rec["probe_seconds"] = {}
     for field, probe in PROBES.items():
         _progress(f"{A.name}: probe {field}")
         if field in getattr(A, "unmeasured", {}):   # the probe does not apply (A.unmeasured says why)
             rec["conventions"][field] = "n/a"
             continue
+        t0 = time.perf_counter()
         try:
             measured = probe(A)
         except Exception as e:           # a failure, never a measured value
@@ -130,6 +132,8 @@ def check_adapter(A, device, profile, seed=None):
             rec.setdefault("probe_failures", {})[field] = why
             rec["mismatches"].append(f"{field}: probe failed ({why}), declared {expected(A, field)!r}")
             continue
+        finally:
+            rec["probe_seconds"][field] = round(time.perf_counter() - t0, 2)
         rec["conventions"][field] = measured
         if not matches(field, measured, expected(A, field)):
             rec["mismatches"].append(describe(field, measured, expected(A, field)))

@@ -202,6 +202,7 @@ def _build(records, out, conventions, known, runs, runs_dir):
     conv = conventions or {n: records[n]["conventions"] for n in names}
     conv_rows = [[n] + [str(conv[n].get(f, "")) for f in CONVENTION_FIELDS] for n in sorted(conv)]
     timing = [(n, f"{sum(r.get('seconds', 0) for r in records[n]['properties'].values()):.1f}",
+               f"{sum(records[n].get('probe_seconds', {}).values()):.1f}" if "probe_seconds" in records[n] else "",
                str(sum(r.get("examples", 0) for r in records[n]["properties"].values()))) for n in names]
     failures = [(n, p, records[n]["properties"][p].get("error", "")) for n in names for p in props
                 if records[n]["properties"].get(p, {}).get("status") == "fail"]
@@ -245,7 +246,7 @@ def _build(records, out, conventions, known, runs, runs_dir):
     else:
         md += ["", "## BN-LeNet runs against the seed band", "", band_md]
     md += ["", "## Timings and versions", "",
-           md_table(["adapter", "property seconds", "examples"], timing), "",
+           md_table(["adapter", "property seconds", "probe seconds", "examples"], timing), "",
            md_table(["adapter", "framework", "version", "device", "Hypothesis profile"], versions), ""]
     io.write_text(out / "report.md", "\n".join(md))
 
@@ -313,7 +314,7 @@ def _build(records, out, conventions, known, runs, runs_dir):
                           [[r["label"], r["device"].split(" ")[0], r["seed"], f"{r['final_test_acc']:.4f}",
                             "yes" if r["acc_in_band"] else "no", "yes" if r["loss_in_band"] else "no",
                             f"{r['median_epoch_seconds']:.2f}"] for r in band["runs"]])]
-    parts += ["<h2>Timings and versions</h2>", h_table(["adapter", "property seconds", "examples"], timing),
+    parts += ["<h2>Timings and versions</h2>", h_table(["adapter", "property seconds", "probe seconds", "examples"], timing),
               h_table(["adapter", "framework", "version", "device", "Hypothesis profile"], versions),
               # a self-check a headless browser can read back: how many plots decoded
               "<script>window.addEventListener('load',function(){var n=0;"
