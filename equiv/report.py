@@ -314,7 +314,8 @@ def _build(records, out, conventions, known, runs, runs_dir):
                           [[r["label"], r["device"].split(" ")[0], r["seed"], f"{r['final_test_acc']:.4f}",
                             "yes" if r["acc_in_band"] else "no", "yes" if r["loss_in_band"] else "no",
                             f"{r['median_epoch_seconds']:.2f}"] for r in band["runs"]])]
-    parts += ["<h2>Timings and versions</h2>", h_table(["adapter", "property seconds", "probe seconds", "examples"], timing),
+    parts += ["<h2>Timings and versions</h2>",
+              h_table(["adapter", "property seconds", "probe seconds", "examples"], timing),
               h_table(["adapter", "framework", "version", "device", "Hypothesis profile"], versions),
               # a self-check a headless browser can read back: how many plots decoded
               "<script>window.addEventListener('load',function(){var n=0;"

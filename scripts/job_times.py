@@ -8,9 +8,10 @@ kept, and writes JSON: the command, the clone's commit and which tox environment
 before the run, the machine (cores, CPU model, memory), the load average before, during
 (sampled every 5 s) and after, the caches (pip's and uv's folder as the environment names
 them, ``PIP_CACHE_DIR`` / ``UV_CACHE_DIR`` or their defaults, and the compile caches the checks
-fill, torch inductor's and equiv's JAX cache: size and files, before and after), per environment the outcome and tox's own setup and command seconds (its final summary
-lines, ``name: OK (T=setup[a]+cmd[b] seconds)``) and the time its completion was printed, and the
-total wall time. For an empty-cache run point ``UV_CACHE_DIR`` / ``PIP_CACHE_DIR`` at a new
+fill, torch inductor's and equiv's JAX cache: size and files, before and after), per environment
+the outcome and tox's own setup and command seconds (its final summary lines,
+``name: OK (T=setup[a]+cmd[b] seconds)``) and the time its completion was printed, and the total
+wall time. For an empty-cache run point ``UV_CACHE_DIR`` / ``PIP_CACHE_DIR`` at a new
 folder: the script never clears a cache. A measurement, not a test: on a shared machine the load
 recorded beside each figure says what it is worth. An existing ``--out`` is not overwritten.
 """
