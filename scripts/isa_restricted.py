@@ -47,21 +47,26 @@ ATEN = [{"ATEN_CPU_CAPABILITY": "default"}, {"ATEN_CPU_CAPABILITY": "avx2"}]
 XLA = [{"XLA_FLAGS": f"--xla_cpu_max_isa={isa}"} for isa in ("AVX2", "AVX")]   # appended to the env's own
 ONEDNN = [{"ONEDNN_MAX_CPU_ISA": isa, "DNNL_MAX_CPU_ISA": isa} for isa in ("AVX2", "AVX")]
 FOUR_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+# the BN-LeNet lockstep on Fashion-MNIST: where a net diverges is pinned (equiv.lenet.NET_FINDINGS), and
+# tf.mirrored.sync's first divergence moved with oneDNN's ISA (bn3.beta at 0.978/0.993/1.001 of the
+# tolerance with AVX2/AVX/AVX-512), which failed CI on another machine
+LOCKSTEP = ["tests/test_lenet_nets.py::test_lockstep_fashion_mnist",
+            "tests/test_lockstep_parallel.py::test_lockstep_fashion_mnist"]
 
 # env: (its tox.ini setenv, [restrictions], tests)
 ENVS = {
     "torch": ({}, ATEN, [FP, "tests/test_paths.py::test_bfloat16_input_with_float32_buffers_is_more_accurate_than_"
                                "bfloat16_buffers"]),
     "jax": (FOUR_DEVICES, XLA, [FP, "tests/test_parallel_jax.py", "tests/test_jax_findings.py",
-                                  "tests/test_jax_family_findings.py"]),
+                                  "tests/test_jax_family_findings.py", *LOCKSTEP]),
     "jax-old": ({"EQUIV_ADAPTERS": "flax.linen,flax.linen.two_pass,jax.scratch"}, XLA, [FP]),
     "tf": ({}, [dict(x, **o) for x, o in zip(XLA, ONEDNN)],
-           [FP, "tests/test_tf_findings.py", "tests/test_parallel_tf.py"]),
+           [FP, "tests/test_tf_findings.py", "tests/test_parallel_tf.py", *LOCKSTEP]),
     "keras-jax": ({"KERAS_BACKEND": "jax", "EQUIV_ADAPTERS": "tf.keras+jax"}, XLA,
                   [FP, "tests/test_keras_backends.py"]),
     "keras-torch": ({"KERAS_BACKEND": "torch", "EQUIV_ADAPTERS": "tf.keras+torch"}, ATEN,
                     [FP, "tests/test_keras_backends.py"]),
-    "mxnet": ({}, ONEDNN, [FP, "tests/test_mxnet_findings.py", "tests/test_parallel_mxnet.py"]),
+    "mxnet": ({}, ONEDNN, [FP, "tests/test_mxnet_findings.py", "tests/test_parallel_mxnet.py", *LOCKSTEP]),
 }
 
 
