@@ -253,7 +253,8 @@ def cmd_check(args):
             failed = True
             print(f"\nCONVENTION {r['adapter']}: {m}")
     if args.out:
-        tag = os.environ.get("TOX_ENV_NAME") or "-".join(n.replace(":", "_") for n in names)
+        # the tox env's name, without the check- of the main job's envs (results/check-torch.json)
+        tag = os.environ.get("TOX_ENV_NAME", "").removeprefix("check-") or "-".join(n.replace(":", "_") for n in names)
         path = io.write_json(Path(args.out) / f"check-{tag}.json",
                              {"profile": profile, "seed": seed, "device": args.device, "records": records})
         print(f"\nresults written to {path}")
