@@ -9,7 +9,7 @@ from dataclasses import replace
 from equiv.core import Conventions
 
 C = Conventions
-DECLARED = {
+DECLARED: dict[str, Conventions] = {
     "torch.builtin": C(momentum_is="new_batch_weight", default_momentum=0.1, running_var="unbiased",
                        default_eps=1e-5, channel_axis=1, variance="two-pass", stats_update="forward",
                        default_mode="training", mode_switch="module.train() / module.eval()",
@@ -120,14 +120,14 @@ DECLARED = {
 # a framework's built-in layer, its batch of one included (measured on the built-ins: an error in
 # PyTorch, beta in Keras, Flax and MXNet), without what only that layer object does (its default
 # mode); ``mode_switch`` is the protocol's.
-PRESETS = {preset: replace(DECLARED[adapter], default_mode="n/a",
-                           mode_switch="training=True/False argument")
-           for preset, adapter in (("torch", "torch.builtin"), ("keras", "tf.keras"),
-                                   ("flax", "flax.linen"), ("mxnet", "mxnet.gluon"))}
+PRESETS: dict[str, Conventions] = {preset: replace(DECLARED[adapter], default_mode="n/a",
+                                                   mode_switch="training=True/False argument")
+                                   for preset, adapter in (("torch", "torch.builtin"), ("keras", "tf.keras"),
+                                                           ("flax", "flax.linen"), ("mxnet", "mxnet.gluon"))}
 
 # The framework's own constructor arguments for the canonical setting (None: hard-coded in
 # the layer, or no such argument); the channel axis argument takes channel_axis above.
-ARGUMENTS = {
+ARGUMENTS: dict[str, dict[str, str | None]] = {
     "torch.builtin": dict(momentum="momentum", eps="eps", axis=None),
     "torch.scratch": dict(momentum=None, eps=None, axis=None),
     "tf.keras": dict(momentum="momentum", eps="epsilon", axis="axis"),
@@ -151,7 +151,7 @@ ARGUMENTS = {
 
 # Where each built-in layer keeps its batch-norm state (gamma, beta, running mean, running
 # var), in the framework's own names: what a checkpoint porter reads and writes.
-STATE_NAMES = {
+STATE_NAMES: dict[str, tuple[str, str, str, str]] = {
     "torch.builtin": ("weight", "bias", "running_mean", "running_var"),
     "tf.keras": ("gamma", "beta", "moving_mean", "moving_variance"),
     "flax.linen": ("params/scale", "params/bias", "batch_stats/mean", "batch_stats/var"),

@@ -4,15 +4,24 @@ Canonical data crossing the protocol is NumPy, channel-first: (N, C) or (N, C, H
 An adapter converts layout, dtype and device on the way in and returns float64
 NumPy arrays on the way out. It translates; it never re-derives batch norm.
 """
+from __future__ import annotations
+
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    # what crosses the protocol: float64 NumPy arrays, channel-first
+    Float64Array = NDArray[np.float64]
 
 
 class FrameworkMissing(Exception):
     """The adapter's framework is not installed; ``install`` is the command that fixes it."""
 
-    def __init__(self, adapter, install, cause=""):
+    def __init__(self, adapter: str, install: str, cause: object = "") -> None:
         super().__init__(f"{adapter}: framework not installed ({cause}); install it with: {install}")
         self.adapter, self.install, self.cause = adapter, install, cause
 
@@ -61,10 +70,10 @@ class Conventions:
     """
 
     momentum_is: str
-    default_momentum: float
+    default_momentum: float | None
     running_var: str
     default_eps: float
-    channel_axis: int
+    channel_axis: int | str
     variance: str
     stats_update: str
     default_mode: str
@@ -75,23 +84,37 @@ class Conventions:
     initial_stats: str = "0, 1"
 
     # --- the translation, in one place -------------------------------------------------
-    def new_batch_weight(self, momentum):
+    @overload
+    def new_batch_weight(self, momentum: float) -> float: ...
+    @overload
+    def new_batch_weight(self, momentum: None) -> None: ...
+    @overload
+    def new_batch_weight(self, momentum: float | None) -> float | None: ...
+
+    def new_batch_weight(self, momentum: float | None) -> float | None:
         """Weight w of the new batch given the framework's own momentum value (None: none)."""
         if momentum is None:
             return None
         return momentum if self.momentum_is == "new_batch_weight" else 1.0 - momentum
 
-    def momentum_for(self, new_batch_weight):
+    @overload
+    def momentum_for(self, new_batch_weight: float) -> float: ...
+    @overload
+    def momentum_for(self, new_batch_weight: None) -> None: ...
+    @overload
+    def momentum_for(self, new_batch_weight: float | None) -> float | None: ...
+
+    def momentum_for(self, new_batch_weight: float | None) -> float | None:
         """The framework's own momentum value that gives new-batch weight w (None: none)."""
         if new_batch_weight is None:
             return None
         return new_batch_weight if self.momentum_is == "new_batch_weight" else 1.0 - new_batch_weight
 
     @property
-    def default_new_batch_weight(self):
+    def default_new_batch_weight(self) -> float | None:
         return self.new_batch_weight(self.default_momentum)
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         w = self.default_new_batch_weight
         d["new_batch_weight"] = None if w is None else round(w, 12)
@@ -106,17 +129,25 @@ class Adapter:
     already translated to the framework's own momentum.
     """
 
-    name = ""            # "torch.builtin"
-    framework = ""       # distribution name, for the version: "torch"
-    install = ""         # command that installs the framework
-    conventions: Conventions = None
-    dtypes = ("float64", "float32")
-    devices = ("cpu",)
-    has_gradients = True
-    external = False     # True for code given as --adapters package.module:obj
+    name: str = ""            # "torch.builtin"
+    framework: str = ""       # distribution name, for the version: "torch"
+    install: str = ""         # command that installs the framework
+    conventions: Conventions = None  # type: ignore[assignment]  # every adapter sets its own
+    dtypes: tuple[str, ...] = ("float64", "float32")
+    devices: tuple[str, ...] = ("cpu",)
+    has_gradients: bool = True
+    external: bool = False     # True for code given as --adapters package.module:obj
 
-    def __init__(self, num_features, ndim, *, dtype="float32", device="cpu",
-                 new_batch_weight=None, eps=None):
+    # set by the constructor
+    num_features: int
+    ndim: int
+    dtype: str
+    device: str
+    new_batch_weight: float | None
+    eps: float
+
+    def __init__(self, num_features: int, ndim: int, *, dtype: str = "float32", device: str = "cpu",
+                 new_batch_weight: float | None = None, eps: float | None = None) -> None:
         if ndim not in (2, 4):
             raise ValueError("ndim must be 2 (N, C) or 4 (N, C, H, W)")
         if dtype not in self.dtypes:
@@ -132,55 +163,58 @@ class Adapter:
         self.build(conv.momentum_for(self.new_batch_weight), self.eps)
 
     # --- to implement ------------------------------------------------------------------
-    def build(self, momentum, eps):
+    def build(self, momentum: float | None, eps: float) -> None:
         """Create the layer with the framework's own momentum and eps (momentum None: none given,
         for a layer without a default momentum)."""
         raise NotImplementedError
 
-    def set_state(self, gamma, beta, running_mean, running_var):
+    def set_state(self, gamma: Float64Array, beta: Float64Array, running_mean: Float64Array,
+                  running_var: Float64Array) -> None:
         """Load per-channel vectors (length C) into the layer."""
         raise NotImplementedError
 
-    def get_state(self):
+    def get_state(self) -> dict[str, Float64Array]:
         """Dict of float64 vectors: gamma, beta, running_mean, running_var (gamma and beta only for a
         layer without running statistics)."""
         raise NotImplementedError
 
-    def forward_train(self, x):
+    def forward_train(self, x: Float64Array) -> Float64Array:
         """Training-mode forward only (running stats change only if the framework does so here)."""
         raise NotImplementedError
 
-    def forward_infer(self, x):
+    def forward_infer(self, x: Float64Array) -> Float64Array:
         """Inference-mode forward from the running statistics."""
         raise NotImplementedError
 
-    def forward_default(self, x):
+    def forward_default(self, x: Float64Array) -> Float64Array:
         """The call a user makes without choosing a mode (on a freshly built layer)."""
         raise NotImplementedError
 
-    def forward_native(self, x):
+    def forward_native(self, x: Float64Array) -> Float64Array:
         """Training-mode call of the native layer on x exactly as given: no layout conversion
         (the channel-axis probe uses it)."""
         raise NotImplementedError
 
-    def train_step(self, x, dy):
+    def train_step(self, x: Float64Array, dy: Float64Array
+                   ) -> tuple[Float64Array, Float64Array | None, Float64Array | None, Float64Array | None]:
         """One training iteration: training forward, then backward of sum(y·dy).
 
         Returns (y, dx, dgamma, dbeta); the running stats change as in a real training step.
+        Without gradients (``has_gradients = False``) dx, dgamma and dbeta are None.
         """
         raise NotImplementedError
 
     # --- shared helpers ----------------------------------------------------------------
     @classmethod
-    def version(cls):
+    def version(cls) -> str:
         return framework_version(cls.framework)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<{self.name} C={self.num_features} ndim={self.ndim} {self.dtype} {self.device} "
                 f"w={self.new_batch_weight} eps={self.eps:g}>")
 
 
-def weight_applied(momentum, dtype="float64"):
+def weight_applied(momentum: float, dtype: str = "float64") -> float:
     """The new-batch weight 1 − m of a layer whose momentum m weighs the old value and is held in
     ``dtype`` (float64: as given). For m = 1 − w that is 1 − fl(1 − w): for a tiny w not exactly w
     (in float32, w = 1e-5 is applied as 1.00136e-5). An adapter reports it as its
@@ -189,7 +223,7 @@ def weight_applied(momentum, dtype="float64"):
     return 1.0 - float(round_to(momentum, dtype))
 
 
-def same_weight(applied, asked, dtype="float64"):
+def same_weight(applied: float, asked: float, dtype: str = "float64") -> bool:
     """A layer that weighs the new batch by ``applied`` honours the weight ``asked``: equal to a
     few float64 ulps. Keras and Flax reach w only as 1 − fl(1 − w) (their momentum weighs the old
     value), up to half an ulp of 1 away from w; that is the same setting, not another one. A layer
@@ -201,7 +235,7 @@ def same_weight(applied, asked, dtype="float64"):
     return dtype != "float64" and bool(round_to(1.0 - applied, dtype) == round_to(1.0 - asked, dtype))
 
 
-def framework_version(distribution):
+def framework_version(distribution: str) -> str:
     """Installed version of a distribution ("tensorflow-cpu" also answers for "tensorflow")."""
     from importlib.metadata import PackageNotFoundError, version
     for name in (distribution, distribution.removesuffix("-cpu"), distribution + "-cpu"):
@@ -212,6 +246,6 @@ def framework_version(distribution):
     return "unknown"
 
 
-def to_numpy(a):
+def to_numpy(a: Any) -> Float64Array:
     """Float64 NumPy copy of a framework array (already on the host)."""
     return np.array(a, dtype=np.float64)
