@@ -23,15 +23,50 @@ statistics, so they update in the forward pass.
 A function provides gradients through an attribute ``fn.backward(x, gamma, beta, dy, *, eps)
 -> (dx, dgamma, dbeta)``: the training-mode gradients of sum(y·dy), x and dy in its layout.
 Without one the gradient properties do not apply, and say so.
+
+``BatchNormFunction`` and ``BackwardFunction`` state these two signatures as typing protocols.
 """
+from __future__ import annotations
+
 import dataclasses
 import importlib
 import os
 import sys
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import numpy as np
 
 from equiv.core import Adapter, Conventions
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from numpy.typing import ArrayLike, NDArray
+
+# what an external object may declare as its ``conventions``: a preset name, a dict of fields
+# (with "preset" among them or not), a whole Conventions, or nothing
+ConventionsDeclaration = Union[str, dict[str, Any], Conventions, None]
+
+
+class BatchNormFunction(Protocol):
+    """``fn(x, gamma, beta, running_mean, running_var, *, training, momentum, eps)
+    -> (y, running_mean, running_var)``: private copies in the case's dtype, x in the declared
+    layout, the function's own momentum value; NumPy arrays back. Optional attributes:
+    ``conventions`` (a ``ConventionsDeclaration``), ``backward`` (a ``BackwardFunction``) and
+    ``dtypes`` (default ``("float64", "float32")``)."""
+
+    def __call__(self, x: NDArray[Any], gamma: NDArray[Any], beta: NDArray[Any], running_mean: NDArray[Any],
+                 running_var: NDArray[Any], /, *, training: bool, momentum: float,
+                 eps: float) -> tuple[ArrayLike, ArrayLike, ArrayLike]: ...
+
+
+class BackwardFunction(Protocol):
+    """``fn.backward(x, gamma, beta, dy, *, eps) -> (dx, dgamma, dbeta)``: the training-mode
+    gradients of sum(y·dy), x and dy in the declared layout."""
+
+    def __call__(self, x: NDArray[Any], gamma: NDArray[Any], beta: NDArray[Any], dy: NDArray[Any], /, *,
+                 eps: float) -> tuple[ArrayLike, ArrayLike, ArrayLike]: ...
+
 
 _METHODS = ("build", "set_state", "get_state", "forward_train", "forward_infer", "train_step")
 
@@ -40,12 +75,13 @@ class SpecError(ValueError):
     """An external implementation cannot be loaded; the message is one line a user can act on."""
 
 
-def presets():
+def presets() -> dict[str, Conventions]:
     from equiv.conventions import PRESETS
     return PRESETS
 
 
-def declared_conventions(declaration, preset=None, *, for_function=False, where=""):
+def declared_conventions(declaration: ConventionsDeclaration, preset: str | None = None, *,
+                         for_function: bool = False, where: str = "") -> Conventions:
     """The ``Conventions`` an external object declares (attribute and/or spec preset)."""
     table = presets()
     if isinstance(declaration, Conventions):
@@ -78,7 +114,7 @@ def declared_conventions(declaration, preset=None, *, for_function=False, where=
     return conventions
 
 
-def _import(module_name, spec):
+def _import(module_name: str, spec: str) -> ModuleType:
     if os.getcwd() not in sys.path and "" not in sys.path:   # as `python -m` does: ./mybn.py is found
         sys.path.insert(0, os.getcwd())
     try:
@@ -97,7 +133,7 @@ def _import(module_name, spec):
                         f"{type(e).__name__}: {e}; fix the module so that it imports".replace("\n", " ")) from None
 
 
-def parse_spec(spec):
+def parse_spec(spec: str) -> tuple[str, str, str | None]:
     """'pkg.mod:obj@preset' -> (module, attribute, preset or None), with a clear error when malformed."""
     target, _, preset = spec.partition("@")
     module_name, _, attr = target.partition(":")
@@ -107,7 +143,7 @@ def parse_spec(spec):
     return module_name, attr, preset or None
 
 
-def load_external(spec):
+def load_external(spec: str) -> type[Adapter]:
     module_name, attr, preset = parse_spec(spec)
     module = _import(module_name, spec)
     obj = module
@@ -142,7 +178,7 @@ class OutputError(AssertionError):
     """An external function returned something that is not what the protocol asks."""
 
 
-def _array(value, what, shape, spec):
+def _array(value: Any, what: str, shape: tuple[int, ...], spec: str) -> NDArray[np.float64]:
     if not isinstance(value, np.ndarray) and not hasattr(value, "__array__"):
         raise OutputError(f"{spec} returned {type(value).__name__} for {what}; expected a NumPy array "
                           f"of shape {shape}")
@@ -154,7 +190,7 @@ def _array(value, what, shape, spec):
     return np.array(a, dtype=np.float64)
 
 
-def function_adapter(spec, fn, conventions):
+def function_adapter(spec: str, fn: BatchNormFunction, conventions: Conventions) -> type[Adapter]:
     """An adapter around a NumPy function with the declared conventions."""
     backward = getattr(fn, "backward", None)
     last = conventions.channel_axis == -1

@@ -8,9 +8,18 @@ and moving a checkpoint's batch-norm state from one implementation to another.
 Everything here reads the declared conventions (equiv/conventions.py); nothing imports
 a framework.
 """
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from equiv.conventions import ARGUMENTS, DECLARED
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import numpy as np
+    from numpy.typing import ArrayLike, NDArray
 
 
 @dataclass(frozen=True)
@@ -25,11 +34,11 @@ class NotConfigurable(ValueError):
     """The implementation hard-codes momentum or eps: no argument gives the setting."""
 
 
-def translate(setting, adapter):
+def translate(setting: Setting, adapter: str) -> dict[str, Any]:
     """Constructor keyword arguments that give ``setting`` in ``adapter``'s framework."""
     conv, args = DECLARED[adapter], ARGUMENTS[adapter]
     if conv.running_var == "none":      # no running statistics, no momentum: eps (and axis) only
-        out = {args["eps"]: setting.eps} if args["eps"] else {}
+        out: dict[str, Any] = {args["eps"]: setting.eps} if args["eps"] else {}
         return out
     if args["momentum"] is None:
         if (conv.default_new_batch_weight, conv.default_eps) != (setting.new_batch_weight, setting.eps):
@@ -37,22 +46,24 @@ def translate(setting, adapter):
                 f"{adapter} hard-codes new-batch weight {conv.default_new_batch_weight:g} and eps "
                 f"{conv.default_eps:g}; it cannot give {setting}")
         return {}
+    # every layer with a momentum argument has an eps argument (ARGUMENTS)
     out = {args["momentum"]: round(conv.momentum_for(setting.new_batch_weight), 15),
-           args["eps"]: setting.eps}
+           args["eps"]: setting.eps}  # type: ignore[dict-item]
     if args["axis"]:
         out[args["axis"]] = conv.channel_axis
     return out
 
 
-def setting_of(adapter, **kwargs):
+def setting_of(adapter: str, **kwargs: Any) -> Setting:
     """The canonical setting of a layer built with these framework arguments (defaults filled)."""
     conv, args = DECLARED[adapter], ARGUMENTS[adapter]
     momentum = kwargs.get(args["momentum"], conv.default_momentum) if args["momentum"] else conv.default_momentum
     eps = kwargs.get(args["eps"], conv.default_eps) if args["eps"] else conv.default_eps
-    return Setting(new_batch_weight=round(conv.new_batch_weight(momentum), 15), eps=eps)
+    # a layer without a default momentum (haiku, jax.stax) given none: round(None) raises TypeError
+    return Setting(new_batch_weight=round(conv.new_batch_weight(momentum), 15), eps=eps)  # type: ignore[arg-type]
 
 
-def remaining_differences(a, b):
+def remaining_differences(a: str, b: str) -> list[str]:
     """Declared differences between two implementations that no argument translates."""
     ca, cb = DECLARED[a], DECLARED[b]
     out = []
@@ -64,7 +75,8 @@ def remaining_differences(a, b):
     return out
 
 
-def port_state(state, src, dst, *, src_eps=None, dst_eps=None):
+def port_state(state: Mapping[str, ArrayLike], src: str, dst: str, *, src_eps: float | None = None,
+               dst_eps: float | None = None) -> tuple[dict[str, NDArray[np.float64]], list[str]]:
     """Move batch-norm state (gamma, beta, running mean, running var; per-channel vectors
     as ``Adapter.get_state`` returns them) from implementation ``src`` to ``dst``.
 
@@ -99,7 +111,7 @@ def port_state(state, src, dst, *, src_eps=None, dst_eps=None):
     return out, notes
 
 
-def guide(conventions):
+def guide(conventions: Mapping[str, Mapping[str, Any]]) -> str:
     """docs/porting.md: how to move a BatchNorm checkpoint between each pair of built-in
     layers, generated from the measured conventions ({adapter: record}) and the tables in
     equiv/conventions.py."""
