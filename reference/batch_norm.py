@@ -17,8 +17,15 @@ accurate reductions then look wrong against the oracle).
 """
 import numpy as np
 
+# true for a type checker only, as typing.TYPE_CHECKING: the oracle imports NumPy alone (tests/test_oracle.py)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
 
-def _channel_view(x, axis):
+    Float64Array = NDArray[np.float64]
+
+
+def _channel_view(x: "ArrayLike", axis: int) -> "tuple[Float64Array, tuple[int, ...], tuple[int, ...]]":
     """x as float64, the axes to reduce over, and the shape a per-channel vector broadcasts to."""
     x = np.asarray(x, dtype=np.float64)
     axis = axis % x.ndim
@@ -28,18 +35,19 @@ def _channel_view(x, axis):
     return x, reduce_axes, tuple(shape)
 
 
-def channel_sum(a, reduce_axes, shape):
+def channel_sum(a: "Float64Array", reduce_axes: "tuple[int, ...]", shape: "tuple[int, ...]") -> "Float64Array":
     """Σ of ``a`` over ``reduce_axes`` per channel, as an array of ``shape`` (the channel's values
     made contiguous first: NumPy's pairwise summation then applies to all of them)."""
     axis = next(i for i in range(a.ndim) if i not in reduce_axes)
     return np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1).sum(axis=1).reshape(shape)
 
 
-def _per_channel(v, shape):
+def _per_channel(v: "ArrayLike", shape: "tuple[int, ...]") -> "Float64Array":
     return np.asarray(v, dtype=np.float64).reshape(shape)
 
 
-def batch_norm_train(x, gamma, beta, *, eps, axis=1):
+def batch_norm_train(x: "ArrayLike", gamma: "ArrayLike", beta: "ArrayLike", *, eps: float,
+                     axis: int = 1) -> "tuple[Float64Array, Float64Array, Float64Array]":
     """Training-mode forward. Returns (y, batch_mean, batch_var); batch_var is biased (÷m)."""
     x, red, shape = _channel_view(x, axis)
     m = x.size // x.shape[axis]
@@ -50,15 +58,17 @@ def batch_norm_train(x, gamma, beta, *, eps, axis=1):
     return y, mean.reshape(-1), var.reshape(-1)
 
 
-def batch_norm_infer(x, gamma, beta, running_mean, running_var, *, eps, axis=1):
+def batch_norm_infer(x: "ArrayLike", gamma: "ArrayLike", beta: "ArrayLike", running_mean: "ArrayLike",
+                     running_var: "ArrayLike", *, eps: float, axis: int = 1) -> "Float64Array":
     """Inference-mode forward from given running statistics."""
     x, _, shape = _channel_view(x, axis)
     x_hat = (x - _per_channel(running_mean, shape)) / np.sqrt(_per_channel(running_var, shape) + eps)
     return _per_channel(gamma, shape) * x_hat + _per_channel(beta, shape)
 
 
-def update_running_stats(running_mean, running_var, batch_mean, batch_var, count, *,
-                         new_batch_weight, unbiased):
+def update_running_stats(running_mean: "ArrayLike", running_var: "ArrayLike", batch_mean: "ArrayLike",
+                         batch_var: "ArrayLike", count: int, *, new_batch_weight: float,
+                         unbiased: bool) -> "tuple[Float64Array, Float64Array]":
     """One running-statistics update: new = (1 − w)·old + w·batch.
 
     ``new_batch_weight`` w is the weight of the new batch: PyTorch's ``momentum``,
@@ -77,7 +87,7 @@ def update_running_stats(running_mean, running_var, batch_mean, batch_var, count
     return mean, var
 
 
-def cumulative_weight(num_batches_tracked):
+def cumulative_weight(num_batches_tracked: int) -> float:
     """New-batch weight of PyTorch's ``momentum=None`` (cumulative moving average).
 
     The k-th update (k = 1, 2, …, counted after the increment) weighs the new batch
@@ -90,7 +100,8 @@ def cumulative_weight(num_batches_tracked):
     return 1.0 / num_batches_tracked
 
 
-def batch_norm_backward(x, gamma, dy, *, eps, axis=1):
+def batch_norm_backward(x: "ArrayLike", gamma: "ArrayLike", dy: "ArrayLike", *, eps: float,
+                        axis: int = 1) -> "tuple[Float64Array, Float64Array, Float64Array]":
     """Analytic gradients of the training-mode forward for upstream gradient dy.
 
         dbeta  = Σ dy

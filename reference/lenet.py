@@ -39,6 +39,16 @@ from reference.batch_norm import (
     update_running_stats,
 )
 
+# true for a type checker only, as typing.TYPE_CHECKING: the oracle imports NumPy alone (tests/test_oracle.py)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+
+    Float64Array = NDArray[np.float64]
+    # name -> float64 array: parameters ("conv1.weight", ...), gradients, BN state ("bn1.running_mean", ...)
+    # or the cached activations ("conv1", ...)
+    Arrays = dict[str, Float64Array]
+
 NUM_CLASSES = 10
 
 # Conv and dense layer name -> weight shape (PyTorch layout); BN layer name -> channels.
@@ -63,7 +73,7 @@ PARAM_NAMES = ("conv1.weight", "conv1.bias", "bn1.gamma", "bn1.beta",
                "fc3.weight", "fc3.bias")
 
 
-def init_params(seed):
+def init_params(seed: "int | None") -> "Arrays":
     """Fresh parameters: dict name -> float64 array (see the module docstring for the init)."""
     rng = np.random.default_rng(seed)
     params = {}
@@ -81,7 +91,7 @@ def init_params(seed):
     return {k: params[k] for k in PARAM_NAMES}
 
 
-def init_state():
+def init_state() -> "Arrays":
     """Fresh BN state: running means 0, running variances 1."""
     state = {}
     for name, c in BN_LAYERS.items():
@@ -148,7 +158,9 @@ def _bn_forward(name, x, params, state, new_state, training, eps, new_batch_weig
 
 # --- network --------------------------------------------------------------------------
 
-def forward(params, state, x, *, training, eps=1e-5, new_batch_weight=0.1, unbiased=True):
+def forward(params: "Arrays", state: "Arrays", x: "ArrayLike", *, training: bool,
+            eps: float = 1e-5, new_batch_weight: float = 0.1,
+            unbiased: bool = True) -> "tuple[Float64Array, Arrays, Arrays]":
     """Forward pass. Returns (logits, new_state, cache).
 
     ``training=True`` normalizes with batch statistics and returns the updated running
@@ -185,7 +197,7 @@ def forward(params, state, x, *, training, eps=1e-5, new_batch_weight=0.1, unbia
     return c["fc3"], new_state, c
 
 
-def cross_entropy(logits, y):
+def cross_entropy(logits: "Float64Array", y: "ArrayLike") -> "tuple[float, Float64Array]":
     """Mean softmax cross-entropy and its gradient w.r.t. the logits."""
     y = np.asarray(y).astype(np.intp).reshape(-1)
     n = logits.shape[0]
@@ -197,7 +209,8 @@ def cross_entropy(logits, y):
     return float(loss), dlogits / n
 
 
-def loss_and_grads(params, state, x, y, **bn_kwargs):
+def loss_and_grads(params: "Arrays", state: "Arrays", x: "ArrayLike", y: "ArrayLike",
+                   **bn_kwargs) -> "tuple[float, Arrays, Arrays, Arrays]":
     """Training-mode forward, loss and analytic backward.
 
     Returns (loss, grads, new_state, cache); ``grads`` has the keys of ``params``.
@@ -236,14 +249,14 @@ def loss_and_grads(params, state, x, y, **bn_kwargs):
     return loss, {k: g[k] for k in params}, new_state, c
 
 
-def sgd_step(params, grads, lr):
+def sgd_step(params: "Arrays", grads: "Arrays", lr: float) -> "Arrays":
     """Plain SGD: returns a new dict, p - lr * grad for every parameter."""
     return {k: v - lr * grads[k] for k, v in params.items()}
 
 
 # --- data parallelism -------------------------------------------------------------------
 
-def shards(a, replicas):
+def shards(a: "ArrayLike", replicas: int) -> "list[np.ndarray]":
     """``a`` cut along the batch axis into ``replicas`` equal consecutive shards (replica r: the r-th)."""
     a = np.asarray(a)
     if replicas < 1 or len(a) % replicas:
@@ -251,7 +264,9 @@ def shards(a, replicas):
     return np.split(a, replicas)
 
 
-def data_parallel_loss_and_grads(params, state, x, y, *, replicas, synchronized, **bn_kwargs):
+def data_parallel_loss_and_grads(params: "Arrays", state: "Arrays", x: "ArrayLike",
+                                 y: "ArrayLike", *, replicas: int, synchronized: bool,
+                                 **bn_kwargs) -> "tuple[float, Arrays, list[Arrays], Arrays]":
     """One data-parallel training step on R = ``replicas`` replicas of the global batch ``x``.
 
     Every replica holds the same parameters and starts the step from the running statistics
@@ -276,6 +291,7 @@ def data_parallel_loss_and_grads(params, state, x, y, *, replicas, synchronized,
     steps = [loss_and_grads(params, state, xs, ys, **bn_kwargs)
              for xs, ys in zip(shards(x, replicas), shards(y, replicas))]
     loss = float(np.mean([s[0] for s in steps]))
-    grads = {k: sum(s[1][k] for s in steps) / replicas for k in params}
+    # steps holds one step per replica (shards raises for replicas < 1): sum() never returns its start, 0
+    grads = {k: sum(s[1][k] for s in steps) / replicas for k in params}  # type: ignore[misc]
     cache = {k: np.concatenate([s[3][k] for s in steps], axis=0) for k in ACTIVATIONS}
     return loss, grads, [s[2] for s in steps], cache

@@ -20,31 +20,42 @@ import numpy as np
 
 from reference.batch_norm import batch_norm_backward, batch_norm_train
 
+# true for a type checker only, as typing.TYPE_CHECKING: the oracle imports NumPy alone (tests/test_oracle.py)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
 
-def global_batch(shards):
+    Float64Array = NDArray[np.float64]
+    # one array per replica, each (n_r, C) or (n_r, C, H, W)
+    Shards = list[np.ndarray] | tuple[np.ndarray, ...]
+
+
+def global_batch(shards: "Shards") -> "Float64Array":
     """The shards concatenated along the batch axis: the batch a single device would see."""
     return np.concatenate([np.asarray(s, dtype=np.float64) for s in shards], axis=0)
 
 
-def split_like(a, shards):
+def split_like(a: "ArrayLike", shards: "Shards") -> "list[Float64Array]":
     """``a`` (one row per value of the global batch) cut back into pieces the sizes of ``shards``."""
     return np.split(np.asarray(a, dtype=np.float64), np.cumsum([len(s) for s in shards])[:-1], axis=0)
 
 
-def count_per_channel(shard, axis=1):
+def count_per_channel(shard: "ArrayLike", axis: int = 1) -> int:
     """Values per channel in a shard (N·H·W)."""
     shard = np.asarray(shard)
     return shard.size // shard.shape[axis]
 
 
-def sync_batch_norm_train(shards, gamma, beta, *, eps, axis=1):
+def sync_batch_norm_train(shards: "Shards", gamma: "ArrayLike", beta: "ArrayLike", *, eps: float,
+                          axis: int = 1) -> "tuple[list[Float64Array], Float64Array, Float64Array, int]":
     """Synchronized training forward: (y per shard, global mean, global biased var, global count)."""
     x = global_batch(shards)
     y, mean, var = batch_norm_train(x, gamma, beta, eps=eps, axis=axis)
     return split_like(y, shards), mean, var, count_per_channel(x, axis)
 
 
-def sync_batch_norm_backward(shards, gamma, dys, *, eps, axis=1):
+def sync_batch_norm_backward(shards: "Shards", gamma: "ArrayLike", dys: "Shards", *, eps: float,
+                             axis: int = 1) -> "tuple[list[Float64Array], Float64Array, Float64Array]":
     """Synchronized backward of Σ_r Σ y_r·dy_r: (dx per shard, dgamma per replica, dbeta per replica).
 
     dx is the global batch's gradient, cut into shards. Each replica's dgamma and dbeta are the
@@ -62,17 +73,19 @@ def sync_batch_norm_backward(shards, gamma, dys, *, eps, axis=1):
     return split_like(dx, shards), np.array(dgammas), np.array(dbetas)
 
 
-def local_batch_norm_train(shards, gamma, beta, *, eps, axis=1):
+def local_batch_norm_train(shards: "Shards", gamma: "ArrayLike", beta: "ArrayLike", *, eps: float,
+                           axis: int = 1) -> "list[tuple[Float64Array, Float64Array, Float64Array]]":
     """Unsynchronized training forward: batch norm on each shard, [(y, mean, var)] per replica."""
     return [batch_norm_train(s, gamma, beta, eps=eps, axis=axis) for s in shards]
 
 
-def local_batch_norm_backward(shards, gamma, dys, *, eps, axis=1):
+def local_batch_norm_backward(shards: "Shards", gamma: "ArrayLike", dys: "Shards", *, eps: float,
+                              axis: int = 1) -> "list[tuple[Float64Array, Float64Array, Float64Array]]":
     """Unsynchronized backward: [(dx, dgamma, dbeta)] per replica, each of its own shard."""
     return [batch_norm_backward(s, gamma, d, eps=eps, axis=axis) for s, d in zip(shards, dys)]
 
 
-def shard_moments(shards, axis=1):
+def shard_moments(shards: "Shards", axis: int = 1) -> "tuple[NDArray[np.int_], Float64Array, Float64Array]":
     """Per shard: (counts, means, biased variances), as arrays of R rows. An empty shard has count 0
     and NaN moments."""
     counts, means, variances = [], [], []
@@ -89,7 +102,8 @@ def shard_moments(shards, axis=1):
     return np.array(counts), np.array(means), np.array(variances)
 
 
-def merge_count_weighted(counts, means, variances):
+def merge_count_weighted(counts: "ArrayLike", means: "ArrayLike",
+                         variances: "ArrayLike") -> "tuple[Float64Array, Float64Array]":
     """Exact global (mean, biased var) from per-shard moments (Chan, Golub and LeVeque's pairwise
     rule, all shards at once). Empty shards weigh nothing."""
     counts = np.asarray(counts, dtype=np.float64)
@@ -101,7 +115,7 @@ def merge_count_weighted(counts, means, variances):
     return mean, var
 
 
-def merge_equal_weighted(means, variances):
+def merge_equal_weighted(means: "ArrayLike", variances: "ArrayLike") -> "tuple[Float64Array, Float64Array]":
     """(mean, biased var) when every replica's E[x] and E[x²] count once, whatever its count: the
     mean over replicas (a pmean) of each. An empty shard's NaN moments make the result NaN."""
     mu_r, v_r = np.asarray(means, dtype=np.float64), np.asarray(variances, dtype=np.float64)
@@ -109,7 +123,8 @@ def merge_equal_weighted(means, variances):
     return mean, (v_r + mu_r ** 2).mean(axis=0) - mean ** 2
 
 
-def merge_fast(counts, sums, sums_of_squares):
+def merge_fast(counts: "ArrayLike", sums: "ArrayLike",
+               sums_of_squares: "ArrayLike") -> "tuple[Float64Array, Float64Array]":
     """(mean, biased var) from the all-reduced sums Σx and Σx² of every shard: E[x²] − E[x]².
     Equal to the count-weighted merge in exact arithmetic; in floating point it loses about
     log10((mean/std)²) digits of the variance."""
@@ -118,7 +133,7 @@ def merge_fast(counts, sums, sums_of_squares):
     return mean, np.sum(sums_of_squares, axis=0) / total - mean ** 2
 
 
-def shard_weights(shards, weighting):
+def shard_weights(shards: "Shards", weighting: str) -> "list[float]":
     """The weight each value of shard r has in the merged statistics: 1/N for every value
     ("count"), or 1/(R·n_r) ("equal": each replica's mean counts once). Σ of all weights is 1."""
     counts = [len(s) and count_per_channel(s) for s in shards]
@@ -129,7 +144,8 @@ def shard_weights(shards, weighting):
     raise ValueError(f"weighting is 'count' or 'equal', not {weighting!r}")
 
 
-def merged_batch_norm_train(shards, gamma, beta, *, eps, weighting, axis=1):
+def merged_batch_norm_train(shards: "Shards", gamma: "ArrayLike", beta: "ArrayLike", *, eps: float, weighting: str,
+                            axis: int = 1) -> "tuple[list[Float64Array], Float64Array, Float64Array]":
     """Training forward with statistics merged under ``weighting``, each value x_i of weight w_i:
 
         mu = Σ w_i·x_i      var = Σ w_i·(x_i − mu)²      y_i = gamma·(x_i − mu)/sqrt(var + eps) + beta
@@ -143,7 +159,8 @@ def merged_batch_norm_train(shards, gamma, beta, *, eps, weighting, axis=1):
     return split_like(y, shards), mean.reshape(-1), var.reshape(-1)
 
 
-def merged_batch_norm_backward(shards, gamma, dys, *, eps, weighting, axis=1):
+def merged_batch_norm_backward(shards: "Shards", gamma: "ArrayLike", dys: "Shards", *, eps: float, weighting: str,
+                               axis: int = 1) -> "tuple[list[Float64Array], Float64Array, Float64Array]":
     """Backward of Σ y·dy through ``merged_batch_norm_train`` (the gradient of the global loss):
 
         dx_i = gamma/sqrt(var + eps) · (dy_i − w_i·Σ dy − w_i·x̂_i·Σ dy·x̂)
@@ -162,7 +179,7 @@ def merged_batch_norm_backward(shards, gamma, dys, *, eps, weighting, axis=1):
     return split_like(dx, shards), per(dy * x_hat), per(dy)
 
 
-def _weighted(shards, weighting, axis):
+def _weighted(shards: "Shards", weighting: str, axis: int) -> "tuple[Float64Array, Float64Array, tuple[int, ...]]":
     x = global_batch(shards)
     shape = [1] * x.ndim
     shape[axis % x.ndim] = x.shape[axis]
