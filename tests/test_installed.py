@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,8 @@ def installed(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(base / "dist"),
                     str(source)], check=True, capture_output=True, timeout=600)
     wheel = next((base / "dist").glob("bn_equiv-*.whl"))
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    assert {"equiv/py.typed", "reference/py.typed"} <= shipped, "the wheel lacks the PEP 561 markers py.typed"
     venv.create(base / "venv", with_pip=True)
     bindir = base / "venv" / "bin"
     # nothing of this checkout or of the test run's environment leaks in (PYTHONPATH, tox's variables)
