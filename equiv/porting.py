@@ -59,8 +59,10 @@ def setting_of(adapter: str, **kwargs: Any) -> Setting:
     conv, args = DECLARED[adapter], ARGUMENTS[adapter]
     momentum = kwargs.get(args["momentum"], conv.default_momentum) if args["momentum"] else conv.default_momentum
     eps = kwargs.get(args["eps"], conv.default_eps) if args["eps"] else conv.default_eps
-    # a layer without a default momentum (haiku, jax.stax) given none: round(None) raises TypeError
-    return Setting(new_batch_weight=round(conv.new_batch_weight(momentum), 15), eps=eps)  # type: ignore[arg-type]
+    if momentum is None:      # haiku (decay_rate is required), jax.stax (no running statistics)
+        raise ValueError(f"{adapter} has no default momentum: give {args['momentum']}=..." if args["momentum"]
+                         else f"{adapter} keeps no running statistics: it has no momentum to port")
+    return Setting(new_batch_weight=round(conv.new_batch_weight(momentum), 15), eps=eps)
 
 
 def remaining_differences(a: str, b: str) -> list[str]:

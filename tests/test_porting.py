@@ -27,6 +27,14 @@ def test_translate_known_values():
     assert setting_of("tf.keras") == Setting(0.01, 1e-3)
 
 
+def test_a_layer_without_a_default_momentum_says_what_to_give():
+    with pytest.raises(ValueError, match="haiku has no default momentum: give decay_rate="):
+        setting_of("haiku")
+    assert setting_of("haiku", decay_rate=0.9).new_batch_weight == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="jax.stax keeps no running statistics"):
+        setting_of("jax.stax")
+
+
 @pytest.mark.parametrize("name", FIXED)
 def test_hard_coded_layers(name):
     conv = DECLARED[name]
