@@ -55,7 +55,7 @@ def main(argv=None):
             runs[f"{target} (env {env})"] = dict(seconds=seconds, pytest=last)
             print(f"{target:55} env {env:6} {seconds} s  {last}")
     with open(args.out, "w") as f:
-        json.dump(dict(command="pytest " + " ".join(COMMAND[1:]) + " TARGET",
+        json.dump(dict(command=" ".join(COMMAND[1:]) + " TARGET",
                        cwd_numpy="a folder outside the repository",
                        cwd_torch="the repository (examples/ imported from it)", load=os.getloadavg(), runs=runs),
                   f, indent=1)
