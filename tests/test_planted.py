@@ -111,3 +111,15 @@ def test_one_verdict_per_commit_and_a_seeded_search():
     assert same[0] == same[1]
     seeded = [run(p, A, profile="dev", seed=s)["ratios"] for s in (7, 7, 8)]
     assert seeded[0] == seeded[1] != seeded[2]
+
+
+def test_the_search_profiles_draw_at_random_even_where_ci_is_set():
+    import os
+    import subprocess
+    import sys
+    code = ("import equiv.strategies; from hypothesis import settings as s; print([s.get_profile(p).derandomize "
+            "for p in ('dev', 'thorough', 'thorough-compile', 'ci', 'mutation')])")
+    for ci in ("true", ""):
+        out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, CI=ci), capture_output=True,
+                             text=True, check=True)
+        assert out.stdout.strip() == "[False, False, False, True, True]", (ci, out.stdout, out.stderr)
