@@ -30,7 +30,7 @@ import threading
 import time
 from datetime import datetime, timezone
 
-# tox 4's final summary, one line per environment (tox/session/cmd/run/common.py: _report):
+# tox 4's final summary, one line per environment (tox's run command, its _report function):
 #   "  check-torch: OK (512.31=setup[20.10]+cmd[492.21] seconds)", "  x: FAIL code 1 (...)",
 #   "  x: SKIP (0.00 seconds)"
 SUMMARY = re.compile(r"^  (?P<env>[\w.+-]+): (?P<status>.+?) \((?P<total>[\d.]+)"

@@ -6,11 +6,8 @@ with none installed. ``load(name)`` imports the adapter module and raises
 """
 import importlib
 import importlib.util
-import json
-import os
-import sys
-from pathlib import Path
 
+from equiv.backends import keras_backend
 from equiv.core import Adapter, FrameworkMissing
 
 TORCH = "pip install torch==2.13.0"
@@ -50,20 +47,6 @@ REGISTRY = {
 
 # Adapters built on Keras 3 run on the Keras backend TensorFlow; the other backends are paths.
 KERAS_ON_TF = ("tf.keras", "tf.scratch")
-
-
-def keras_backend():
-    """The Keras backend of this process, without importing Keras: Keras' own answer once it is imported,
-    else $KERAS_BACKEND, else keras.json's "backend" ($KERAS_HOME or ~/.keras), else "tensorflow"."""
-    if "keras" in sys.modules:
-        return sys.modules["keras"].backend.backend()
-    if os.environ.get("KERAS_BACKEND"):
-        return os.environ["KERAS_BACKEND"]
-    config = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "keras.json"
-    try:
-        return json.loads(config.read_text()).get("backend", "tensorflow")
-    except (OSError, ValueError):
-        return "tensorflow"
 
 
 def known_names():

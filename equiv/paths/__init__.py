@@ -118,7 +118,7 @@ EXPORT_FINDINGS = [
 def requirements_met(name):
     p = PATHS[name]
     if p.backend:
-        from equiv.adapters import keras_backend
+        from equiv.backends import keras_backend
         if keras_backend() != p.backend:
             return False
     return all(importlib.util.find_spec(m) is not None for m in p.requires)
