@@ -112,3 +112,14 @@ def stale(text, new):
     """Names of the marked pieces whose content differs between ``text`` and ``new``."""
     old = {m.group(1): m.group(2) for m in MARK.finditer(text)}
     return sorted(n for n, body in ((m.group(1), m.group(2)) for m in MARK.finditer(new)) if old.get(n) != body)
+
+
+def own_implementation_example(text):
+    """(the Python code, the shell commands) of README.md's "Testing your own implementation":
+    its ``mybn.py`` and the commands run beside it, as tests/test_installed.py and
+    scripts/plugin_times.py use them."""
+    section = text[text.index("## Testing your own implementation"):]
+    section = section[:section.index("\n## ", 5)]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    commands = re.search(r"```sh\n(.*?)```", section, re.S).group(1).strip().splitlines()
+    return code, commands

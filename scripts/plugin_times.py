@@ -10,20 +10,21 @@ summary line and the load average. An existing ``--out`` is not overwritten."""
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from equiv.readme import own_implementation_example  # noqa: E402
+
 COMMAND = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "equiv.suite", "--adapters"]
 
 
 def readme_function(folder):
     """Write the README's mybn.py into ``folder``."""
-    text = open(os.path.join(ROOT, "README.md")).read()
-    code = re.search(r"in `mybn.py`:\n\n```python\n(.*?)```", text, re.S).group(1)
+    code, _ = own_implementation_example(open(os.path.join(ROOT, "README.md")).read())
     with open(os.path.join(folder, "mybn.py"), "w") as f:
         f.write(code)
 

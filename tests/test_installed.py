@@ -2,7 +2,6 @@
 used from a folder outside the repository exactly as the README's "Testing your own implementation"
 says (its `mybn.py` and its commands are read from the README and run as written)."""
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from equiv.readme import own_implementation_example
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [
@@ -21,12 +22,7 @@ pytestmark = [
 
 
 def readme_section():
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Testing your own implementation"):]
-    section = section[:section.index("\n## ", 5)]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    commands = re.search(r"```sh\n(.*?)```", section, re.S).group(1).strip().splitlines()
-    return code, commands
+    return own_implementation_example((ROOT / "README.md").read_text())
 
 
 @pytest.fixture(scope="module")
