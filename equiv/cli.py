@@ -167,7 +167,7 @@ def property_table(records):
             continue
         cells = [MARK[r["properties"][n]["status"]].ljust(7) for n in PROPERTIES]
         lines.append(r["adapter"].ljust(width) + "  " + "  ".join(cells))
-    lines.append("pass* = passes outside the input region of a documented divergence (equiv/known.py)")
+    lines.append("pass* = passes outside the input region of a documented divergence (equiv/known/)")
     return "\n".join(lines)
 
 
@@ -653,7 +653,7 @@ def build_parser():
     p.add_argument("--data", default=str(io.WORK),
                    help=f"folder to write (default {io.WORK}; the committed table: reference/data)")
     p.set_defaults(fn=cmd_conventions)
-    p = sub.add_parser("findings", help="write findings.md from the measured conventions and equiv/known.py")
+    p = sub.add_parser("findings", help="write findings.md from the measured conventions and equiv/known/")
     p.add_argument("--data", default="reference/data", help="folder with conventions.json (default reference/data)")
     p.set_defaults(fn=cmd_findings)
     p = sub.add_parser("report", help="merge the results of `equiv check --out` into report.md and report.html",

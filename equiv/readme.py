@@ -77,18 +77,18 @@ PARALLEL_ENVS = {"torch": "torch", "tensorflow": "tf", "mxnet": "mxnet", "flax":
 
 def parallel():
     """The data-parallel implementations with their declared rows (equiv.parallel.conventions), the
-    tox env that runs them and the ids of their findings (equiv.parallel.known)."""
+    tox env that runs them and the ids of their findings (equiv.known)."""
     from dataclasses import fields
 
+    from equiv.known import PARALLEL_FINDINGS, PARALLEL_KNOWN
     from equiv.parallel import REGISTRY, ParallelConventions
     from equiv.parallel.conventions import BASE, DECLARED
-    from equiv.parallel.known import FINDINGS, KNOWN
     names = [f.name for f in fields(ParallelConventions)]
     head = ("name", "base", *(n.replace("_", " ") for n in names), "tox env", "findings")
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in sorted(DECLARED, key=_adapter_order):
         row = DECLARED[name].as_dict()
-        ids = [d.id for d in (*KNOWN, *FINDINGS) if name in d.implementations]
+        ids = [d.id for d in (*PARALLEL_KNOWN, *PARALLEL_FINDINGS) if name in d.implementations]
         rows.append("| " + " | ".join([f"`{name}`", BASE[name], *(str(row[n]) for n in names),
                                        PARALLEL_ENVS[REGISTRY[name][2]], ", ".join(ids) or "–"]) + " |")
     return "\n\n" + "\n".join(rows) + "\n\n"

@@ -3,7 +3,7 @@ environments produced.
 
 Inputs: the JSON files of `equiv check --out DIR` (one per environment), the measured
 conventions (reference/data/conventions.json), the documented divergences
-(equiv/known.py) and BN-LeNet training runs (reference/data/runs/*.json, when present:
+(equiv/known/) and BN-LeNet training runs (reference/data/runs/*.json, when present:
 {"label": ..., "history": [{"epoch", "train_loss", "train_acc", "test_acc", "seconds"}]}).
 Plots are PNG files made with matplotlib, beside the Markdown and embedded in the HTML.
 """
@@ -144,7 +144,7 @@ def _at_a_glance(names, records, known):
         if n not in PATHS:
             continue
         base = PATHS[n].base
-        own = [d for d in known if n in d.adapters]
+        own = [d for d in known if n in d.implementations]
         fails = [p for p, r in records[n]["properties"].items() if r.get("status") == "fail"]
         if not own and not fails:
             lines.append((n, base, "no documented difference from the eager layer; every property passes "
@@ -207,8 +207,8 @@ def _build(records, out, conventions, known, runs, runs_dir):
     failures = [(n, p, records[n]["properties"][p].get("error", "")) for n in names for p in props
                 if records[n]["properties"].get(p, {}).get("status") == "fail"]
     from equiv.findings import divergence_phrase
-    findings = [(d.id, ", ".join(d.adapters), d.reason) for d in known]
-    from equiv.lenet import NET_FINDINGS  # whole-network (BN-LeNet lockstep) divergences
+    findings = [(d.id, ", ".join(d.implementations), d.reason) for d in known]
+    from equiv.known import NET_FINDINGS  # whole-network (BN-LeNet lockstep) divergences
     findings += [(f.id, f"{f.label} BN-LeNet, {'/'.join(f.dtypes)}, first at step {f.where[0]} "
                         f"{f.where[1]} {f.where[2]} ({f.data} data)", f.reason) for f in NET_FINDINGS]
 

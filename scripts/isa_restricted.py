@@ -47,7 +47,7 @@ ATEN = [{"ATEN_CPU_CAPABILITY": "default"}, {"ATEN_CPU_CAPABILITY": "avx2"}]
 XLA = [{"XLA_FLAGS": f"--xla_cpu_max_isa={isa}"} for isa in ("AVX2", "AVX")]   # appended to the env's own
 ONEDNN = [{"ONEDNN_MAX_CPU_ISA": isa, "DNNL_MAX_CPU_ISA": isa} for isa in ("AVX2", "AVX")]
 FOUR_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-# the BN-LeNet lockstep on Fashion-MNIST: where a net diverges is pinned (equiv.lenet.NET_FINDINGS), and
+# the BN-LeNet lockstep on Fashion-MNIST: where a net diverges is pinned (equiv.known.NET_FINDINGS), and
 # tf.mirrored.sync's first divergence moved with oneDNN's ISA (bn3.beta at 0.978/0.993/1.001 of the
 # tolerance with AVX2/AVX/AVX-512), which failed CI on another machine
 LOCKSTEP = ["tests/test_lenet_nets.py::test_lockstep_fashion_mnist",

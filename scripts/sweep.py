@@ -11,7 +11,7 @@ with ``--hypothesis-profile`` and ``--hypothesis-seed``, and writes one JSON: th
 machine, Python, profile, seed, seconds, the framework versions, and per test its outcome (passed,
 failed with the first line of the failure, skipped with the reason). Run it in each tox env
 (``tox exec -e torch -- python scripts/sweep.py ...``). A failure it finds is either a bug in the
-suite (fixed, with a test) or a finding (documented in equiv/known.py with its witness).
+suite (fixed, with a test) or a finding (documented in equiv/known/ with its witness).
 This is a search, not the main job: the main job and CI draw the derandomized ``ci`` profile.
 """
 import argparse

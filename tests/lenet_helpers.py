@@ -3,6 +3,7 @@ import json
 import types
 
 from equiv import lenet
+from equiv.known import net_findings, shows
 from reference import lenet as ref
 
 
@@ -36,12 +37,12 @@ def assert_lockstep(r, label, dtype, data, quantities):
     assert len(r["max_rel_error"]) == quantities       # every quantity was compared
     assert len(r["per_step"]) == r["steps"]
     assert r["conventions"] == lenet.CONVENTIONS[label]
-    known = lenet.net_findings(label, dtype, data)
+    known = net_findings(label, dtype, data)
     f = r["first_divergence"]
     if known:
         (finding,) = known
-        assert f is not None, f"{finding.id} no longer shows: remove it from equiv.lenet.NET_FINDINGS"
-        assert lenet.shows(finding, r), (finding.id, f)
+        assert f is not None, f"{finding.id} no longer shows: remove it from equiv.known.NET_FINDINGS"
+        assert shows(finding, r), (finding.id, f)
         return
     assert f is None, f
     assert r["passed"]

@@ -4,7 +4,7 @@ process of its own backend (tox envs keras-jax, keras-torch, keras-numpy), where
 The eager TensorFlow layer cannot run beside them, so a backend is compared with the NumPy oracle by
 the properties (equiv/suite) and, here, with tf.keras as it was measured: its stored fingerprint
 (reference/data/fingerprints/tf.keras/<keras version>.json, outputs on the golden cases), under the sum
-of both bounds. Where a documented divergence of the path holds (equiv/known.py) the case is left out,
+of both bounds. Where a documented divergence of the path holds (equiv/known/keras.py) the case is left out,
 except float64 under keras-float64-computes-float32, which is held to the float32 bounds it claims.
 Below, the findings the protocol does not express, each with the Keras source line responsible.
 """

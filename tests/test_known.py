@@ -17,7 +17,7 @@ def pytest_generate_tests(metafunc):
     if "divergence" in metafunc.fixturenames:
         params = [pytest.param(name, d, id=f"{name}-{d.id}",
                                marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=d.reason))
-                  for d in KNOWN for name in selected(metafunc.config) if name in d.adapters]
+                  for d in KNOWN for name in selected(metafunc.config) if name in d.implementations]
         metafunc.parametrize("witness_adapter,divergence", params)
 
 
@@ -39,7 +39,7 @@ def test_witness_lies_in_its_region(d):
 def test_every_divergence_names_registered_adapters_or_paths_and_properties():
     from equiv.adapters import known_names
     for d in KNOWN:
-        assert set(d.adapters) <= set(known_names()), d.id
+        assert set(d.implementations) <= set(known_names()), d.id
         assert set(d.properties) <= set(PROPERTIES), d.id
         assert d.witness_property in d.properties, d.id
 

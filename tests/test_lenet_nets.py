@@ -1,5 +1,5 @@
 """Every BN-LeNet implementation (equiv.lenet, one module per framework) against the NumPy
-reference: lockstep agreement or the documented divergence (equiv.lenet.NET_FINDINGS) at
+reference: lockstep agreement or the documented divergence (equiv.NET_FINDINGS) at
 exactly its step and layer, exact weight transfer, reproducible training, the whole-epoch
 fast path equal to the step loop, the command line.
 
@@ -20,6 +20,7 @@ from equiv import adapters as registry
 from equiv import lenet
 from equiv.conventions import DECLARED
 from equiv.dtypes import round_to
+from equiv.known import NET_FINDINGS, NetFinding, net_findings, shows
 from equiv.lenet import cli_glue, lockstep, synthetic, train
 from reference import lenet as ref
 from tests.lenet_helpers import assert_lockstep  # noqa: E402
@@ -88,7 +89,7 @@ def test_book_variants_use_the_books_hard_coded_setting(impl):
 
 
 def test_every_finding_names_a_known_implementation():
-    for f in lenet.NET_FINDINGS:
+    for f in NET_FINDINGS:
         assert f.label in lenet.labels() + list(lenet.PARALLEL) and f.data in ("any", "fashion-mnist"), f.id
         assert set(f.dtypes) <= {"float64", "float32"} and f.where[1] in ("act", "loss", "param", "state")
         keys = ([f"act:{n}" for n in ref.ACTIVATIONS] + ["loss"] + [f"param:{n}" for n in ref.PARAM_NAMES]
@@ -97,19 +98,19 @@ def test_every_finding_names_a_known_implementation():
 
 
 def test_a_quantity_at_the_tolerance_may_come_first_only_beside_the_documented_one():
-    finding = lenet.NetFinding("x", "tf.builtin", ("float32",), "any", (1, "param", "bn1.beta"), "",
-                               edge=("param:bn3.beta",))
+    finding = NetFinding(id="x", implementations=("tf.builtin",), dtypes=("float32",), data="any",
+                         where=(1, "param", "bn1.beta"), reason="", edge=("param:bn3.beta",))
     tol = 1e-4
 
     def result(step, layer, errs):
         return dict(first_divergence=dict(step=step, kind="param", layer=layer, rel_error=2 * tol, tolerance=tol),
                     per_step=[dict(rel_error=errs)] * 2)
-    assert lenet.shows(finding, result(1, "bn1.beta", {"param:bn1.beta": 2 * tol}))
-    assert lenet.shows(finding, result(1, "bn3.beta", {"param:bn1.beta": 2 * tol, "param:bn3.beta": 1.01 * tol}))
-    assert not lenet.shows(finding, result(1, "bn3.beta", {"param:bn1.beta": tol, "param:bn3.beta": 1.01 * tol}))
-    assert not lenet.shows(finding, result(1, "bn2.beta", {"param:bn1.beta": 2 * tol, "param:bn2.beta": 2 * tol}))
-    assert not lenet.shows(finding, result(2, "bn1.beta", {"param:bn1.beta": 2 * tol}))
-    assert not lenet.shows(finding, dict(first_divergence=None, per_step=[]))
+    assert shows(finding, result(1, "bn1.beta", {"param:bn1.beta": 2 * tol}))
+    assert shows(finding, result(1, "bn3.beta", {"param:bn1.beta": 2 * tol, "param:bn3.beta": 1.01 * tol}))
+    assert not shows(finding, result(1, "bn3.beta", {"param:bn1.beta": tol, "param:bn3.beta": 1.01 * tol}))
+    assert not shows(finding, result(1, "bn2.beta", {"param:bn1.beta": 2 * tol, "param:bn2.beta": 2 * tol}))
+    assert not shows(finding, result(2, "bn1.beta", {"param:bn1.beta": 2 * tol}))
+    assert not shows(finding, dict(first_divergence=None, per_step=[]))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -133,7 +134,7 @@ def test_evaluate_uses_the_running_statistics(impl):
     """Inference mode: after two training steps, evaluate's loss and accuracy are the reference's
     inference forward from its running statistics (float64), not the training-mode loss."""
     label, mod, variant = impl
-    known = lenet.net_findings(label, "float64", "synthetic")
+    known = net_findings(label, "float64", "synthetic")
     if known:
         pytest.skip(f"{label}: its running statistics differ from the reference's ({known[0].id})")
     x, y = synthetic(48, 1)
@@ -209,7 +210,7 @@ def test_cli_lockstep_prints_and_writes(impl, tmp_path, capsys):
     assert res["label"] == label and res["data"] == "synthetic" and res["batch"] == 8
     printed = capsys.readouterr().out
     assert label in printed
-    known = lenet.net_findings(label, "float32", "synthetic")
+    known = net_findings(label, "float32", "synthetic")
     assert code == (1 if known else 0) and res["passed"] is (not known)
     for f in known:
         assert f.id in printed                 # a documented divergence is named as such

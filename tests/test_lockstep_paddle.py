@@ -20,7 +20,7 @@ PADDLE_WEIGHT = 1.0 - float(np.float32(0.9))         # 0.10000002384185791
 def test_float64_agrees_with_its_float32_eps_and_momentum():
     """Against a reference given Paddle's float32(eps) and 1 − float32(0.9) every quantity of the
     float64 net, running statistics included, is within the float64 tolerance: the two C++ floats
-    are the whole difference (equiv.lenet.NET_FINDINGS: paddle-float32-eps-momentum)."""
+    are the whole difference (equiv.known.NET_FINDINGS: paddle-float32-eps-momentum)."""
     conv = dict(CONVENTIONS["paddle.builtin"], eps=PADDLE_EPS, new_batch_weight=PADDLE_WEIGHT)
     r = lockstep.run(paddle_net, "builtin", steps=STEPS, dtype="float64", seed=3, batch=BATCH, conventions=conv)
     assert r["first_divergence"] is None, r["first_divergence"]

@@ -13,7 +13,7 @@ in lockstep: 4 replicas × 32 images of a global batch of 128, from the shared i
   by the global batch, the gradients summed by gluon.Trainer's kvstore.
 
 Each net stays within the lockstep tolerance at every step, or diverges exactly where an
-``equiv.lenet.NET_FINDINGS`` entry says. Each one also matches only its own truth: after one
+``equiv.known.NET_FINDINGS`` entry says. Each one also matches only its own truth: after one
 step, its outputs are over the tolerance against the other mode's reference.
 """
 import json

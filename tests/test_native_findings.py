@@ -70,7 +70,7 @@ def test_mlx_batch_of_one_raises():
 
 
 def test_mlx_float16_affine_input_rounds_to_a_constant_channel_and_eps_away():
-    """Finding mlx-fp16-eps-underflow on affine_invariance's a·x + b (equiv/known.py): with a = 6.846,
+    """Finding mlx-fp16-eps-underflow on affine_invariance's a·x + b (equiv/known/mlx.py): with a = 6.846,
     b = 2490.25, x = −1971, −1971, −1971, −1970 becomes −11003.8 (3×) and −10996.9, all −11000 in float16
     (spacing 8); mx.var is 0, var + eps·a² (eps·a² = 4.7e-9, a weak Python float) is float16 0
     (mlx/nn/layers/normalization.py:414), rsqrt inf and (x − mean)·inf = 0·inf = NaN."""

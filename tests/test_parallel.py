@@ -6,8 +6,8 @@ import pytest
 from hypothesis import assume, given, settings
 
 from equiv import parallel
+from equiv.known import PARALLEL_KNOWN, parallel_excluded
 from equiv.parallel.expect import compare, expected
-from equiv.parallel.known import KNOWN, excluded
 from equiv.strategies import parallel_cases
 
 NAMES = parallel.known_names()
@@ -32,7 +32,7 @@ def test_matches_the_oracle_under_its_declaration(name):
     @given(parallel_cases(replicas=A.replicas, dtypes=A.dtypes, ndims=A.ndims, unequal=A.unequal_shards,
                           empty=conv.empty_shard == "skip"))
     def check(pc):
-        assume(excluded(name, pc) is None)   # a documented divergence: its witness runs below
+        assume(parallel_excluded(name, pc) is None)   # a documented divergence: its witness runs below
         _check(A, pc)
     check()
 
@@ -49,7 +49,7 @@ def _check(A, pc):
 
 WITNESSES = [pytest.param(name, d, id=f"{name}-{d.id}",
                           marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=d.reason))
-             for d in KNOWN for name in d.implementations]
+             for d in PARALLEL_KNOWN for name in d.implementations]
 
 
 @pytest.mark.parametrize("name,divergence", WITNESSES or [pytest.param(None, None, marks=pytest.mark.skip(
@@ -58,7 +58,7 @@ def test_witness_diverges(name, divergence):
     _check(_adapter_or_skip(name), divergence.witness)
 
 
-@pytest.mark.parametrize("d", KNOWN, ids=lambda d: d.id)
+@pytest.mark.parametrize("d", PARALLEL_KNOWN, ids=lambda d: d.id)
 def test_witness_lies_in_its_region(d):
     assert d.region(d.witness)
     assert set(d.implementations) <= set(NAMES), d.id

@@ -1,6 +1,6 @@
 """Flax's data-parallel BatchNorm on JAX's engines (equiv/parallel/flax_linen.py, flax_nnx.py): the
 declared conventions against the probes (equiv.parallel.probes), the documented divergences'
-witnesses (equiv.parallel.known; the fast-variance witness runs in tests/test_parallel.py),
+witnesses (equiv.known; the fast-variance witness runs in tests/test_parallel.py),
 axis_index_groups, and that the jit engine really runs partitioned. pmap, shard_map and jit need 4
 devices: the jax tox env starts the process with XLA_FLAGS=--xla_force_host_platform_device_count=4."""
 from dataclasses import replace
@@ -13,9 +13,9 @@ pytest.importorskip("flax", reason="install it with: pip install jax flax")
 import jax  # noqa: E402
 
 from equiv import parallel  # noqa: E402
+from equiv.known import PARALLEL_KNOWN, by_id  # noqa: E402
 from equiv.parallel import Run, probes  # noqa: E402
 from equiv.parallel.expect import compare, expected  # noqa: E402
-from equiv.parallel.known import KNOWN, by_id  # noqa: E402
 from equiv.strategies import Case, ParallelCase  # noqa: E402
 from equiv.tolerance import ToleranceError  # noqa: E402
 
@@ -24,7 +24,7 @@ if jax.device_count() < 4:
                 "(tox -e jax sets it)", allow_module_level=True)
 
 FLAX = [n for n in parallel.known_names() if n.startswith("flax.")]
-FAST = next(d for d in KNOWN if d.id == "flax-dp-fast-variance-offset")
+FAST = next(d for d in PARALLEL_KNOWN if d.id == "flax-dp-fast-variance-offset")
 _measured = {}
 
 

@@ -1,6 +1,6 @@
 """PyTorch's data-parallel BatchNorm on torch.distributed (gloo, processes on 127.0.0.1): the
 conventions each adapter declares are the ones its probes measure, and the findings of
-``equiv.parallel.known`` on their witness runs. The worker pool is started once for the module and
+``equiv.known`` on their witness runs. The worker pool is started once for the module and
 reused by every test and Hypothesis example (``equiv.parallel.torch_ddp.pool``)."""
 from dataclasses import replace
 
@@ -10,9 +10,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="install it with: pip install torch==2.13.0")
 
 from equiv import parallel  # noqa: E402
+from equiv.known import by_id  # noqa: E402
 from equiv.parallel import probes  # noqa: E402
 from equiv.parallel.expect import compare, expected  # noqa: E402
-from equiv.parallel.known import by_id  # noqa: E402
 from equiv.parallel.torch_ddp import ReplicaError, TorchDDP, TorchDDPLocalBuffers, TorchSyncBN  # noqa: E402
 
 NAMES = ("torch.ddp", "torch.ddp.local_buffers", "torch.syncbn")
@@ -53,7 +53,7 @@ def test_probes_tell_the_two_buffer_modes_apart():
             compare(wrong, got, want, steps, state, eps=a.eps, new_batch_weight=a.new_batch_weight, dtype="float64")
 
 
-# --- the witnesses of equiv.parallel.known ------------------------------------------------------
+# --- the witnesses of equiv.known.PARALLEL_FINDINGS ----------------------------------------------
 
 def _witness(R, sizes=None, steps=3, seed=1):
     """float64, 2 channels, shards of 8 rows (or ``sizes``) with means 0, 5, −3, 2, std 1."""

@@ -1,7 +1,7 @@
 """The ONNX paths against their eager counterparts (torch.builtin for the exports, onnx.node for its
 opsets and optimization level), on Hypothesis cases, under the sum of the two bounds: training and
 inference output, and the running statistics after k training steps. A case inside a documented
-divergence of either side (equiv/known.py) is left out of the quantity it affects; each such
+divergence of either side (equiv/known/) is left out of the quantity it affects; each such
 divergence's witness runs as a strict xfail of the same comparison. Also: the dynamo path's graph
 instantiation equals a real export, and the exported BN-LeNet in inference mode (BatchNorm folded
 into the convolutions by onnxruntime) against torch's inference forward."""
@@ -102,7 +102,7 @@ def test_path_matches_its_eager_counterpart(path, profile):
 WITNESSES = [pytest.param(path, d, id=f"{path}-{d.id}",
                           marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=d.reason))
              for path in sorted(EAGER) if EAGER[path] == "torch.builtin"
-             for d in KNOWN if path in d.adapters]
+             for d in KNOWN if path in d.implementations]
 
 
 @pytest.mark.parametrize("path,divergence", WITNESSES)
@@ -132,7 +132,7 @@ def test_node_paths_inherit_and_add_no_divergence():
     divergences and none of their own."""
     for path in ("onnx.node+opset9", "onnx.node+opset14", "onnx.node+optimized"):
         assert [d.id for d in divergences(path)] == [d.id for d in divergences("onnx.node")]
-        assert not [d for d in KNOWN if path in d.adapters]
+        assert not [d for d in KNOWN if path in d.implementations]
 
 
 def test_running_var_estimator_is_a_convention_difference():

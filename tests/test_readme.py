@@ -16,8 +16,7 @@ def test_readme_numbers_are_generated():
 
 def test_report_and_readme_count_divergences_alike():
     from equiv.findings import divergence_counts
-    from equiv.known import KNOWN
-    from equiv.lenet import NET_FINDINGS
+    from equiv.known import KNOWN, NET_FINDINGS
     layer, net = divergence_counts(KNOWN)
     assert (layer, net) == (len(KNOWN), len({f.id for f in NET_FINDINGS}))
     assert f"{layer + net} documented divergences" in README.read_text()

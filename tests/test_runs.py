@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from equiv import cli, lenet
+from equiv.known import NET_FINDINGS
 from equiv.lenet import runs
 
 RUNS = Path(__file__).resolve().parent.parent / "reference" / "data" / "runs"
@@ -103,7 +104,7 @@ def test_committed_runs_are_in_the_seed_band():
     whole-network divergence in float32 on any data (Equinox's mode "ema": 0.762)."""
     s = _committed()
     assert len(s["seeds"]) >= 5 and s["epochs"] == 10 and s["lr"] == 0.1 and s["batch"] == 128
-    documented = {f.label for f in lenet.NET_FINDINGS if f.data == "any" and "float32" in f.dtypes}
+    documented = {f.label for f in NET_FINDINGS if f.data == "any" and "float32" in f.dtypes}
     outside = [(r["label"], r["seed"], r["final_test_acc"]) for r in s["runs"]
                if not r["acc_in_band"] and r["label"] not in documented]
     band = s["test_acc_band"]
@@ -123,7 +124,7 @@ def test_committed_loss_curves_are_in_the_band_except_documented():
     train to a different loss); if one of those came into the band, the finding should be revisited."""
     s = _committed()
     outside = {r["label"] for r in s["runs"] if not r["loss_in_band"]}
-    documented = {f.label for f in lenet.NET_FINDINGS if f.data == "any" and "float32" in f.dtypes}
+    documented = {f.label for f in NET_FINDINGS if f.data == "any" and "float32" in f.dtypes}
     assert outside == documented
 
 

@@ -105,7 +105,7 @@ def test_check_reports_skips_and_documented(monkeypatch):
         dtypes = ("float32",)
     assert vectors.check(Float32Only, record, arrays)["status"] == "skipped"
 
-    d = known.Divergence(id="test-region", adapters=(A.name,), properties=("train_forward",), reason="",
+    d = known.Divergence(id="test-region", implementations=(A.name,), properties=("train_forward",), reason="",
                          region=lambda c, p: c.channels == 3 and bool(np.array_equal(c.x, arrays["x"])),
                          witness=None, witness_property="train_forward")
     monkeypatch.setattr(known, "KNOWN", known.KNOWN + [d])

@@ -18,7 +18,7 @@ decay^counter) (zero debiasing, moving_averages.py:123-127), which is what infer
 long-trained layer: average = value, counter = 2^30 (int32, room for 2^30 more updates) and
 hidden = value·(1 − decay^counter), computed in the state's dtype as Haiku computes the divisor,
 so the next update is the moving average of the values set (exactly, wherever decay^(2^30) is
-negligible: equiv/known.py).
+negligible: equiv/known/jax.py).
 
 Calls are a jitted ``apply`` with ``decay_rate`` and ``eps`` as runtime scalars (a Haiku module's
 constructor arguments are plain Python values in the traced function; as arguments of the jitted

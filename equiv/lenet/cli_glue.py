@@ -136,6 +136,7 @@ def _progress_enabled(args):
 
 def lockstep_main(args):
     from equiv.data import DataError
+    from equiv.known import net_findings, shows
     from equiv.lenet import lockstep
     from equiv.lenet.train import progress_bar
 
@@ -182,8 +183,8 @@ def lockstep_main(args):
                 results.append(r)
                 g, f = r["max_rel_error_by_kind"], r["first_divergence"]
                 where = "none" if f is None else f"step {f['step']}, {f['kind']} {f['layer']} ({f['rel_error']:.2g})"
-                for known in lenet.net_findings(label, d, r["data"]):
-                    if lenet.shows(known, r):
+                for known in net_findings(label, d, r["data"]):
+                    if shows(known, r):
                         where += f"  documented: {known.id}"
                 bar.write(f"{label:<15} {d:<8} {g['loss']:9.2e} {g['act']:9.2e} {g['param']:9.2e} {g['state']:9.2e} "
                           f"{r['tolerance']:9.2e} {r['max_amplification']:5.1f}  {where}", file=sys.stdout)

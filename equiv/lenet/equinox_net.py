@@ -7,7 +7,7 @@ in its two modes, as ``equiv.adapters.equinox_nn`` uses it.
 - ``ema``: ``mode="ema"``, what a layer built without ``mode`` is (with a warning): a training
   batch is normalized with the updated moving averages (1 − m)·batch + m·running, not with the
   batch statistics (_batch_norm.py:224-240, 264): ``equiv.known``,
-  equinox-ema-normalizes-with-moving-averages, and ``equiv.lenet.NET_FINDINGS``.
+  equinox-ema-normalizes-with-moving-averages, and ``equiv.known.NET_FINDINGS``.
 
 Both with Equinox's defaults (eps 1e-5, momentum 0.99 = the old value's weight: the conventions
 of ``equiv.conventions.DECLARED``), ``dtype`` the net's. Equinox is channel-first per example, so

@@ -8,7 +8,7 @@ the protocol of ``equiv.lenet`` (``DATA_PARALLEL``: per variant). Float32 only (
   MeanReady`` averages them over the devices (:153-156, ``mean_ = data_[0] * 1.0f / num_devices_``):
   every replica counts once whatever its count (equal weighting; for 4 equal shards of 32 it is
   the global batch's count weighting) and var = E[x²] − E[x]² (:327, the fast variance; bn1's
-  inputs here have |mean|/std up to ~2, see ``equiv.parallel.known`` mxnet-sync-fast-variance-offset),
+  inputs here have |mean|/std up to ~2, see ``equiv.known`` mxnet-sync-fast-variance-offset),
   all in ``real_t`` (float32; float64 input is refused, tests/test_parallel_mxnet.py). Backward
   (:402-441) averages Σdy and Σdy·(x − mean) the same way and scales by the replica's own 1/n:
   the gradient of the global batch's statistics for equal shards; dgamma and dbeta are each
@@ -22,7 +22,7 @@ the protocol of ``equiv.lenet`` (``DATA_PARALLEL``: per variant). Float32 only (
   as most users run it (``gluon.utils.split_and_load`` cuts the same consecutive shards, measured
   in tests/test_parallel_mxnet.py): each context normalizes its own 32 and keeps its own running
   statistics (``synchronized=False``, the per-shard reference), except that the Trainer's first
-  step copies context 0's to every context (``equiv.parallel.known`` gluon-trainer-first-step-broadcast);
+  step copies context 0's to every context (``equiv.known`` gluon-trainer-first-step-broadcast);
   ``get_state`` is context 0's, as the reference's rank 0.
 
 The step, for both: every replica's forward inside one ``autograd.record()``, ``autograd.backward``
@@ -35,7 +35,7 @@ non-BN difference in float64, hence float32 only for ``mxnet.contexts`` too.
 ``npx.set_np()``), so the layer hands it legacy views (``as_nd_ndarray``, the same memory and
 autograd entry) and returns ``as_np_ndarray``.
 
-Why the whole net hung (finding mxnet-sync-temp-space-deadlock, ``equiv.parallel.known``): the
+Why the whole net hung (finding mxnet-sync-temp-space-deadlock, ``equiv.known``): the
 operator's Backward requests the engine's temporary workspace (``BackwardResource`` kTempSpace,
 sync_batch_norm-inl.h:553-556, taken at :392-393) and then blocks in ``Barrier::Wait`` (:415)
 until all 4 replicas of the layer have arrived. Every CPU context draws that workspace from one

@@ -37,8 +37,8 @@ def load(spec):
 
 
 def findings(name):
-    from equiv.parallel.known import FINDINGS, KNOWN
-    return [d.id for d in (*KNOWN, *FINDINGS) if name in d.implementations]
+    from equiv.known import PARALLEL_FINDINGS, PARALLEL_KNOWN
+    return [d.id for d in (*PARALLEL_KNOWN, *PARALLEL_FINDINGS) if name in d.implementations]
 
 
 def check(A, name, profile="ci", examples=None):
@@ -47,8 +47,8 @@ def check(A, name, profile="ci", examples=None):
     if any, the documented findings, seconds."""
     from hypothesis import HealthCheck, assume, given, settings
 
+    from equiv.known import parallel_excluded as excluded
     from equiv.parallel.expect import compare, expected
-    from equiv.parallel.known import excluded
     from equiv.parallel.probes import ProbeError, measure
     from equiv.strategies import parallel_cases
     from equiv.tolerance import ToleranceError
@@ -75,7 +75,7 @@ def check(A, name, profile="ci", examples=None):
     @given(parallel_cases(replicas=A.replicas, dtypes=A.dtypes, ndims=A.ndims, unequal=A.unequal_shards,
                           empty=conv.empty_shard == "skip"))
     def run(pc):
-        if excluded(name, pc) is not None:   # a documented divergence (equiv/parallel/known.py)
+        if excluded(name, pc) is not None:   # a documented divergence (equiv.known.PARALLEL_KNOWN)
             stats["excluded"] += 1
             assume(False)
         c = pc.case

@@ -90,31 +90,6 @@ PATHS = {p.name: p for p in [
 ]}
 
 
-# What an exporter does to the layer beyond the numbers (reference/data/findings.md); each pinned,
-# graph and versions, by tests/test_onnx_findings.py.
-EXPORT_FINDINGS = [
-    ("onnx-torchscript-training-export",
-     "torch.onnx.export(dynamo=False, training=TrainingMode.TRAINING) (torch 2.13.0, opset 20) writes one "
-     "BatchNormalization(epsilon=float32(eps), momentum=float32(1 − momentum), training_mode=1) with three "
-     "outputs, of which only Y is a graph output: the running mean and variance are computed and dropped "
-     "(symbolic_opset14.batch_norm returns only Y). Wired out, they are ONNX's: a biased running variance "
-     "where torch's is unbiased (torch.builtin+onnx declares and measures `biased`). Tracing runs the "
-     "module's forward in training mode: the module's running statistics and num_batches_tracked move one "
-     "step on the example input, and the file's running-statistics initializers are those moved values "
-     "(0.1·mean and 0.9 + 0.1·unbiased var from 0 and 1), not the state before the export."),
-    ("onnx-dynamo-training-export",
-     "torch.onnx.export(dynamo=True) (torch 2.13.0, onnxscript 0.7.2) ignores training= and writes a "
-     "training-mode module as one BatchNormalization(epsilon, momentum) without training_mode, one output: "
-     "an inference node (documented divergence onnx-dynamo-training-exports-inference)."),
-    ("onnx-lenet-folding",
-     "BN-LeNet in inference mode: the TorchScript exporter folds bn1 and bn2 into the convolutions itself "
-     "(constant folding; without it onnxruntime's basic optimizations do), bn3 and bn4 stay nodes after "
-     "Gemm; the dynamo exporter folds all four. Logits within 6.1e-7 … 7.8e-7 (normwise relative) of torch's "
-     "inference forward, folded or not (lockstep tolerance 6.9e-5). A float64 export cannot run: "
-     "onnxruntime's CPU provider has no double Conv."),
-]
-
-
 def requirements_met(name):
     p = PATHS[name]
     if p.backend:

@@ -21,5 +21,5 @@ def test_property(adapter, prop_name, device, profile):
         pytest.skip(str(e))
     if "everywhere" in stats:
         pytest.skip(f"{adapter.name}: {prop_name} is documented divergence {stats['everywhere']} for every "
-                    "input (equiv/known.py; its witness runs as a strict xfail)")
+                    "input (equiv/known/; its witness runs as a strict xfail)")
     assert stats["examples"] > 0, f"no example ran ({stats['excluded']} in known-divergence regions)"

@@ -1,0 +1,152 @@
+"""TensorFlow's documented findings: tf.keras and the book's tf.scratch (and their paths),
+MirroredStrategy (tf.mirrored.sync), the whole BN-LeNet (tf.builtin, tf.scratch, tf.mirrored,
+tf.mirrored.sync) and the book's TensorFlow tab."""
+import numpy as np
+
+from equiv.known._regions import _FORWARD, _red, global_offset_ratio
+from equiv.known.base import BookNote, Divergence, NetFinding, ParallelDivergence
+from equiv.strategies import Case, ParallelCase
+
+FINDINGS = [
+    # --- tensorflow (tf.keras, tf.scratch) -------------------------------------------
+    # tf.scratch ignores the case's eps: the book's layer uses 1e-5, so the regions do too.
+    # k: affine_invariance adds a per-channel shift of up to ~5·max|x| to x.
+    Divergence(
+        id="tf-scratch-fp16-sum-overflow",
+        implementations=("tf.scratch",),
+        properties=_FORWARD + ("running_stats", "state_after_calls",),
+        reason=("float16: the book's code takes the mean and variance with tf.reduce_mean in float16, "
+                "and TensorFlow's CPU kernel accumulates the float16 sum in float16: it overflows when "
+                "Σx or Σ(x − mean)² exceeds 65504 although every square and the mean are representable; "
+                "the variance becomes inf, the output collapses to beta and the moving variance to inf "
+                "(witness: 16 rows, max |x − mean| 123, Σ(x − mean)² 71078: max |error| 0.896, "
+                "58.9× the bound, moving variance inf); tf.keras computes in float32 and is exact here"),
+        region=lambda c, p: c.dtype == "float16" and any(
+            (k * np.abs(x).sum(axis=red)).max() > 6e4
+            or (c.count * (x.var(axis=red)
+                           + ((2 + c.count ** 0.5) * 2.0 ** -11 * k * np.abs(x).max(axis=red)) ** 2)).max() > 6e4
+            for red in [_red(c)] for k in [6 if p == "affine_invariance" else 1]
+            for x in map(c.batch, range(c.steps))),
+        witness=Case(dtype="float16", shape=(16, 1), seed=6, log10_scale=1.8, log10_offset=None,
+                     constant_channel=False, eps=1e-5, new_batch_weight=0.1),
+        witness_property="train_forward"),
+    Divergence(
+        id="tf-scratch-fp16-affine-overflow",
+        implementations=("tf.scratch",),
+        properties=("train_forward", "affine_invariance", "output_moments", "batch_permutation"),
+        reason=("float16: the book's batch_norm computes y = x·inv + (beta − mean·inv) with "
+                "inv = gamma/sqrt(var + 1e-5), not (x − mean)·inv: x·inv overflows when "
+                "|x|·|gamma|/sqrt(var + eps) > 65504, and inf − inf gives NaN where the exact output is "
+                "small (witness: x = 2136 twice, var 0, x·inv ≈ 2.3e5: output NaN, oracle beta = 0.069)"),
+        region=lambda c, p: c.dtype == "float16" and any(
+            (k * np.abs(x).max(axis=red) * np.abs(c.gamma) / np.sqrt(x.var(axis=red) + 1e-5)).max() > 6e4
+            for red in [_red(c)] for k in [6 if p == "affine_invariance" else 1]
+            for x in [c.x]),
+        witness=Case(dtype="float16", shape=(2, 1), seed=0, log10_scale=0.0, log10_offset=3.0,
+                     constant_channel=False, eps=0.1, new_batch_weight=0.0),
+        witness_property="train_forward"),
+    Divergence(
+        id="tf-scratch-fp16-grad-overflow",
+        implementations=("tf.scratch",),
+        properties=("gradients", "dx_sums_zero"),
+        reason=("float16: TensorFlow's rsqrt gradient is −0.5·(g·r)·(r·r) with r = 1/sqrt(var + eps), "
+                "and r·r overflows float16 when var + eps < 1.53e-5, i.e. for every channel of variance "
+                "below 5.3e-6 at the book's eps 1e-5 (a zero-variance channel included): ∂L/∂var = inf "
+                "for any nonzero g, and the book's x·inv − mean·inv leaves g nonzero rounding noise even "
+                "where it is exactly 0; dx = inf·(x − mean) = NaN (witness: zero-variance channel, dx NaN "
+                "where the oracle has ±670.6). Also ∂L/∂inv = Σ dy·x and Σ dy·inv overflow for large data"),
+        region=lambda c, p: c.dtype == "float16" and any(
+            v.min() < 1.6e-5 or max((g * sdx).max(), (g * np.abs(c.dy).sum(axis=red) / np.sqrt(v)).max(),
+                                    (4 * g * (np.abs((c.dy * (c.x - c.x.mean(axis=red, keepdims=True))).sum(axis=red))
+                                              + (2 + c.count ** 0.5) * 2.0 ** -11 * sdx) / v ** 1.5).max()) > 6e4
+            for red in [_red(c)] for g in [np.abs(c.gamma)]
+            for v in [c.x.var(axis=red) + 1e-5] for sdx in [np.abs(c.dy * c.x).sum(axis=red)]),
+        witness=Case(dtype="float16", shape=(2, 1), seed=0, log10_scale=1.0, log10_offset=None,
+                     constant_channel=True, eps=0.1, new_batch_weight=0.0),
+        witness_property="gradients"),
+    Divergence(
+        id="tf-scratch-xla-fp16-rsqrt-grad-cube",
+        implementations=("tf.scratch+xla",),
+        properties=("gradients", "dx_sums_zero"),
+        reason=("float16 under XLA: tf2xla lowers RsqrtGrad as r³·(g / −2), `xla::Mul((lhs * lhs) * lhs, "
+                "xla::Div(rhs, IntegerLiteral(-2)))` (tensorflow/compiler/tf2xla/kernels/binary_ops.cc, "
+                "XLA_MAKE_BINARY(RsqrtGrad, ...)), and XLA on the CPU evaluates it in float16: r³ overflows "
+                "once r = 1/sqrt(var + 1e-5) > 65504^(1/3) = 40.3, i.e. for every channel with var + eps < "
+                "6.2e-4 (std below 0.025), and ∂L/∂var = inf·g, so dx is ±inf or NaN. Eager TensorFlow's "
+                "kernel computes −0.5·(g·r)·(r·r) and returns 0 for g = 0 (scalar_rsqrt_gradient_op, "
+                "tensorflow/core/kernels/cwise_ops_gradients.h): finite until r·r overflows, at var + eps < "
+                "1.53e-5 (tf-scratch-fp16-grad-overflow), 40× further down. Witness: float16, "
+                "(2, 1), std 0.005 (var + eps 2.3e-5, r = 209, r³ = 9.1e6): dx = (inf, −inf) where eager "
+                "gives (−8.875, 8.94) and the oracle (−8.89, 8.89); dgamma and dbeta are eager's, bit for "
+                "bit. tf.keras+xla is unaffected (Keras computes float16 in float32)"),
+        region=lambda c, p: c.dtype == "float16" and min(
+            float(c.batch(i).var(axis=_red(c)).min()) for i in range(c.steps)) + 1e-5 < 7e-4,
+        witness=Case(dtype="float16", shape=(2, 1), seed=1, log10_scale=-2.0, log10_offset=None,
+                     constant_channel=False, eps=0.1, new_batch_weight=0.0),
+        witness_property="gradients",
+        advice="under XLA, train the book's float16 layer only on channels of std above 0.03, or in float32"),
+    # --- data-parallel (tf.mirrored.sync) -------------------------------------------------
+    ParallelDivergence(
+        id="tf-sync-fast-variance-offset",
+        implementations=("tf.mirrored.sync",),
+        reason=("keras.layers.BatchNormalization(synchronized=True) all-reduces Σx, Σx² and the count and "
+                "takes var = max(E[x²] − E[x]², 0) (keras/src/backend/tensorflow/nn.py:1515-1544, "
+                "_compute_moments_sync; the comment '# var = E(x^2) - E(x)^2' at 1538), which loses "
+                "~u·(|mean|/std)² of the variance; synchronized=False (tf.nn.moments, two-pass) does not. "
+                "Measured on 2 replicas × 8 values, 2 channels, worst over 5 seeds per offset: relative "
+                "error of the batch variance 8.8e-6, 1.2e-3, 0.27, 10.9 in float32 and 2.6e-14, 1.6e-12, "
+                "8.3e-10, 3.3e-8 in float64 at |mean|/std ~ 10, 1e2, 1e3, 1e4 (tests/test_parallel_tf.py); "
+                "error/bound of the training output 0.29, 4.9, 149, 7.1e4 (float32) and 0.49, 3.4, 122, 569 "
+                "(float64), of the running variance 2.8, 375, 4.2e4, 2.9e4 and 4.5, 273, 7.2e4, 4.6e6; "
+                "unsynchronized ≤ 0.19 everywhere. Witness: float32, |mean|/std ≈ 1e3, output off by 0.134, "
+                "149× the bound. Region: |mean|/std > 1 of the global batch in some step (a constant channel "
+                "off zero included: its variance comes out as a rounding error, or 0 by the clip)"),
+        region=lambda pc: global_offset_ratio(pc) > 1.0,
+        witness=ParallelCase(Case(dtype="float32", shape=(16, 2), seed=0, log10_scale=0.0, log10_offset=3.0,
+                                  constant_channel=False, eps=1e-5, new_batch_weight=1.0), (8, 8)),
+        advice="centre data far from zero mean before a synchronized Keras BatchNorm, or expect its "
+               "variance to carry ~u·(|mean|/std)²"),
+    # --- whole BN-LeNet (equiv lockstep) --------------------------------------------------
+    *(NetFinding(
+        id="tf-float32-sequential-sum", implementations=(label,),
+        dtypes=("float32",), data="fashion-mnist", where=(1, "param", "bn3.beta"),
+        reason=("on the CPU, TensorFlow reduces over the leading axes keeping the channels (tf.nn.moments, "
+                "reduce_mean, the gradient sums) by adding rows one after another in float32 (Eigen's "
+                "InnerMostDimPreserver: one accumulator per channel below 8 channels, four above): on "
+                "Fashion-MNIST bn1's batch mean over 73,728 values per channel is off by 7.5e-5 at step 1 "
+                "(a sequential float32 sum in NumPy: 7.506e-5; pairwise: 1.2e-8), carried into bn3.beta "
+                "(9.3e-5 builtin, 9.7e-5 scratch, against the tolerance 6.9e-5). With Keras' moments "
+                "computed in float64 the 30-step float32 lockstep passes. Both Keras' layer and the book's "
+                "use these reductions.")) for label in ("tf.builtin", "tf.scratch")),
+    NetFinding(
+        id="tf-float32-sequential-sum", implementations=("tf.mirrored",),
+        dtypes=("float32",), data="fashion-mnist", where=(1, "param", "bn1.beta"),
+        reason=("under MirroredStrategy each replica's Keras BN sums its own 32 images with the float32 reductions "
+                "of tf-float32-sequential-sum: on Fashion-MNIST bn1.beta is off by 7.6e-5 to 7.9e-5 at step 1 against "
+                "the tolerance 6.9e-5 (1.11 to 1.15 times with oneDNN's AVX, AVX2 and AVX-512 kernels; its gradient "
+                "sums 18,432 values a channel a replica, then the optimizer sums "
+                "the replicas'); the float64 net agrees to 5% of its tolerance over 30 steps, the float32 net on "
+                "synthetic batches stays within it.")),
+    NetFinding(
+        id="tf-mirrored-sync-fast-variance", implementations=("tf.mirrored.sync",),
+        dtypes=("float32",), data="fashion-mnist", where=(1, "param", "bn1.beta"),
+        reason=("Keras' synchronized BN under MirroredStrategy (tf-sync-fast-variance-offset in a whole net): "
+                "at step 1 "
+                "bn1.beta is off by 9.4e-5 to 1.05e-4 against 6.9e-5 (1.36 to 1.53 times, with oneDNN's AVX2, "
+                "AVX-512 and AVX kernels), the float32 sums as tf.mirrored's (7.6e-5 to 7.9e-5); bn3.beta sits at "
+                "the tolerance (0.978, 0.993, 1.001 times with AVX2, AVX, AVX-512), so on an AVX-512 CPU lockstep "
+                "names it first; then the variance E[x²] − E[x]² of "
+                "_compute_moments_sync (keras/src/backend/tensorflow/nn.py:1539) multiplies the float32 sums' "
+                "errors of Σx² by E[x²]/var = 1 + (mean/std)², up to 5.4 for bn1's inputs (|mean|/std up to 2.1): "
+                "bn1's output is off by 4.8e-5 at step 1 (per shard: 2.2e-5) and by 1.2e-3 at step 13, 5.4 times "
+                "the step's tolerance, while tf.mirrored's bn1 stays within 5.9e-5 over 30 steps. With the moments "
+                "computed as Σ(x − mean)² over the all-reduced mean (the same float32 sums), bn1 stays within "
+                "8.2e-5 over 16 steps (0.37 of the tolerance at step 13) and only step 1's bn1.beta (8.0e-5) is "
+                "left. The float64 net agrees to 26% of its tolerance over 30 steps."),
+        edge=("param:bn3.beta",)),
+    # --- the book's BN-LeNet code, beyond its BN layers -----------------------------------
+    BookNote(
+        id="book-tf-lr-0.5", implementations=("tf.builtin", "tf.scratch"),
+        reason=("the book trains its TensorFlow tab with lr 0.5, the others with 0.1; `equiv train --lr` takes "
+                "either, the band compares lr 0.1 runs and lists the lr 0.5 runs apart.")),
+]

@@ -1,0 +1,126 @@
+"""PyTorch's documented findings: torch.builtin and the book's torch.scratch (and their paths),
+DistributedDataParallel and SyncBatchNorm (torch.ddp, torch.syncbn)."""
+from equiv.known._regions import _FORWARD, _min_var_plus_eps, _scratch_grad_overflows, _scratch_square_overflows
+from equiv.known.base import Divergence, ParallelFinding
+from equiv.strategies import Case
+
+_WITNESS = ("witness: float64, 2 channels, shards of 8 rows with means 0, 5, −3, 2 (std 1), 3 steps, "
+            "momentum 0.1")
+
+FINDINGS = [
+    # --- torch -----------------------------------------------------------------------
+    Divergence(
+        id="torch-fp16-invstd-overflow",
+        implementations=("torch.builtin",),
+        properties=_FORWARD,
+        reason=("float16 on the CPU: 1/sqrt(var + eps) is stored in float16 and overflows to inf "
+                "when var + eps < 2.33e-10 (= 1/65504²); a zero-variance channel then gives "
+                "0·inf = NaN where the exact output is beta (witness: eps 1e-10, output NaN, oracle 0.0)"),
+        region=lambda c, p: c.dtype == "float16" and _min_var_plus_eps(c) < 2.4e-10,
+        witness=Case(dtype="float16", shape=(4, 2), seed=1, log10_scale=0.0, log10_offset=None,
+                     constant_channel=True, eps=1e-10, new_batch_weight=0.1),
+        witness_property="train_forward"),
+    Divergence(
+        id="scratch-fp16-eps-underflow",
+        implementations=("torch.scratch",),
+        properties=_FORWARD,
+        reason=("the book's code computes var + eps in the input dtype: in float16 an eps below "
+                "2.98e-8 (half the smallest subnormal) rounds away, and a zero-variance channel "
+                "gives 0/sqrt(0) = NaN where the exact output is beta (witness: eps 1e-8, output NaN)"),
+        region=lambda c, p: c.dtype == "float16" and _min_var_plus_eps(c) < 6e-8,
+        witness=Case(dtype="float16", shape=(4, 2), seed=1, log10_scale=0.0, log10_offset=None,
+                     constant_channel=True, eps=1e-8, new_batch_weight=0.1),
+        witness_property="train_forward"),
+    Divergence(
+        id="scratch-fp16-grad-overflow",
+        implementations=("torch.scratch",),
+        properties=("gradients", "dx_sums_zero"),
+        reason=("float16: the book's code is differentiated by autograd term by term, and the "
+                "intermediates ∂L/∂var = −Σ gamma·dy·(x − mean) / (2 (var + eps)^{3/2}) and "
+                "gamma·dy/sqrt(var + eps) overflow float16 (> 65504) when var + eps is small, although "
+                "dx itself is representable; inf − inf then gives NaN in dx (witness: var + eps ≈ "
+                "1.4e-5, |dy| ≈ 7, dx all NaN; torch.builtin's fused kernel accumulates in float32 "
+                "and is finite)"),
+        region=_scratch_grad_overflows,
+        witness=Case(dtype="float16", shape=(2, 2), seed=323153949, log10_scale=-2.0, log10_offset=None,
+                     constant_channel=False, eps=1e-5, new_batch_weight=0.0),
+        witness_property="gradients"),
+    Divergence(
+        id="scratch-fp16-square-overflow",
+        implementations=("torch.scratch",),
+        properties=_FORWARD + ("running_stats", "state_after_calls", "batch_stats"),
+        reason=("float16: the book's code squares x − mean in float16, which overflows for "
+                "|x − mean| > 255.9; the variance becomes inf, the output collapses to beta and the "
+                "running variance to inf, or NaN (0·inf) with new-batch weight 0 (witness: std 100, "
+                "running var NaN where the oracle has 1.0); torch.builtin accumulates in float32"),
+        region=_scratch_square_overflows,
+        witness=Case(dtype="float16", shape=(2, 1), seed=2, log10_scale=2.0, log10_offset=None,
+                     constant_channel=False, eps=0.1, new_batch_weight=0.0),
+        witness_property="running_stats"),
+    # --- data-parallel (torch.ddp, torch.syncbn): behaviours ------------------------------
+    ParallelFinding(
+        id="torch-ddp-rank0-broadcast",
+        implementations=("torch.ddp",),
+        reason=("DistributedDataParallel (torch 2.13.0, forward_sync_buffers / broadcast_buffers default True) "
+                "broadcasts rank 0's buffers to every replica before each forward "
+                "(torch/nn/parallel/distributed.py:1782, _pre_forward → _sync_buffers; :2417 'The process with "
+                "rank 0 is considered the authoritative copy'), "
+                "then each replica updates them from its own shard: replica r's running statistics after k steps are "
+                "rank 0's chain through step k − 1 plus one update from r's k-th shard, not its own chain ("
+                + _WITNESS + ", R = 2: replica 1's running mean 0.449 where its own chain is 1.332)."),
+        test="tests/test_parallel_torch.py::test_ddp_replica_stats_are_not_their_own_chain",
+        advice="read running statistics from rank 0 only (the others are one step off rank 0's); "
+               "forward_sync_buffers=False keeps each replica's own"),
+    ParallelFinding(
+        id="torch-ddp-checkpoint-rank0-shard",
+        implementations=("torch.ddp", "torch.ddp.local_buffers"),
+        reason=("Plain BatchNorm under DDP normalizes each replica by its own shard, and rank 0's "
+                "checkpoint (model.module.state_dict()) holds running statistics from rank 0's shards only, "
+                "never the global batch's: with forward_sync_buffers=True they are exactly rank 0's own chain "
+                "(the broadcast only overwrites the others). " + _WITNESS + ": running mean (−0.049, 0.003) "
+                "and running var (0.834, 0.905) where the global batch's are (0.641, 0.646) and (2.817, 2.551) "
+                "with R = 2; (−0.068, −0.027), (0.841, 0.887) against (0.212, 0.281), (3.225, 3.285) with R = 4: "
+                "off by the spread of the shard means, whatever the dtype."),
+        test="tests/test_parallel_torch.py::test_ddp_checkpoint_is_rank0_shard_not_global_batch",
+        advice="convert to SyncBatchNorm (on GPUs) or shuffle so that every shard has the global "
+               "batch's statistics; re-estimate running statistics on the global data before exporting"),
+    ParallelFinding(
+        id="torch-ddp-grad-mean",
+        implementations=("torch.ddp", "torch.ddp.local_buffers"),
+        reason=("DDP all-reduces the parameter gradients and divides by the world size "
+                "(torch/distributed/algorithms/ddp_comm_hooks/default_hooks.py:26, "
+                "tensor.div_(group_to_use.size()); the built-in reducer, no hook registered, divides alike: "
+                "measured): every replica's dgamma, dbeta is Σ over replicas / R, 1/R of the global batch's "
+                "gradient of Σ y·dy (measured "
+                "ratio 0.5 with R = 2, 0.25 with R = 4, to 1e-15), whatever the shard sizes: with unequal "
+                "shards a replica's values weigh 1/(R·n_r) of a mean loss, not 1/N. An empty shard still "
+                "counts in R (its zero gradients are averaged in)."),
+        test="tests/test_parallel_torch.py::test_ddp_averages_gradients",
+        advice="scale the learning rate, or the loss, by R when porting from a summed gradient; "
+               "with unequal shards weight each replica's loss by n_r·R/N"),
+    ParallelFinding(
+        id="torch-ddp-empty-shard",
+        implementations=("torch.ddp", "torch.ddp.local_buffers"),
+        reason=("A replica given an empty batch (0, C[, H, W]) runs: BatchNorm returns an empty output, zero "
+                "gradients and leaves its running statistics untouched. Under forward_sync_buffers=True an empty "
+                "shard on rank 0 freezes every replica's running statistics: each forward starts from rank 0's "
+                "unchanged buffers, and rank 0's checkpoint after k steps equals the initial state exactly."),
+        test="tests/test_parallel_torch.py::test_ddp_empty_shard_on_rank0_freezes_the_checkpoint",
+        advice="drop_last=True in the sampler (DistributedSampler pads instead of emptying a shard)"),
+    ParallelFinding(
+        id="torch-syncbn-cpu-refused",
+        implementations=("torch.syncbn",),
+        reason=("SyncBatchNorm does not run on the CPU (torch 2.13.0): DistributedDataParallel refuses it at "
+                "construction, ValueError 'SyncBatchNorm layers only work with GPU modules' "
+                "(torch/nn/parallel/distributed.py:2459); alone in a gloo group its forward raises ValueError "
+                "'SyncBatchNorm expected input tensor to be on GPU or XPU or privateuseone' "
+                "(torch/nn/modules/batchnorm.py:851). Its math is not reachable another way: the autograd Function "
+                "(torch/nn/modules/_functions.py SyncBatchNorm, gloo's all_gather path included) calls "
+                "torch.batch_norm_stats, batch_norm_gather_stats_with_counts, batch_norm_elemt, "
+                "batch_norm_backward_reduce and batch_norm_backward_elemt, none of which has a CPU kernel "
+                "(NotImplementedError: Could not run 'aten::batch_norm_stats' with arguments from the 'CPU' backend). "
+                "On CUDA it is held to the oracle by the generic property (torch.syncbn)."),
+        test="tests/test_parallel_torch.py::test_syncbn_refuses_the_cpu",
+        advice="on CPU clusters there is no synchronized BatchNorm in torch: use GroupNorm/LayerNorm, or "
+               "all-reduce the batch moments by hand"),
+]
