@@ -18,9 +18,10 @@ import pytest
 
 from equiv import adapters as registry
 from equiv import lenet
+from equiv.cli import lenet as cli_glue
 from equiv.conventions import DECLARED
 from equiv.dtypes import round_to
-from equiv.lenet import cli_glue, lockstep, synthetic, train
+from equiv.lenet import lockstep, synthetic, train
 from reference import lenet as ref
 from tests.lenet_helpers import assert_lockstep  # noqa: E402
 
