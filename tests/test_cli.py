@@ -1,6 +1,11 @@
 """The command line (equiv/cli/): every command's --help, the one name for "which implementations"
-(--impls) and its older spellings, and the command line on top of everything (nothing else imports it)."""
+(--impls) and its older spellings, the pytest plugin's prefixed options and their short aliases, and the
+command line on top of everything (nothing else imports it)."""
 import ast
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -107,3 +112,24 @@ def test_nothing_outside_the_cli_imports_it():
     assert not found, f"these import the command line: {found}"
     assert not (ROOT / "equiv" / "cli.py").exists() and not (ROOT / "equiv" / "lenet" / "cli_glue.py").exists()
 
+
+def _plugin_run(tmp_path, *options):
+    """pytest in a subprocess on a test that reads the plugin's options back."""
+    (tmp_path / "test_options.py").write_text(
+        "def test_options(request):\n"
+        "    print('impls=%s device=%s' % (request.config.getoption('bn_equiv_impls'),\n"
+        "                                  request.config.getoption('bn_equiv_device')))\n")
+    load = [] if any(ep.value == "equiv.pytest_plugin" for ep in entry_points(group="pytest11")) \
+        else ["-p", "equiv.pytest_plugin"]
+    env = {k: v for k, v in os.environ.items() if k not in ("EQUIV_ADAPTERS", "EQUIV_DEVICE")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", *load, *options,
+                        "test_options.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    return [line for line in r.stdout.splitlines() if line.startswith(("impls=", "bn-equiv adapters:"))]
+
+
+def test_plugin_options_have_the_project_prefix_and_keep_their_short_aliases(tmp_path):
+    new = _plugin_run(tmp_path, "--bn-equiv-impls", "tests.planted:correct", "--bn-equiv-device", "cuda")
+    old = _plugin_run(tmp_path, "--adapters", "tests.planted:correct", "--bn-device", "cuda")
+    assert new == old and "impls=tests.planted:correct device=cuda" in new, new

@@ -51,7 +51,7 @@ def impl(request):
 @pytest.fixture
 def device(request, impl):
     """--device / EQUIV_DEVICE (default cpu); skipped where the framework has no such device."""
-    d = request.config.getoption("bn_device") or os.environ.get("EQUIV_DEVICE") or "cpu"
+    d = request.config.getoption("bn_equiv_device") or os.environ.get("EQUIV_DEVICE") or "cpu"
     if d.split(":")[0] not in impl[1].devices():
         pytest.skip(f"{impl[0]}: no {d} device here (available: {', '.join(impl[1].devices())})")
     return d
