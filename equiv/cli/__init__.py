@@ -54,7 +54,8 @@ COMMANDS = (listing.add_parser, check.add_parser, distributed.add_parser, replay
             conventions.add_parser, generate.add_findings, generate.add_report, fingerprint.add_parser,
             data.add_parser, lenet.add_lockstep, lenet.add_train, lenet_runs.add_runs, lenet_runs.add_bench,
             generate.add_porting, generate.add_vectors, generate.add_readme)
-# (a new command: a module with add_parser(sub), which sets fn=run, and its add_parser named here)
+# A new command (`equiv port`, say): a module of its own here with add_parser(sub), which declares its
+# arguments and sets fn=run, and run(args), which returns the exit status; its add_parser named above.
 
 
 class Parser(argparse.ArgumentParser):
