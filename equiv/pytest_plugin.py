@@ -1,11 +1,12 @@
 """The pytest plugin (entry point ``pytest11``: ``bn_equiv``), so that an installed bn-equiv runs its
 suite against any implementation, in any repository:
 
-    pytest --pyargs equiv.suite --adapters mypkg.bn:batch_norm
+    pytest --pyargs equiv.suite --bn-equiv-impls mypkg.bn:batch_norm
 
-Options: ``--adapters a,b,...`` (env ``EQUIV_ADAPTERS``; default: every registered adapter whose
-framework is installed; ``package.module:obj[@preset]`` for your own) and ``--bn-device cpu|cuda``
-(env ``EQUIV_DEVICE``). The Hypothesis profile is ``--hypothesis-profile`` or ``EQUIV_PROFILE``
+Options, prefixed with the project's name as Hypothesis prefixes its own: ``--bn-equiv-impls a,b,...``
+(alias ``--adapters``; env ``EQUIV_ADAPTERS``; default: every registered adapter whose framework is
+installed; ``package.module:obj[@preset]`` for your own) and ``--bn-equiv-device cpu|cuda`` (alias
+``--bn-device``; env ``EQUIV_DEVICE``). The Hypothesis profile is ``--hypothesis-profile`` or ``EQUIV_PROFILE``
 (default ``ci``: derandomized, the same verdict on every run). Tests that take an ``adapter_name`` are run once
 per selected adapter; the fixtures are in ``equiv.suite.fixtures``. Nothing here runs unless a
 test asks for an adapter or the options are given, so other projects' test runs are unaffected.
@@ -17,14 +18,15 @@ import pytest
 
 def pytest_addoption(parser):
     group = parser.getgroup("bn-equiv", "bn-equiv: batch-norm implementations under test")
-    group.addoption("--adapters", default=None,
-                    help="comma-separated adapter names or package.module:obj[@preset] (env EQUIV_ADAPTERS); "
-                         "default: every registered adapter whose framework is installed")
-    group.addoption("--bn-device", default=None, help="cpu or cuda (env EQUIV_DEVICE); default cpu")
+    group.addoption("--bn-equiv-impls", "--adapters", dest="bn_equiv_impls", default=None, metavar="NAMES",
+                    help="comma-separated adapter names or package.module:obj[@preset] (alias --adapters; env "
+                         "EQUIV_ADAPTERS); default: every registered adapter whose framework is installed")
+    group.addoption("--bn-equiv-device", "--bn-device", dest="bn_equiv_device", default=None, metavar="DEVICE",
+                    help="cpu or cuda (alias --bn-device; env EQUIV_DEVICE); default cpu")
 
 
 def _explicit(config):
-    return config.getoption("--adapters") is not None or os.environ.get("EQUIV_ADAPTERS") is not None
+    return config.getoption("--bn-equiv-impls") is not None or os.environ.get("EQUIV_ADAPTERS") is not None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -34,7 +36,7 @@ def pytest_configure(config):
     if _explicit(config):
         from equiv.selection import SelectionError, adapter_names
         try:
-            config.selected_adapters = adapter_names(config.getoption("--adapters"))
+            config.selected_adapters = adapter_names(config.getoption("--bn-equiv-impls"))
         except SelectionError as e:
             raise pytest.UsageError(str(e)) from e
         from equiv.strategies import profile_error

@@ -18,14 +18,13 @@ Modes and what a case stores:
 
 Bounds come from ``equiv.tolerance`` for the case's dtype; running-stat bounds add up over
 the steps, as in ``equiv.properties.running_stats``. ``check`` runs one stored case against
-an adapter. ``python -m equiv.vectors [out_dir]`` (``equiv vectors --out``) regenerates the
+an adapter. ``equiv vectors [--out DIR]`` (``equiv/cli/generate.py``) regenerates the
 files, into ``results/vectors`` unless told another folder (the committed ones:
 ``reference/data/vectors``); it never replaces an index with fewer cases.
 """
 import hashlib
 import json
 import os
-import sys
 from dataclasses import fields
 from decimal import Decimal
 
@@ -279,18 +278,3 @@ def check_all(adapter_cls, device="cpu", folder=DEFAULT_DIR):
     results = [check(adapter_cls, r, load_arrays(folder, r), device) for r in load_index(folder)["cases"]]
     return results, [f"{r['case']}: {r['reason']}" for r in results if r["status"] == "failed"]
 
-
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    out_dir = argv[0] if argv else str(io.WORK / "vectors")
-    io.check_dir(out_dir, "--out")
-    index = generate(out_dir)
-    size = sum(os.path.getsize(os.path.join(out_dir, r["file"])) for r in index["cases"])
-    size += os.path.getsize(os.path.join(out_dir, INDEX))
-    modes = ", ".join(f"{sum(r['mode'] == m for r in index['cases'])} {m}" for m in MODES)
-    print(f"wrote {len(index['cases'])} golden cases ({modes}) to {out_dir}: {size / 1024:.0f} KiB")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

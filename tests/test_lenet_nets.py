@@ -18,10 +18,11 @@ import pytest
 
 from equiv import adapters as registry
 from equiv import lenet
+from equiv.cli import lenet as cli_glue
 from equiv.conventions import DECLARED
 from equiv.dtypes import round_to
 from equiv.known import NET_FINDINGS, NetFinding, net_findings, shows
-from equiv.lenet import cli_glue, lockstep, synthetic, train
+from equiv.lenet import lockstep, synthetic, train
 from reference import lenet as ref
 from tests.lenet_helpers import assert_lockstep  # noqa: E402
 
@@ -51,7 +52,7 @@ def impl(request):
 @pytest.fixture
 def device(request, impl):
     """--device / EQUIV_DEVICE (default cpu); skipped where the framework has no such device."""
-    d = request.config.getoption("bn_device") or os.environ.get("EQUIV_DEVICE") or "cpu"
+    d = request.config.getoption("bn_equiv_device") or os.environ.get("EQUIV_DEVICE") or "cpu"
     if d.split(":")[0] not in impl[1].devices():
         pytest.skip(f"{impl[0]}: no {d} device here (available: {', '.join(impl[1].devices())})")
     return d

@@ -7,8 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="install it with: pip install torch==2.13.0")
 
+from equiv.cli import lenet as cli_glue  # noqa: E402
 from equiv.data import write_idx  # noqa: E402
-from equiv.lenet import CONVENTIONS, cli_glue, lockstep, torch_net, train  # noqa: E402
+from equiv.lenet import CONVENTIONS, lockstep, torch_net, train  # noqa: E402
 from tests.lenet_helpers import assert_named_at, patched  # noqa: E402
 
 STEPS, BATCH = 5, 16

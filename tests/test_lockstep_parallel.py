@@ -119,7 +119,7 @@ def test_each_net_matches_its_own_truth_only(net):
 def test_cli_lockstep_runs_a_data_parallel_net(net, tmp_path, capsys):
     from argparse import ArgumentParser
 
-    from equiv.lenet import cli_glue
+    from equiv.cli import lenet as cli_glue
     label, _, _ = net
     out = tmp_path / "ls.json"
     code = cli_glue.lockstep_main(cli_glue.add_lockstep_args(ArgumentParser()).parse_args(

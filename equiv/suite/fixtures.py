@@ -28,7 +28,7 @@ def registered_adapter(adapter):
 
 @pytest.fixture
 def device(request):
-    return request.config.getoption("bn_device", None) or os.environ.get("EQUIV_DEVICE", "cpu")
+    return request.config.getoption("bn_equiv_device", None) or os.environ.get("EQUIV_DEVICE", "cpu")
 
 
 @pytest.fixture

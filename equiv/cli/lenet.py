@@ -1,4 +1,5 @@
-"""`equiv lockstep` and `equiv train`: argument definitions and entry points.
+"""`equiv lockstep` and `equiv train`: the commands, their arguments and entry points (`equiv runs` and
+`equiv bench`: equiv/cli/lenet_runs.py).
 
 Each entry point takes an argparse Namespace, prints a short table and returns an exit
 code (lockstep: 0 when every implementation stayed within tolerance, 1 otherwise; train:
@@ -7,6 +8,10 @@ implementation, missing framework, missing data, a bad option, an output that ca
 written) raises ValueError with one sentence saying what to do, before the work starts.
 Numbers are checked by the argument types (``positive_int`` ...), so argparse names the option.
 
+The implementations are named by their labels, framework.variant (``equiv.lenet.labels()``); the
+adapter name of a net's BN layer is accepted for it where it names one net (``tf.keras`` for
+``tf.builtin``, ``flax.linen`` for ``jax.builtin``, ``mxnet.gluon`` for ``mxnet.builtin``).
+
 Results go to the working folder ``results/`` by default; the committed runs
 (``reference/data/runs``) are written only when named (``--out``, ``equiv runs --update``)
 and never replaced by a run with fewer epochs or a summary with fewer runs.
@@ -14,15 +19,14 @@ and never replaced by a run with fewer epochs or a summary with fewer runs.
 import argparse
 import json
 import math
-import shlex
 import sys
 from pathlib import Path
 
 from equiv import io, lenet
+from equiv.cli._common import value_errors_are_usage
 
 DEFAULT_RUNS = "reference/data/runs"             # the committed runs: read by default, written when named
 WORK_RUNS = str(io.WORK / "runs")                # where `equiv train` writes by default
-WORK_SUMMARY = str(io.WORK / "runs-summary")     # where `equiv runs` writes by default
 
 
 def _int_type(lo, hi):
@@ -57,10 +61,28 @@ LOCKSTEP_BATCH = _int_type(1, 1024)
 LR = _float_type(0.0, 10.0)                      # beyond 10 the book's net diverges at once
 
 
+def _label_aliases():
+    """Adapter name -> label, where a net's BN adapter is named otherwise and no other net uses it
+    (the inverse of ``equiv.lenet.ADAPTER`` over the single-replica nets)."""
+    nets = {}
+    for label in lenet.labels():
+        nets.setdefault(lenet.ADAPTER[label], []).append(label)
+    return {adapter: found[0] for adapter, found in nets.items() if len(found) == 1 and found[0] != adapter}
+
+
+LABEL_OF = _label_aliases()                      # {"tf.keras": "tf.builtin", "flax.linen": "jax.builtin", ...}
+ALIASES = ", ".join(f"{a} for {label}" for a, label in LABEL_OF.items())
+
+
+def labels_of(spec):
+    """The labels a comma-separated --impls names, adapter names replaced by their nets' labels."""
+    return [LABEL_OF.get(s.strip(), s.strip()) for s in str(spec).split(",") if s.strip()]
+
+
 def add_lockstep_args(parser):
     parser.add_argument("--impls", default="torch.builtin,torch.scratch",
                         help="comma-separated BN-LeNet implementations, framework.variant "
-                             f"(known: {', '.join(lenet.labels())}; default: %(default)s)")
+                             f"(known: {', '.join(lenet.labels())}; also {ALIASES}; default: %(default)s)")
     parser.add_argument("--steps", type=STEPS, default=30,
                         help="SGD steps to compare, 1 to 10000 (default: %(default)s)")
     parser.add_argument("--dtype", choices=("float64", "float32", "both"), default="both",
@@ -84,11 +106,16 @@ def add_lockstep_args(parser):
 
 
 def add_train_args(parser):
-    parser.add_argument("--framework", default="torch",
-                        help=f"framework ({', '.join(lenet.FRAMEWORKS)}; default: %(default)s)")
-    parser.add_argument("--impl", default="builtin",
-                        help="variant: builtin (the framework's BN layer) or scratch (the book's) "
-                             "(default: %(default)s)")
+    parser.add_argument("--impls", default=None,
+                        help="the BN-LeNet implementation to train, framework.variant: builtin (the framework's "
+                             f"BN layer) or scratch (the book's) (known: {', '.join(lenet.labels())}; also "
+                             f"{ALIASES}; default: torch.builtin)")
+    parser.add_argument("--framework", default=None,
+                        help=f"alias, with --impl: --framework torch --impl builtin means --impls torch.builtin "
+                             f"(frameworks: {', '.join(lenet.FRAMEWORKS)}; default: torch)")
+    parser.add_argument("--impl", default=None,
+                        help="alias, with --framework: the variant, builtin or scratch (default: builtin); "
+                             "--impl torch.scratch means --impls torch.scratch")
     parser.add_argument("--epochs", type=EPOCHS, default=10,
                         help="epochs, 1 to 1000 (default: %(default)s, the book's)")
     parser.add_argument("--lr", type=LR, default=0.1,
@@ -115,7 +142,7 @@ def add_train_args(parser):
     return parser
 
 
-def _positive(args, *names):
+def check_positive(args, *names):
     """For callers that bypass the argument types: every named option a finite positive number."""
     for name in names:
         v = getattr(args, name, None)
@@ -123,15 +150,32 @@ def _positive(args, *names):
             raise ValueError(f"--{name.replace('_', '-')} must be a finite positive number, got {v}")
 
 
-def _check_device(module, device):
+def check_device(module, device):
     kind = str(device).split(":")[0]
     if kind not in module.devices():
         raise ValueError(f"--device {device!r} is not available to {module.FRAMEWORK} here; use one of: "
                          f"{', '.join(module.devices())}")
 
 
-def _progress_enabled(args):
+def progress_enabled(args):
     return not getattr(args, "quiet", False)
+
+
+def train_label(args):
+    """The one implementation `equiv train` runs: --impls, else the older --framework and --impl
+    (--framework torch --impl builtin, or --impl torch.builtin); torch.builtin by default."""
+    impls, fw, impl = getattr(args, "impls", None), getattr(args, "framework", None), getattr(args, "impl", None)
+    if impls is not None:
+        if fw is not None or impl is not None:
+            raise ValueError(f"--impls {impls} and --framework/--impl name the same thing; give --impls alone")
+        labels = labels_of(impls)
+        if len(labels) != 1:
+            raise ValueError(f"--impls {impls!r}: equiv train trains one implementation; give one, e.g. torch.builtin")
+        return labels[0]
+    fw, impl = fw or "torch", impl or "builtin"
+    if "." in impl:                                  # --impl torch.scratch is accepted too
+        fw, impl = impl.split(".", 1)
+    return LABEL_OF.get(f"{fw}.{impl}", f"{fw}.{impl}")
 
 
 def lockstep_main(args):
@@ -140,8 +184,8 @@ def lockstep_main(args):
     from equiv.lenet import lockstep
     from equiv.lenet.train import progress_bar
 
-    _positive(args, "steps", "batch", "lr")
-    labels = [s.strip() for s in str(getattr(args, "impls", "torch.builtin,torch.scratch")).split(",") if s.strip()]
+    check_positive(args, "steps", "batch", "lr")
+    labels = labels_of(getattr(args, "impls", "torch.builtin,torch.scratch"))
     if not labels:
         raise ValueError("--impls is empty; give e.g. torch.builtin,torch.scratch")
     dtype = getattr(args, "dtype", "both")
@@ -157,7 +201,7 @@ def lockstep_main(args):
     device = getattr(args, "device", "cpu") or "cpu"
     mods = [(label, *lenet.load(label)) for label in labels]      # ValueError when unknown/missing
     for _, mod, _ in mods:
-        _check_device(mod, device)
+        check_device(mod, device)
     steps, seed = getattr(args, "steps", 30), getattr(args, "seed", 0)
     batch, lr = getattr(args, "batch", 128), getattr(args, "lr", 0.1)
     dataset = None
@@ -171,7 +215,7 @@ def lockstep_main(args):
     results = []
     print(f"{'implementation':<15} {'dtype':<8} {'loss':>9} {'activ.':>9} {'params':>9} {'state':>9} "
           f"{'tolerance':>9} {'ampl.':>5}  first divergence")
-    bar = progress_bar(len(mods) * len(dtypes) * steps, "lockstep", _progress_enabled(args))
+    bar = progress_bar(len(mods) * len(dtypes) * steps, "lockstep", progress_enabled(args))
     try:
         for label, mod, impl in mods:
             for d in dtypes:
@@ -207,15 +251,13 @@ def train_main(args):
     from equiv.data import DataError, load_fashion_mnist
     from equiv.lenet import train
 
-    _positive(args, "epochs", "batch", "lr")
-    fw, impl = getattr(args, "framework", "torch"), getattr(args, "impl", "builtin")
-    if "." in impl:                                  # --impl torch.scratch is accepted too
-        fw, impl = impl.split(".", 1)
+    check_positive(args, "epochs", "batch", "lr")
+    label = train_label(args)
     out = getattr(args, "out", None) or WORK_RUNS
     io.check_dir(out, "--out")
-    mod, impl = lenet.load(f"{fw}.{impl}")
+    mod, impl = lenet.load(label)
     device = getattr(args, "device", "cpu") or "cpu"
-    _check_device(mod, device)
+    check_device(mod, device)
     dtype = getattr(args, "dtype", "float32") or "float32"
     seed = getattr(args, "seed", 0)
     # the file this run will write: refused now, not after training, if it would lose epochs
@@ -230,7 +272,7 @@ def train_main(args):
         raise ValueError(f"--batch {args.batch} is larger than the training set ({len(data['train_y'])} examples)")
     try:
         run = train.train(mod, impl, data, epochs=args.epochs, lr=args.lr, batch=args.batch,
-                          seed=seed, dtype=dtype, device=device, progress=_progress_enabled(args))
+                          seed=seed, dtype=dtype, device=device, progress=progress_enabled(args))
     except FloatingPointError as e:
         print(f"equiv: error: {e}; nothing written", file=sys.stderr)
         return 1
@@ -249,145 +291,23 @@ def train_main(args):
     return 0
 
 
-def add_bench_args(parser):
-    from equiv.lenet.bench import GPU_TIER
-    parser.add_argument("--impls", default=None,
-                        help=f"comma-separated implementations (known: {', '.join(lenet.labels())}; "
-                             f"default: those of the GPU tier {','.join(GPU_TIER)} whose framework is installed)")
-    parser.add_argument("--device", default=None,
-                        help="cpu or cuda (default: cuda when torch or jax sees a GPU, else cpu)")
-    parser.add_argument("--epochs", type=EPOCHS, default=10,
-                        help="epochs per implementation, 1 to 1000; the first is not counted in s/epoch "
-                             "(default: %(default)s, the tier target's)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                        help="dtype of the weights and data (default: %(default)s)")
-    parser.add_argument("--fashion-mnist", action="store_true",
-                        help="time on the real Fashion-MNIST (default: synthetic data of the same size; "
-                             "the time does not depend on the pixels)")
-    parser.add_argument("--out", default=None,
-                        help="write the result as JSON here (default: print only); an existing result with "
-                             "implementations this run lacks is not replaced")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
+def add_lockstep(sub):
+    p = sub.add_parser("lockstep",
+                       help="BN-LeNet step by step beside the NumPy reference; names the first divergent layer",
+                       description="Runs K SGD steps of each BN-LeNet implementation beside the NumPy float64 "
+                                   "reference network (reference/lenet.py) from the same initial weights and "
+                                   "batches, compares loss, logits, every activation, parameter and running "
+                                   "stat per step, and reports the first step and layer that leave tolerance "
+                                   "with per-layer divergence δ_l and its rate of change R_l (LEMON).")
+    add_lockstep_args(p)
+    p.set_defaults(fn=value_errors_are_usage(lockstep_main))
 
 
-def _default_device(mods):
-    for mod, _ in mods:
-        if "cuda" in mod.devices():
-            return "cuda"
-    return "cpu"
-
-
-def _bench_labels(impls):
-    """The implementations to time: --impls, else the GPU tier's that are installed (the others
-    named on stderr)."""
-    from equiv.lenet.bench import GPU_TIER
-    if impls is not None:
-        labels = [s.strip() for s in str(impls).split(",") if s.strip()]
-        if not labels:
-            raise ValueError("--impls is empty; give e.g. torch.builtin,jax.builtin")
-        return labels, [lenet.load(label) for label in labels]   # ValueError when unknown/missing
-    labels, mods, skipped = [], [], []
-    for label in GPU_TIER:
-        try:
-            mods.append(lenet.load(label))
-            labels.append(label)
-        except ValueError as e:
-            skipped.append(f"{label} ({str(e).rsplit('install it with: ', 1)[-1]})")
-    if not labels:
-        raise ValueError(f"no implementation of the GPU tier is installed: {', '.join(skipped)}; "
-                         "install one, or give --impls")
-    if skipped:
-        print(f"equiv bench: not installed, skipped: {', '.join(skipped)}", file=sys.stderr)
-    return labels, mods
-
-
-def bench_main(args):
-    from equiv.lenet import bench
-
-    _positive(args, "epochs")
-    if args.out:
-        io.check_file(args.out, "--out")
-    labels, mods = _bench_labels(args.impls)
-    if args.out:
-        old = io.read_json(args.out)
-        if isinstance(old, dict) and isinstance(old.get("results"), list):
-            lost = sorted({r.get("label") for r in old["results"] if isinstance(r, dict)} - set(labels))
-            if lost:
-                raise io.WouldLoseData(f"{args.out} holds results for {', '.join(map(str, lost))}, which this run "
-                                       "does not time; give another --out (or include them in --impls)")
-    device = args.device or _default_device(mods)
-    for mod, _ in mods:
-        _check_device(mod, device)
-    if getattr(args, "fashion_mnist", False):
-        from equiv.data import DataError, load_fashion_mnist
-        try:
-            data, source = load_fashion_mnist(), "fashion-mnist"
-        except DataError as e:
-            raise ValueError(str(e)) from None
-    else:
-        data, source = bench.synthetic_data(), "synthetic (60000 + 10000 examples)"
-    print(f"{'implementation':<15} {'s/epoch':>9} {'1st epoch':>9} {'wall s':>9}  version "
-          f"({args.epochs} epochs, batch 128, {args.dtype}, {device}, {source})")
-    result = bench.bench(labels, data, epochs=args.epochs, device=device, dtype=args.dtype, source=source,
-                         progress=_progress_enabled(args))
-    result["command"] = " ".join(shlex.quote(a) for a in ["equiv", *sys.argv[1:]])
-    for fw, r in result["scratch_over_builtin"].items():
-        print(f"{fw}: scratch/built-in cost ratio {r:.2f}")
-    for line in result["targets"]:
-        print(line)
-    if args.out:
-        io.write_text(args.out, json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.out}")
-    return 0
-
-
-def add_runs_args(parser):
-    parser.add_argument("--folder", default=DEFAULT_RUNS,
-                        help="folder of `equiv train` JSON runs to read (default: %(default)s)")
-    parser.add_argument("--band", default=None,
-                        help="implementation whose seeds make the band (default: the one with most seeds, >= 3)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--out", default=WORK_SUMMARY,
-                       help="folder for summary.md, summary.json and runs.png (default: %(default)s)")
-    where.add_argument("--update", action="store_true",
-                       help="write them into --folder itself (how the committed summary is regenerated); "
-                            "never replacing a summary that lists runs this one lacks")
-    where.add_argument("--no-write", action="store_true", help="print only; write nothing")
-    return parser
-
-
-def runs_main(args):
-    from equiv.lenet import runs, train
-
-    folder = Path(args.folder)
-    if not folder.is_dir():
-        what = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise ValueError(f"--folder {folder} {what}; give the folder of the runs, or train first, e.g. "
-                         f"equiv train --framework mxnet --out {folder}")
-    out = None if getattr(args, "no_write", False) else (folder if getattr(args, "update", False)
-                                                          else Path(getattr(args, "out", None) or WORK_SUMMARY))
-    if out is not None:
-        io.check_dir(out, "--folder" if out == folder else "--out")
-    summary = runs.summarize(runs.load(folder), args.band)      # ValueError: no band, a damaged run
-    if out is not None:
-        old = io.read_json(out / "summary.json")
-        if isinstance(old, dict):
-            files = lambda s: {r.get("file") for r in s.get("runs", []) + s.get("other_settings", [])  # noqa: E731
-                               if isinstance(r, dict)}
-            lost = sorted(map(str, files(old) - files(summary)))
-            if lost:
-                raise io.WouldLoseData(f"{out / 'summary.json'} lists runs that {folder} no longer holds "
-                                       f"({', '.join(lost)}); restore them or write elsewhere with --out DIR")
-    text = runs.markdown(summary)
-    print(text, end="")
-    if out is not None:
-        md = io.write_text(out / "summary.md", "# BN-LeNet runs against the seed band\n\n"
-                           "Generated by `equiv runs`; do not edit by hand.\n\n" + text)
-        js = io.write_json(out / "summary.json", summary)
-        try:
-            print(f"wrote {md}, {js}, {train.plot_runs(folder, out / 'runs.png')}")
-        except ImportError as e:
-            print(f"wrote {md}, {js}; no plot: {e}")
-    outside = [r for r in summary["runs"] if not r["acc_in_band"]]
-    return 1 if outside else 0
+def add_train(sub):
+    p = sub.add_parser("train", help="train BN-LeNet on Fashion-MNIST; per-epoch JSON and PNG curves",
+                       description="The book's setting: batch 128, lr 0.1 (the book's TensorFlow tab uses 0.5), "
+                                   "10 epochs, shared initialization and batch order from the seed. Writes "
+                                   "per-epoch train loss, train accuracy, test accuracy and time to JSON and "
+                                   "plots all runs in the folder.")
+    add_train_args(p)
+    p.set_defaults(fn=value_errors_are_usage(train_main))
