@@ -40,6 +40,7 @@ examples:
   equiv report                                 results/*.json -> report/report.md, report.html
   equiv fingerprint [--save]                   compare installed frameworks with stored fingerprints
   equiv readme [--check]                       regenerate the numbers and tables of README.md
+  equiv docs [--check]                         regenerate the documentation site's generated pages (docs/)
 
 Commands that write results write under results/ unless given --out (or --data); committed
 evidence under reference/data is written only when named, and never replaced by fewer or
@@ -598,6 +599,26 @@ def cmd_readme(args):
     return 0
 
 
+def cmd_docs(args):
+    from equiv import docs
+    try:
+        if args.check:
+            stale = docs.stale(args.dir)
+            if stale:
+                print(f"stale: {', '.join(stale)}; run `equiv docs`", file=sys.stderr)
+                return 1
+            print(f"{args.dir}: every generated page is up to date")
+            return 0
+        written = docs.write(args.dir)
+        for path in written:
+            print(f"written: {path}")
+        if not written:
+            print(f"{args.dir}: every generated page is up to date")
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    return 0
+
+
 def build_parser():
     parser = Parser(prog="equiv", description=DESCRIPTION, epilog=EPILOG,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -736,6 +757,13 @@ def build_parser():
     p.add_argument("--file", default="README.md", help="the README (default %(default)s)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 when the README is stale")
     p.set_defaults(fn=cmd_readme)
+    p = sub.add_parser("docs", help="regenerate the documentation site's findings pages and generated tables",
+                       description="Writes docs/findings/<framework>.md and the tables between <!-- equiv:NAME --> "
+                                   "markers of docs/*.md from the code and the committed data (equiv/docs.py); "
+                                   "--check exits 1 when a page is stale.")
+    p.add_argument("--dir", default="docs", help="the documentation folder (default %(default)s)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 when a page is stale")
+    p.set_defaults(fn=cmd_docs)
     return parser
 
 
