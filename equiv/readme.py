@@ -41,6 +41,11 @@ def _eps(v):
 
 def conventions():
     conv = json.loads((DATA / "conventions.json").read_text())
+    return "\n\n" + conventions_rows(conv) + "\n\n"
+
+
+def conventions_rows(conv):
+    """The Markdown table of the measured conventions of a {name: record} mapping, in adapter order."""
     head = ("adapter", "new-batch weight", "running var", "default eps", "channel axis", "variance",
             "stats update", "default mode", "batch of one", "debias", "initial stats")
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -52,7 +57,13 @@ def conventions():
                                        str(r["channel_axis"]), r["variance"], r["stats_update"],
                                        r["default_mode"], r["batch_of_one"], r["debias"],
                                        r["initial_stats"]]) + " |")
-    return "\n\n" + "\n".join(rows) + "\n\n"
+    return "\n".join(rows)
+
+
+def conventions_summary():
+    """The measured conventions of the layers themselves (no execution path), for the README."""
+    conv = json.loads((DATA / "conventions.json").read_text())
+    return "\n\n" + conventions_rows({n: r for n, r in conv.items() if "+" not in n}) + "\n\n"
 
 
 def _adapter_order(name):
@@ -95,6 +106,7 @@ def parallel():
 
 
 GENERATORS = {"divergences": divergences, "vectors": vectors, "conventions": conventions,
+              "conventions-summary": conventions_summary,
               "flax-versions": flax_versions, "lockstep-tolerance": lockstep_tolerance, "parallel": parallel}
 
 

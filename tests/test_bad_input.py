@@ -339,6 +339,11 @@ CASES = [
          setup=lambda t: _write(Path(t) / "R.md", "<!-- equiv:nosuch -->1<!-- /equiv:nosuch -->\n")),
     Case("readme-stale", ["readme", "--check", "--file", P + "/R.md"], code=1, names=("R.md", "stale"),
          setup=lambda t: _write(Path(t) / "R.md", "<!-- equiv:vectors -->1 case<!-- /equiv:vectors -->\n")),
+    # --- docs ------------------------------------------------------------------------------
+    Case("docs-not-the-docs-folder", ["docs", "--dir", P], names=("conf.py", "--dir")),
+    Case("docs-check-not-the-docs-folder", ["docs", "--check", "--dir", P], names=("conf.py",)),
+    Case("docs-stale", ["docs", "--check", "--dir", P], code=1, names=("index.md", "stale"),
+         setup=lambda t: _write(Path(t) / "conf.py", "")),
 ]
 
 # The --adapters spec errors: issue 9 (the external-implementation loading) fixes them.

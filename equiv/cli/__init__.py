@@ -37,6 +37,7 @@ examples:
   equiv report                                 results/*.json -> report/report.md, report.html
   equiv fingerprint [--save]                   compare installed frameworks with stored fingerprints
   equiv readme [--check]                       regenerate the numbers and tables of README.md
+  equiv docs [--check]                         regenerate the documentation site's generated pages (docs/)
 
 --impls names the implementations in every command (--adapters, and train's --framework/--impl,
 are older spellings of it).
@@ -53,7 +54,7 @@ failed or a convention differs from its declaration, 2 a usage error.
 COMMANDS = (listing.add_parser, check.add_parser, distributed.add_parser, replay.add_parser,
             conventions.add_parser, generate.add_findings, generate.add_report, fingerprint.add_parser,
             data.add_parser, lenet.add_lockstep, lenet.add_train, lenet_runs.add_runs, lenet_runs.add_bench,
-            generate.add_porting, generate.add_vectors, generate.add_readme)
+            generate.add_porting, generate.add_vectors, generate.add_readme, generate.add_docs)
 # A new command (`equiv port`, say): a module of its own here with add_parser(sub), which declares its
 # arguments and sets fn=run, and run(args), which returns the exit status; its add_parser named above.
 

@@ -1,5 +1,5 @@
 """The commands that write documents and data from the code and the committed evidence: ``equiv findings``,
-``report``, ``porting``, ``vectors`` and ``readme``."""
+``report``, ``porting``, ``vectors``, ``readme`` and ``docs``."""
 import os
 import sys
 from pathlib import Path
@@ -127,4 +127,34 @@ def readme(args):
         print(f"written: {path}")
     else:
         print(f"{path} is up to date")
+    return 0
+
+
+def add_docs(sub):
+    p = sub.add_parser("docs", help="regenerate the documentation site's findings pages and generated tables",
+                       description="Writes docs/findings/<framework>.md and the tables between <!-- equiv:NAME --> "
+                                   "markers of docs/*.md from the code and the committed data (equiv/docs.py); "
+                                   "--check exits 1 when a page is stale.")
+    p.add_argument("--dir", default="docs", help="the documentation folder (default %(default)s)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 when a page is stale")
+    p.set_defaults(fn=docs)
+
+
+def docs(args):
+    from equiv import docs
+    try:
+        if args.check:
+            stale = docs.stale(args.dir)
+            if stale:
+                print(f"stale: {', '.join(stale)}; run `equiv docs`", file=sys.stderr)
+                return 1
+            print(f"{args.dir}: every generated page is up to date")
+            return 0
+        written = docs.write(args.dir)
+        for path in written:
+            print(f"written: {path}")
+        if not written:
+            print(f"{args.dir}: every generated page is up to date")
+    except ValueError as e:
+        raise UsageError(str(e)) from e
     return 0
