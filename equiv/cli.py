@@ -31,6 +31,7 @@ examples:
   equiv conventions --data reference/data      ... into the committed table (never with older releases)
   equiv findings                               write reference/data/findings.md
   equiv porting                                write docs/porting.md from the measured conventions
+  equiv port torch.builtin tf.keras            one pair: DST's arguments and the state mapping
   equiv vectors                                regenerate the golden vectors into results/vectors/
   equiv data [--data-dir D] [--download]       find and verify Fashion-MNIST
   equiv lockstep --impls torch.builtin         BN-LeNet beside the NumPy reference, per layer
@@ -560,7 +561,19 @@ def cmd_porting(args):
     conventions = _read_conventions(args.data)
     out = io.check_file(args.out, "--out")
     io.write_text(out, guide(conventions))
-    print(f"written: {out}")
+    from equiv.port_pages import write
+    pages = write(out.parent)
+    print(f"written: {out}, {pages[0]}, {len(pages) - 1} layer pages in {pages[1].parent}")
+    return 0
+
+
+def cmd_port(args):
+    from equiv.port import plan
+    try:
+        p = plan(args.src, args.dst, args.momentum, args.eps, args.target_eps)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    print(json.dumps(p.as_dict(), indent=1) if args.json else p.text().rstrip())
     return 0
 
 
@@ -719,10 +732,21 @@ def build_parser():
                                    "built-in <= 0.12 s/epoch, the four-implementation tier <= 30 s for 10 epochs.")
     cli_glue.add_bench_args(p)
     p.set_defaults(fn=_lenet("bench_main"))
-    p = sub.add_parser("porting", help="write docs/porting.md: moving a BatchNorm checkpoint between frameworks")
+    p = sub.add_parser("porting", help="write docs/porting.md, porting.html and layers/*.md: moving a BatchNorm "
+                                       "checkpoint between frameworks")
     p.add_argument("--data", default="reference/data", help="folder with conventions.json (default reference/data)")
     p.add_argument("--out", default="docs/porting.md", help="file to write (default docs/porting.md)")
     p.set_defaults(fn=cmd_porting)
+    p = sub.add_parser("port", help="what to build DST with so it computes what SRC computes, and how SRC's "
+                                    "batch-norm state maps to DST's")
+    p.add_argument("src", help="the layer the checkpoint comes from (e.g. torch.builtin)")
+    p.add_argument("dst", help="the layer it goes to (e.g. tf.keras)")
+    p.add_argument("--momentum", type=float, help="SRC's momentum, in SRC's own meaning (default: SRC's default)")
+    p.add_argument("--eps", type=float, help="SRC's eps (default: SRC's default)")
+    p.add_argument("--target-eps", type=float, help="keep this eps in DST; the difference is folded into the "
+                                                    "running variance")
+    p.add_argument("--json", action="store_true", help="the plan as JSON")
+    p.set_defaults(fn=cmd_port)
     p = sub.add_parser("vectors", help="regenerate the golden vectors from the oracle",
                        description="Writes the golden cases (inputs, settings, the oracle's outputs and "
                                    "tolerance bounds) as .npz files plus index.json; tests only read them.")
