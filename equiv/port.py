@@ -147,7 +147,7 @@ def plan(src: str, dst: str, momentum: float | None = None, eps: float | None = 
     if not (0 <= momentum <= 1 and eps > 0 and (dst_eps is None or dst_eps > 0)):
         raise ValueError(f"momentum {momentum:g} must lie in [0, 1] and eps {eps:g}"
                          + ("" if dst_eps is None else f" and the target eps {dst_eps:g}") + " be > 0")
-    kwargs = {a_s["momentum"]: momentum, a_s["eps"]: eps}
+    kwargs = {str(a_s["momentum"]): momentum, str(a_s["eps"]): eps}     # both named for every PORTABLE layer
     setting = setting_of(src, **kwargs)
     w, e = setting.new_batch_weight, setting.eps
     e_dst = e if dst_eps is None else dst_eps
