@@ -128,6 +128,10 @@ def _check(name: str) -> None:
                          f"unknown layer {name!r}; equiv port knows {', '.join(PORTABLE)}")
 
 
+def _an(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
 def _weight(c: Any) -> str:
     return "the new batch" if c.momentum_is == "new_batch_weight" else "the old value"
 
@@ -172,8 +176,8 @@ def plan(src: str, dst: str, momentum: float | None = None, eps: float | None = 
     else:
         notes.append(f"eps: {e:g} is {dst}'s default too")
     if cs.running_var != cd.running_var:
-        notes.append(f"running variance: {src} keeps an {cs.running_var} one, {dst} updates with a "
-                     f"{cd.running_var} one: inference is unaffected (the stored value is used); continued "
+        notes.append(f"running variance: {src} keeps {_an(cs.running_var)} one, {dst} updates with "
+                     f"{_an(cd.running_var)} one: inference is unaffected (the stored value is used); continued "
                      f"training in {dst} adds {cd.running_var} batch variances, a factor m/(m − 1) apart per "
                      "batch of m values per channel")
     else:
@@ -199,6 +203,10 @@ def plan(src: str, dst: str, momentum: float | None = None, eps: float | None = 
         notes.append(f"layout: {src} normalizes axis {cs.channel_axis}, {dst} axis {cd.channel_axis}: the per-channel "
                      "vectors are the same; activations and the convolution weights around them are transposed "
                      "(outside this plan)")
+    shapes = STATE_SHAPES.get(src, "(C,)"), STATE_SHAPES.get(dst, "(C,)")
+    if shapes[0] != shapes[1]:
+        notes.append(f"shape: {src} stores each vector as {shapes[0]}, {dst} as {shapes[1]}: reshape (the values "
+                     "stay in channel order)")
     return Plan(src, dst, setting, translate(setting, src), dst_args, fold, cd.running_var,
                 cs.running_var == cd.running_var and not fold, state, tuple(notes))
 
