@@ -7,6 +7,8 @@ source_suffix = {".md": "markdown"}
 root_doc = "index"
 # findings/notes/ holds the hand-written parts of the findings pages, which `equiv docs` copies into them
 exclude_patterns = ["_build", "findings/notes"]
+# the porting page (`equiv porting` writes it): a static page where a reader picks two layers
+html_extra_path = ["pick-two.html"]
 html_theme = "alabaster"
 html_title = "bn-equiv"
 html_theme_options = {"description": "Batch normalization, framework by framework, against one oracle",

@@ -166,3 +166,20 @@ STATE_NAMES: dict[str, tuple[str, str, str, str]] = {
     "paddle.builtin": ("weight", "bias", "_mean", "_variance"),
     "mindspore.nn": ("gamma", "beta", "moving_mean", "moving_variance"),
 }
+
+# Beside those four vectors, the state of the layers that debias (Conventions.debias), as a ported
+# checkpoint writes it: "hidden" holds value·(1 − decay^counter) (Equinox mode="batch" keeps its hidden
+# averages under the running-statistics names above), "counter" a large update count, so that decay^counter
+# vanishes and the next update is the moving average of the ported values (COUNTERS: Haiku's counter is
+# int32), "first" False (else the first training call replaces the ported statistics by the batch's).
+DEBIAS_STATE: dict[str, dict[str, tuple[str, ...]]] = {
+    "haiku": dict(hidden=("state/batch_norm/~/mean_ema/hidden", "state/batch_norm/~/var_ema/hidden"),
+                  counter=("state/batch_norm/~/mean_ema/counter", "state/batch_norm/~/var_ema/counter")),
+    "equinox.batch": dict(hidden=STATE_NAMES["equinox.batch"][2:], counter=("state[batch_counter]",)),
+    "equinox.ema": dict(first=("state[ema_first_time_index]",)),
+}
+COUNTERS: dict[str, int] = {"haiku": 2 ** 30, "equinox.batch": 2 ** 62}
+
+# The shape a layer stores each per-channel vector in, where it is not (C,): Haiku's are shaped like
+# the reduced input, (1, C) for (N, C) inputs and (1, 1, 1, C) for NHWC ones.
+STATE_SHAPES: dict[str, str] = {"haiku": "(1, C) / (1, 1, 1, C)"}

@@ -196,6 +196,8 @@ def _build(records, out, conventions, known, runs, runs_dir):
     props = list(PROPERTIES)
     cells = {n: [_cell(records[n]["properties"].get(p, {})) for p in props] for n in names}
     glance = _at_a_glance(names, records, known)
+    from equiv import summary  # the answers first: one line per implementation and per pair of layers
+    short = summary.lines(names, records, known)
     versions = [(n, records[n]["framework"], records[n]["version"], records[n].get("device", "cpu"),
                  records[n].get("profile", "") + (f", seed {records[n]['seed']}" if records[n].get("seed") is not None
                                                    else "")) for n in names]
@@ -218,7 +220,7 @@ def _build(records, out, conventions, known, runs, runs_dir):
                          + ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows])
     md = ["# bn-equiv report", "",
           f"{len(names)} implementations, {len(props)} properties, {divergence_phrase(known)}, "
-          f"{len(failures)} failures.", "",
+          f"{len(failures)} failures.", ""] + summary.markdown(short) + [
           "## Properties (implementation × property), by framework and path", "",
           "A cell is pass, FAIL, n/a, or *pass outside* the documented divergences whose region "
           "left drawn cases out (the divergence, linked, and the cases it took per dtype).", ""]
@@ -270,7 +272,7 @@ def _build(records, out, conventions, known, runs, runs_dir):
              "margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}",
              "</style></head><body><h1>bn-equiv report</h1>",
              f"<p>{len(names)} implementations, {len(props)} properties, {e(divergence_phrase(known))}, "
-             f"{len(failures)} failures.</p>",
+             f"{len(failures)} failures.</p>"] + summary.html_parts(short) + [
              "<h2>Properties, by framework and path</h2>"]
 
     def h_linked(text, ids):

@@ -26,7 +26,7 @@ def parse(*argv):
 def test_every_command_is_there():
     assert COMMANDS == sorted(["list", "check", "distributed", "replay", "conventions", "findings", "report",
                                "fingerprint", "data", "lockstep", "train", "runs", "bench", "porting",
-                               "vectors", "readme", "docs"])
+                               "vectors", "readme", "docs", "port"])
 
 
 @pytest.mark.parametrize("argv", [[], *([c] for c in COMMANDS)], ids=lambda a: " ".join(a) or "equiv")

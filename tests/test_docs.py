@@ -35,7 +35,7 @@ def html(tmp_path_factory):
 def test_every_page_is_built(html):
     pages = {p.relative_to(DOCS).with_suffix(".html") for p in DOCS.rglob("*.md") if "notes" not in p.parts}
     assert Path("porting.html") in pages and {Path("findings") / f"{f}.html" for f in FRAMEWORKS} <= pages
-    missing = [str(p) for p in pages if not (html / p).is_file()]
+    missing = [str(p) for p in pages | {Path("pick-two.html")} if not (html / p).is_file()]
     assert not missing, f"not built: {missing}"
 
 

@@ -1,5 +1,5 @@
 """The public API is typed: `mypy` checks the annotated modules with the settings in pyproject.toml
-([tool.mypy]: equiv's __init__, core, conventions, external and porting, and reference/), and both
+([tool.mypy]: equiv's __init__, core, conventions, external, porting and port, and reference/), and both
 packages ship the PEP 561 marker py.typed. The mypy test skips, printing the install command, when
 mypy is absent; the numpy tox env installs it."""
 import importlib.util

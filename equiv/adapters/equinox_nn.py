@@ -35,14 +35,14 @@ import jax.numpy as jnp
 
 from equiv.adapters import EQUINOX
 from equiv.adapters._jax import DTYPES, array, new_layer, numpy
-from equiv.conventions import DECLARED
+from equiv.conventions import COUNTERS, DECLARED
 from equiv.core import Adapter
 
 # after equiv.adapters._jax, which turns on float64
 # isort: split
 import equinox as eqx  # noqa: E402
 
-COUNTER = 2 ** 62
+COUNTER = COUNTERS["equinox.batch"]
 
 
 def _layer(mode, c, dtype, momentum, eps, weight, bias):

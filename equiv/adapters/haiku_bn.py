@@ -30,14 +30,14 @@ import numpy as np
 
 from equiv.adapters import HAIKU
 from equiv.adapters._jax import DTYPES, array, new_layer, numpy, sample
-from equiv.conventions import DECLARED
+from equiv.conventions import COUNTERS, DECLARED
 from equiv.core import Adapter, MomentumRequired, weight_applied
 
 # after equiv.adapters._jax, which turns on float64
 # isort: split
 import haiku as hk  # noqa: E402
 
-COUNTER = 2 ** 30
+COUNTER = COUNTERS["haiku"]
 EMAS = ("batch_norm/~/mean_ema", "batch_norm/~/var_ema")
 
 

@@ -5,7 +5,19 @@ import os
 import sys
 
 from equiv import io
-from equiv.cli import check, conventions, data, distributed, fingerprint, generate, lenet, lenet_runs, listing, replay
+from equiv.cli import (
+    check,
+    conventions,
+    data,
+    distributed,
+    fingerprint,
+    generate,
+    lenet,
+    lenet_runs,
+    listing,
+    port,
+    replay,
+)
 from equiv.cli._common import UsageError
 
 DESCRIPTION = """\
@@ -28,6 +40,7 @@ examples:
   equiv conventions --data reference/data      ... into the committed table (never with older releases)
   equiv findings                               write reference/data/findings.md
   equiv porting                                write docs/porting.md from the measured conventions
+  equiv port torch.builtin tf.keras            one pair: DST's arguments and the state mapping
   equiv vectors                                regenerate the golden vectors into results/vectors/
   equiv data [--data-dir D] [--download]       find and verify Fashion-MNIST
   equiv lockstep --impls torch.builtin         BN-LeNet beside the NumPy reference, per layer
@@ -54,8 +67,8 @@ failed or a convention differs from its declaration, 2 a usage error.
 COMMANDS = (listing.add_parser, check.add_parser, distributed.add_parser, replay.add_parser,
             conventions.add_parser, generate.add_findings, generate.add_report, fingerprint.add_parser,
             data.add_parser, lenet.add_lockstep, lenet.add_train, lenet_runs.add_runs, lenet_runs.add_bench,
-            generate.add_porting, generate.add_vectors, generate.add_readme, generate.add_docs)
-# A new command (`equiv port`, say): a module of its own here with add_parser(sub), which declares its
+            generate.add_porting, port.add_parser, generate.add_vectors, generate.add_readme, generate.add_docs)
+# A new command: a module of its own here with add_parser(sub), which declares its
 # arguments and sets fn=run, and run(args), which returns the exit status; its add_parser named above.
 
 

@@ -55,7 +55,8 @@ def report(args):
 
 
 def add_porting(sub):
-    p = sub.add_parser("porting", help="write docs/porting.md: moving a BatchNorm checkpoint between frameworks")
+    p = sub.add_parser("porting", help="write docs/porting.md, pick-two.html and layers/*.md: moving a BatchNorm "
+                                       "checkpoint between frameworks")
     p.add_argument("--data", default="reference/data", help="folder with conventions.json (default reference/data)")
     p.add_argument("--out", default="docs/porting.md", help="file to write (default docs/porting.md)")
     p.set_defaults(fn=porting)
@@ -66,7 +67,9 @@ def porting(args):
     conventions = read_conventions(args.data)
     out = io.check_file(args.out, "--out")
     io.write_text(out, guide(conventions))
-    print(f"written: {out}")
+    from equiv.port_pages import write
+    pages = write(out.parent)
+    print(f"written: {out}, {pages[0]}, {len(pages) - 1} layer pages in {pages[1].parent}")
     return 0
 
 
