@@ -29,12 +29,16 @@ def _f64(a: "ArrayLike") -> "Float64Array":
     return np.asarray(a, dtype=np.float64)
 
 
+def _pair(v: "int | tuple[int, int]") -> "tuple[int, int]":
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
 def conv2d(x: "ArrayLike", w: "ArrayLike", b: "ArrayLike | None" = None, *, stride: "int | tuple[int, int]" = 1,
            padding: "int | tuple[int, int]" = 0) -> "Float64Array":
     """y[n, o, i, j] = Σ_{c, p, q} w[o, c, p, q] · x_pad[n, c, i·sh + p, j·sw + q] + b[o]."""
     x, w = _f64(x), _f64(w)
-    sh, sw = (stride, stride) if np.isscalar(stride) else stride
-    ph, pw = (padding, padding) if np.isscalar(padding) else padding
+    sh, sw = _pair(stride)
+    ph, pw = _pair(padding)
     x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     kh, kw = w.shape[2:]
     patches = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
