@@ -12,7 +12,7 @@ from equiv.routes import ROUTES, function, requirements_met
 from equiv.routes.known import KNOWN, excluded
 from equiv.routes.states import KINDS, fold_states
 from equiv.strategies import default_profile
-from equiv.tolerance import assert_close
+from equiv.tolerance import ToleranceError, assert_close
 
 # Examples per (route, layer, kind): the folders take milliseconds; inductor compiles every state
 # (seconds each on the CPU), so it draws one state per layer and kind under ci.
@@ -68,7 +68,8 @@ def test_route_within_bound(name, layer, kind):
     assert seen, "no state ran"
 
 
-WITNESSES = [pytest.param(d, name, id=f"{d.id}-{name}", marks=pytest.mark.xfail(strict=True, reason=d.id))
+WITNESSES = [pytest.param(d, name, id=f"{d.id}-{name}",
+                          marks=pytest.mark.xfail(strict=True, raises=ToleranceError, reason=d.id))
              for d in KNOWN for name in d.routes if d.witness.layer in ROUTES[name].layers]
 
 
@@ -81,6 +82,16 @@ def test_known_route_witness_in_region(d):
 
 @pytest.mark.parametrize("d,name", WITNESSES)
 def test_known_route_divergence_witness(d, name):
-    """Strict xfail: out of bound on the witness (a fixed release turns it red)."""
+    """Strict xfail: out of its bound against the oracle on the witness (a fixed release turns it red)."""
     _need(ROUTES[name])
     check_route(ROUTES[name], d.witness)
+
+
+def test_inductor_freezing_folds_the_float16_conv_witness_within_bound():
+    """Inductor's freezing folds in float32 and casts (torch/_inductor/fx_passes/binary_folding.py:44-60):
+    the conv state on which the float16 folders overflow (torch-fold-conv-fp16-scale-overflow) folds
+    finite and within the folded bound."""
+    route = ROUTES["torch.builtin+inductor_freezing"]
+    _need(route)
+    witness = next(d.witness for d in KNOWN if d.id == "torch-fold-conv-fp16-scale-overflow")
+    assert check_route(route, witness)[0] <= 1.0

@@ -5,11 +5,15 @@ The folding code they run (torch 2.13.0): torch/nn/utils/fusion.py, fuse_conv_bn
 (``rsqrt(var + eps)`` at :91, W·(gamma·rsqrt) at :98, (b − mean)·rsqrt·gamma + beta at :101) and
 fuse_linear_bn_weights (gamma·rsqrt(var + eps) at :189, W·scale at :191, bias at :192).
 torch.ao.quantization.fuse_modules reaches them through fuser_method_mappings.fuse_conv_bn (:68) and
-fuse_linear_bn (:169); torch.fx.experimental.optimization.fuse through :109 and :111; inductor's
-freezing through torch/_inductor/fx_passes/pre_grad.py fuse_fx (:411-415) → fuse_conv_bn (:534,
-module form), which pattern-matches conv → BatchNorm only: a Linear → BatchNorm1d stays a BatchNorm,
-its statistics baked as constants into an epilogue after the matmul (measured: the generated code
-keeps a ``_native_batch_norm_legit_no_training`` kernel).
+fuse_linear_bn (:169); torch.fx.experimental.optimization.fuse through :109 and :111 (measured: the
+three give the same outputs, bit for bit). Inductor's freezing folds otherwise: its pre-grad
+fuse_conv_bn (torch/_inductor/fx_passes/pre_grad.py:415) runs but matches nothing in dynamo's graph
+(measured: neither fusion function is called); the freezing passes' binary folding
+(torch/_inductor/fx_passes/freezing_patterns.py:51-65) folds the decomposed BatchNorm's four
+constant sub/mul/add into the convolution's frozen weight and bias (counters["inductor"]
+["binary_folding"] = 4), in float32 for a float16 or bfloat16 convolution, then cast back
+(binary_folding.py:44-60). A Linear → BatchNorm1d is not folded: the generated code keeps a
+``_native_batch_norm_legit_no_training`` epilogue after the matmul, its statistics as constants.
 """
 import numpy as np
 import torch
