@@ -31,8 +31,16 @@ NOTES = "notes"   # docs/findings/notes/<page>.md: hand-written measurements a p
 
 def findings():
     """Every list of documented findings (``equiv.known``), by the section that renders it."""
-    from equiv.known import BOOK_NOTES, EXPORT_FINDINGS, KNOWN, NET_FINDINGS, PARALLEL_FINDINGS, PARALLEL_KNOWN
-    return {"layer": KNOWN, "parallel": PARALLEL_KNOWN, "parallel_behaviour": PARALLEL_FINDINGS,
+    from equiv.known import (
+        BOOK_NOTES,
+        EXPORT_FINDINGS,
+        KNOWN,
+        NET_FINDINGS,
+        PARALLEL_FINDINGS,
+        PARALLEL_KNOWN,
+        ROUTE_KNOWN,
+    )
+    return {"layer": KNOWN, "route": ROUTE_KNOWN, "parallel": PARALLEL_KNOWN, "parallel_behaviour": PARALLEL_FINDINGS,
             "export": EXPORT_FINDINGS, "net": NET_FINDINGS, "book": BOOK_NOTES}
 
 
@@ -57,6 +65,12 @@ def _layer(d):
     out = [f"### {d.id}", "", f"- implementations: {', '.join(f'`{a}`' for a in d.implementations)}",
            f"- properties affected: {', '.join(d.properties)}",
            f"- witness: `{d.witness!r}` fails `{d.witness_property}`", "", d.reason, ""]
+    return out + ([f"What to do: {d.advice}", ""] if d.advice else [])
+
+
+def _route(d):
+    out = [f"### {d.id}", "", f"- routes: {', '.join(f'`{a}`' for a in d.implementations)}",
+           f"- layers: {', '.join(d.layers)}", f"- witness: `{d.witness!r}`", "", d.reason, ""]
     return out + ([f"What to do: {d.advice}", ""] if d.advice else [])
 
 
@@ -86,6 +100,9 @@ SECTIONS = (   # kind, heading, what the section's entries are, how one renders
     ("layer", "Divergences from the oracle",
      "Documented, each with the region of inputs where it shows (the properties leave it out and say so) "
      "and a witness that runs as a strict xfail (`tests/test_known.py`).", _layer),
+    ("route", "Folding routes",
+     "Conversion and folding routes (`equiv.routes`) on states drawn as trained networks have them; each "
+     "witness runs as a strict xfail (`tests/test_routes_torch.py`).", _route),
     ("parallel", "Data-parallel divergences",
      "Documented, strict xfail in `tests/test_parallel.py`.", _parallel),
     ("parallel_behaviour", "Data-parallel behaviours",

@@ -1,7 +1,7 @@
 """reference/data/findings.md, generated from the measured conventions and the documented
 divergences and other findings (equiv/known/): what differs, between which implementations, measured
 on which input, and what a porting user must do."""
-from equiv.known import BOOK_NOTES, EXPORT_FINDINGS, NET_FINDINGS, PARALLEL_FINDINGS, PARALLEL_KNOWN
+from equiv.known import BOOK_NOTES, EXPORT_FINDINGS, NET_FINDINGS, PARALLEL_FINDINGS, PARALLEL_KNOWN, ROUTE_KNOWN
 from equiv.tables import convention_table
 
 CONVENTION_ADVICE = {
@@ -38,17 +38,17 @@ CONVENTION_ADVICE = {
 
 
 def divergence_counts(known):
-    """(layer-level, whole-network) documented divergences: the entries of ``known``
-    (``equiv.known.KNOWN``) and the distinct ids of ``equiv.known.NET_FINDINGS`` (one finding seen in
-    two implementations counts once). The one count the report, ``equiv findings`` and the
-    README use."""
-    return len(known), len({f.id for f in NET_FINDINGS})
+    """(layer-level, route, whole-network) documented divergences: the entries of ``known``
+    (``equiv.known.KNOWN``), of ``equiv.known.ROUTE_KNOWN`` and the distinct ids of
+    ``equiv.known.NET_FINDINGS`` (one finding seen in two implementations counts once). The one count
+    the report, ``equiv findings`` and the README use."""
+    return len(known), len(ROUTE_KNOWN), len({f.id for f in NET_FINDINGS})
 
 
 def divergence_phrase(known):
-    layer, net = divergence_counts(known)
-    return (f"{layer + net} documented divergences ({layer} of the layer, `equiv.known.KNOWN`; {net} of the "
-            "whole BN-LeNet, `equiv.known.NET_FINDINGS`)")
+    layer, route, net = divergence_counts(known)
+    return (f"{layer + route + net} documented divergences ({layer} of the layer, `equiv.known.KNOWN`; {route} "
+            f"of folding routes, `equiv.known.ROUTE_KNOWN`; {net} of the whole BN-LeNet, `equiv.known.NET_FINDINGS`)")
 
 
 def parallel_section():
@@ -111,6 +111,13 @@ def render(conventions, known):
         if d.advice:
             out += [f"What to do: {d.advice}", ""]
     out += parallel_section()
+    out += ["## Folding routes (documented, strict xfail in tests/test_routes_torch.py)", "",
+            "Conversion and folding routes (`equiv.routes`) on states drawn as trained networks have them.", ""]
+    for d in ROUTE_KNOWN:
+        out += [f"### {d.id}", "", f"- routes: {', '.join(d.implementations)}", f"- layers: {', '.join(d.layers)}",
+                f"- witness: `{d.witness!r}`", "", d.reason, ""]
+        if d.advice:
+            out += [f"What to do: {d.advice}", ""]
     out += ["## Exporters (ONNX)", "", "What an exporter writes for the layer, pinned with its graph and versions "
             "by `tests/test_onnx_findings.py`.", ""]
     out += [f"- **{f.id}**: {f.reason}" for f in EXPORT_FINDINGS]

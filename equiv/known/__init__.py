@@ -18,6 +18,9 @@ The kinds (``Finding.kind``), each a list here:
 - ``EXPORT_FINDINGS`` (``"export"``): what an exporter writes for the layer (tests/test_onnx_findings.py).
 - ``NET_FINDINGS`` (``"network"``): where a whole BN-LeNet first diverges in ``equiv lockstep``
   (``net_findings`` picks a run's, ``shows`` checks a result against one).
+- ``ROUTE_KNOWN`` (``"route"``): divergences of a conversion or folding route (``equiv.routes``) on
+  its drawn states, each with a region and a witness state run as a strict xfail
+  (``route_excluded`` picks a state's).
 - ``BOOK_NOTES`` (``"book"``): what the book's BN-LeNet code does beyond its BN layers.
 
 ``ALL`` holds every finding, ``findings(kind)`` iterates over them.
@@ -32,20 +35,21 @@ from equiv.known.base import (
     NetFinding,
     ParallelDivergence,
     ParallelFinding,
+    RouteDivergence,
     shows,
 )
 
 __all__ = ["ALL", "BOOK_NOTES", "BY_CONVENTION", "EXPORT_FINDINGS", "KNOWN", "NET_FINDINGS", "PARALLEL_FINDINGS",
-           "PARALLEL_KNOWN", "BookNote", "Divergence", "ExportFinding", "Finding", "NetFinding",
-           "ParallelDivergence", "ParallelFinding", "by_id", "divergences", "everywhere", "excluded", "findings",
-           "net_findings", "parallel_excluded", "shows"]
+           "PARALLEL_KNOWN", "ROUTE_KNOWN", "BookNote", "Divergence", "ExportFinding", "Finding", "NetFinding",
+           "ParallelDivergence", "ParallelFinding", "RouteDivergence", "by_id", "divergences", "everywhere",
+           "excluded", "findings", "net_findings", "parallel_excluded", "route_excluded", "shows"]
 
 ALL = tuple(f for m in (torch, tf, keras, jax, onnx, paddle, mxnet, mlx) for f in m.FINDINGS)
 
 
 def findings(kind=None):
     """Every documented finding (of ``kind``: "layer", "data-parallel", "data-parallel-behaviour",
-    "export", "network", "book"), in the order of the framework modules."""
+    "export", "network", "route", "book"), in the order of the framework modules."""
     return (f for f in ALL if kind is None or f.kind == kind)
 
 
@@ -55,6 +59,7 @@ PARALLEL_FINDINGS = list(findings(ParallelFinding.kind))
 EXPORT_FINDINGS = list(findings(ExportFinding.kind))
 NET_FINDINGS = tuple(findings(NetFinding.kind))
 BOOK_NOTES = tuple(findings(BookNote.kind))
+ROUTE_KNOWN = list(findings(RouteDivergence.kind))
 
 
 def by_id(finding_id, kind=None):
@@ -100,3 +105,10 @@ def net_findings(label, dtype, data):
     ("synthetic" or "fashion-mnist")."""
     return [f for f in NET_FINDINGS
             if f.label == label and dtype in f.dtypes and (f.data == "any" or f.data == data)]
+
+
+def route_excluded(route_name, state):
+    """The documented route divergence (``ROUTE_KNOWN``) whose region holds the ``FoldState`` ``state``
+    on this route, or None."""
+    return next((d for d in ROUTE_KNOWN if route_name in d.implementations and state.layer in d.layers
+                 and d.region(state)), None)

@@ -2,7 +2,7 @@
 (and the property that runs it), shared by the framework modules of ``equiv.known``."""
 import numpy as np
 
-from equiv.dtypes import round_to
+from equiv.dtypes import MAX_VALUE, round_to
 from equiv.strategies import affine_draw
 
 
@@ -168,3 +168,17 @@ def global_offset_ratio(pc):
     with np.errstate(divide="ignore", invalid="ignore"):
         return max(float(np.nan_to_num(np.abs(x.mean(axis=_red(c))) / x.std(axis=_red(c)), nan=0.0).max())
                    for x in map(c.batch, range(c.steps)))
+
+
+def fold_intermediates_overflow(state):
+    """float16, and one of the values a fold computes in float16 beyond its range (less half an
+    ulp of margin): rsqrt(var + eps), s = gamma·rsqrt, W·s, (b − mean)·rsqrt, (b − mean)·s."""
+    if state.dtype != "float16":
+        return False
+    r = 1 / np.sqrt(state.running_var + state.eps)
+    s = np.abs(state.gamma) * r
+    b = np.zeros_like(r) if state.b is None else state.b
+    dm = np.abs(b - state.running_mean)
+    w_max = np.abs(state.w).reshape(len(r), -1).max(axis=1)
+    top = max(float(v.max()) for v in (r, s, w_max * s, dm * r, dm * s))
+    return top >= MAX_VALUE["float16"] * (1 - 2.0 ** -12)

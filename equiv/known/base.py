@@ -5,10 +5,11 @@ each kind of finding with what its tests need to pin it.
 ``kind`` names the kind (a class constant): ``"layer"`` (``Divergence``: one BatchNorm layer, or one
 execution path of it, against the oracle), ``"data-parallel"`` (``ParallelDivergence``),
 ``"data-parallel-behaviour"`` (``ParallelFinding``), ``"export"`` (``ExportFinding``), ``"network"``
-(``NetFinding``: a whole BN-LeNet in ``equiv lockstep``) and ``"book"`` (``BookNote``: what the book's
-BN-LeNet code does beyond its BN layers)."""
+(``NetFinding``: a whole BN-LeNet in ``equiv lockstep``), ``"route"`` (``RouteDivergence``: a conversion
+or folding route, ``equiv.routes``) and ``"book"`` (``BookNote``: what the book's BN-LeNet code does beyond
+its BN layers)."""
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 from equiv.strategies import Case, ParallelCase
 
@@ -90,6 +91,19 @@ class NetFinding(Finding):
     def label(self):
         """The BN-LeNet label (``equiv lockstep --impls``) it is measured on."""
         return self.implementations[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouteDivergence(Finding):
+    """A conversion or folding route's divergence from the oracle (``equiv.routes``), written as
+    ``Divergence`` on the route's drawn states (``equiv.routes.states.FoldState``): the region of states
+    where it shows (the route properties leave it out) and a witness state that runs as a strict xfail
+    (tests/test_routes_torch.py). ``implementations``: route names; ``layers``: "conv", "linear"."""
+    kind: ClassVar[str] = "route"
+    layers: tuple
+    region: Callable          # FoldState -> bool
+    witness: Any              # a FoldState in the region
+    witness_check: str = "folded"   # what fails on the witness: the folded output against the oracle
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,7 +1,15 @@
 """PyTorch's documented findings: torch.builtin and the book's torch.scratch (and their paths),
-DistributedDataParallel and SyncBatchNorm (torch.ddp, torch.syncbn)."""
-from equiv.known._regions import _FORWARD, _min_var_plus_eps, _scratch_grad_overflows, _scratch_square_overflows
-from equiv.known.base import Divergence, ParallelFinding
+DistributedDataParallel and SyncBatchNorm (torch.ddp, torch.syncbn), and torch's folding routes
+(equiv.routes: fuse_conv_bn_eval, fuse_linear_bn_eval, ao fuse_modules, fx fuse)."""
+from equiv.known._regions import (
+    _FORWARD,
+    _min_var_plus_eps,
+    _scratch_grad_overflows,
+    _scratch_square_overflows,
+    fold_intermediates_overflow,
+)
+from equiv.known.base import Divergence, ParallelFinding, RouteDivergence
+from equiv.routes.states import FoldState
 from equiv.strategies import Case
 
 _WITNESS = ("witness: float64, 2 channels, shards of 8 rows with means 0, 5, −3, 2 (std 1), 3 steps, "
@@ -124,3 +132,43 @@ FINDINGS = [
         advice="on CPU clusters there is no synchronized BatchNorm in torch: use GroupNorm/LayerNorm, or "
                "all-reduce the batch moments by hand"),
 ]
+
+# --- folding routes (equiv.routes) -----------------------------------------------------
+_FOLDERS = ("torch.builtin+ao_fuse_modules", "torch.builtin+fx_fuse")
+_WHY = ("the fold computes its per-channel scale in the model's precision: in float16, gamma·rsqrt(var + eps) "
+        "of a dead channel (running variance 0, eps 1e-5: rsqrt = 316) overflows at |gamma| ≥ 207, and W·s at "
+        "|W|·|s| ≥ 65504, although eager BatchNorm, whose output (z − mean)·s + beta is small, stays finite "
+        "(torch 2.13.0, reached from torch/ao/quantization/fuser_method_mappings.py:68 and :169 and "
+        "torch/fx/experimental/optimization.py:109 and :111). Inductor's freezing folds the same convolutions "
+        "in float32 and casts afterwards (torch/_inductor/fx_passes/binary_folding.py:44-60): finite, 0.010× "
+        "its bound on the conv witness. bfloat16's range holds s; float32 is within bound. ")
+_ADVICE = ("fold a float16 model in float32 and cast the folded weights to float16 afterwards, or keep "
+           "BatchNorm unfolded on channels whose |gamma|/sqrt(var + eps) exceeds 6e4")
+
+ROUTES = [
+    RouteDivergence(
+        id="torch-fold-linear-fp16-scale-overflow",
+        implementations=("torch.builtin+fuse_linear_bn_eval",) + _FOLDERS,
+        layers=("linear",),
+        reason=(_WHY + "torch/nn/utils/fusion.py:189, bn_scale = bn_w * torch.rsqrt(bn_rv + bn_eps), then "
+                "linear_w * bn_scale at :191. Witness: float16 Linear(8, 4) → BatchNorm1d, channel 1 dead "
+                "(running variance 1e-8, 0 in float16) with gamma −778 (s = −2.46e5): the folded weights of "
+                "channel 1 are ±inf, its bias inf, its outputs NaN, where the oracle gives −97.6 … 95.8 and eager "
+                "torch stays within 0.015× its bound (largest error 12.9 of the whole output, amplified by s)"),
+        region=fold_intermediates_overflow,
+        witness=FoldState(layer="linear", kind="dead_large_gamma", dtype="float16", seed=1, bias=True),
+        advice=_ADVICE),
+    RouteDivergence(
+        id="torch-fold-conv-fp16-scale-overflow",
+        implementations=("torch.builtin+fuse_conv_bn_eval",) + _FOLDERS,
+        layers=("conv",),
+        reason=(_WHY + "torch/nn/utils/fusion.py:91, bn_var_rsqrt = torch.rsqrt(bn_rv + bn_eps), and :98, "
+                "conv_w * (bn_w * bn_var_rsqrt). Witness: float16 Conv2d(3, 4, 3) → BatchNorm2d, channel 0 dead "
+                "(running variance 0) with gamma 896 (s = 2.8e5): the folded weights of channel 0 are ±inf and "
+                "its outputs NaN, where the oracle gives −466 … 417 and eager torch stays within 0.020× its bound"),
+        region=fold_intermediates_overflow,
+        witness=FoldState(layer="conv", kind="dead_large_gamma", dtype="float16", seed=0, bias=True),
+        advice=_ADVICE),
+]
+
+FINDINGS += ROUTES

@@ -1,0 +1,65 @@
+"""Conversion and deployment routes: a tool that rewrites a trained model before it is shipped, here
+by folding BatchNorm into the convolution or linear layer before it, in the model's own precision.
+
+A route is data (``Route``: the source layers, the tool and its version pin, what it folds, the
+dtypes it runs, how to install it) plus a small function in a module of this package, one module per
+tool family, that takes the eval-mode model (layer → BatchNorm) and returns the model the tool makes
+of it. tests/test_routes_*.py hold each route's folded output to the float64 oracle
+(reference/conv_bn.py) under the folded layer's bound (equiv/tolerance_fold.py), and to the
+unfolded model under the sum of both bounds. Findings: equiv/known/torch.py (ROUTE_KNOWN).
+"""
+import importlib
+import importlib.util
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str             # "torch.builtin+fuse_conv_bn_eval": the source adapter + the tool
+    source: str           # the layers it starts from
+    tool: str             # the call that rewrites the model
+    pin: str              # the tool's version the findings were measured on
+    folds: tuple          # the layers whose BatchNorm it folds into the weights: ("conv", "linear")
+    module: str           # where the function lives
+    function: str         # model (eval mode) -> the model the tool makes
+    dtypes: tuple = ("float32",)
+    runs: tuple = ()      # layers it is run on without folding them (measured: it keeps BatchNorm)
+    requires: tuple = ("torch",)
+    install: str = "pip install torch==2.13.0"
+    example_budget: str = ""   # "compile": the smaller example budget of compiled paths
+
+    @property
+    def layers(self):
+        return self.folds + self.runs
+
+
+_TORCH = "equiv.routes.torch_fold"
+_PIN = "torch==2.13.0"
+_CONV = "torch.nn.Conv2d → BatchNorm2d"
+_LINEAR = "torch.nn.Linear → BatchNorm1d"
+_HALF = ("float32", "float16", "bfloat16")
+
+ROUTES = {r.name: r for r in [
+    Route("torch.builtin+fuse_conv_bn_eval", _CONV, "torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)", _PIN,
+          ("conv",), _TORCH, "fuse_eval", _HALF),
+    Route("torch.builtin+fuse_linear_bn_eval", _LINEAR, "torch.nn.utils.fusion.fuse_linear_bn_eval(linear, bn)",
+          _PIN, ("linear",), _TORCH, "fuse_eval", _HALF),
+    Route("torch.builtin+ao_fuse_modules", f"{_CONV}; {_LINEAR}",
+          "torch.ao.quantization.fuse_modules(model.eval(), [['0', '1']])", _PIN, ("conv", "linear"), _TORCH,
+          "ao_fuse_modules", _HALF),
+    Route("torch.builtin+fx_fuse", f"{_CONV}; {_LINEAR}", "torch.fx.experimental.optimization.fuse(model.eval())",
+          _PIN, ("conv", "linear"), _TORCH, "fx_fuse", _HALF),
+    Route("torch.builtin+inductor_freezing", f"{_CONV}; {_LINEAR}",
+          "torch.compile(model.eval()) under torch._inductor.config.freezing = True and torch.no_grad(), CPU",
+          _PIN, ("conv",), _TORCH, "inductor_freezing", runs=("linear",), example_budget="compile"),
+]}
+
+
+def requirements_met(name):
+    return all(importlib.util.find_spec(m) is not None for m in ROUTES[name].requires)
+
+
+def function(name):
+    """The route's function: eval-mode model -> the model the tool makes of it."""
+    r = ROUTES[name]
+    return getattr(importlib.import_module(r.module), r.function)

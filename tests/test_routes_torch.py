@@ -1,0 +1,98 @@
+"""The torch folding routes (equiv.routes.torch_fold) on states drawn as trained networks have them
+(equiv.routes.states): per route, layer and kind of state, the folded model against the float64
+oracle under the folded layer's bound, eager torch against it under the unfolded bound, and the two
+against each other under the sum; that each route folds what it declares (no BatchNorm module left;
+for inductor, no BatchNorm kernel in the generated code); the documented findings' witnesses
+(equiv.known.ROUTE_KNOWN) as strict xfails."""
+import pytest
+from hypothesis import assume, given, settings
+
+from equiv import tolerance_fold as tb
+from equiv.known import ROUTE_KNOWN as KNOWN
+from equiv.known import route_excluded as excluded
+from equiv.routes import ROUTES, function, requirements_met
+from equiv.routes.states import KINDS, fold_states
+from equiv.strategies import default_profile
+from equiv.tolerance import ToleranceError, assert_close
+
+# Examples per (route, layer, kind): the folders take milliseconds; inductor compiles every state
+# (seconds each on the CPU), so it draws one state per layer and kind under ci.
+EXAMPLES = {"dev": 4, "ci": 4, "thorough": 50, "mutation": 10}
+COMPILE_EXAMPLES = {"dev": 1, "ci": 1, "thorough": 10, "mutation": 2}
+
+
+def _need(route):
+    if not requirements_met(route.name):
+        pytest.skip(f"{route.name} needs {', '.join(route.requires)}: {route.install}")
+
+
+def check_route(route, state):
+    """Run the route on ``state``; returns (folded/oracle, eager/oracle, folded/eager) error/bound ratios."""
+    from equiv.routes import torch_fold as tf
+    model = tf.build(state)
+    made = function(route.name)(model)
+    y_route, y_eager, y = tf.run(made, state), tf.run(model, state), state.oracle()
+    args = (state.x, state.w, state.b)
+    unfolded = tb.unfolded(*args, **state.bn, **state.bound_args())
+    folds = state.layer in route.folds
+    bound = tb.folded(*args, **state.bn, **state.bound_args()) if folds else unfolded
+    if isinstance(made, tf.Frozen):
+        assert made.folded() == folds, f"inductor freezing folded {state.layer}: {made.folded()}"
+    else:
+        assert not tf.has_batch_norm(made), f"{route.name} left a BatchNorm in {made}"
+    return (assert_close(f"{route.name} {state.layer} vs oracle", y_route, y, bound),
+            assert_close(f"eager {state.layer} vs oracle", y_eager, y, unfolded),
+            assert_close(f"{route.name} {state.layer} vs eager", y_route, y_eager, bound + unfolded))
+
+
+# a layer a route runs without folding it (inductor's Linear) is checked on two kinds only
+UNFOLDED_KINDS = ("ordinary", "dead_large_gamma")
+CASES = [(name, layer, kind) for name, r in ROUTES.items() for layer in r.layers
+         for kind in (KINDS if layer in r.folds else UNFOLDED_KINDS)]
+
+
+@pytest.mark.parametrize("name,layer,kind", CASES, ids=["-".join(c) for c in CASES])
+def test_route_within_bound(name, layer, kind):
+    route = ROUTES[name]
+    _need(route)
+    budget = COMPILE_EXAMPLES if route.example_budget == "compile" else EXAMPLES
+    profile = default_profile()
+    seen = []
+
+    @settings(settings.get_profile(profile), max_examples=budget.get(profile, 4))
+    @given(state=fold_states(layer, kind, route.dtypes))
+    def check(state):
+        assume(state.representable() and excluded(name, state) is None)
+        seen.append(check_route(route, state))
+
+    check()
+    assert seen, "no state ran"
+
+
+WITNESSES = [pytest.param(d, name, id=f"{d.id}-{name}",
+                          marks=pytest.mark.xfail(strict=True, raises=ToleranceError, reason=d.id))
+             for d in KNOWN for name in d.implementations if d.witness.layer in ROUTES[name].layers]
+
+
+@pytest.mark.parametrize("d", KNOWN, ids=[d.id for d in KNOWN])
+def test_known_route_witness_in_region(d):
+    assert d.region(d.witness), "the witness lies outside its own region"
+    assert d.witness.representable(), "the witness's oracle output must fit the dtype"
+    assert any(d.witness.layer in ROUTES[n].layers for n in d.implementations)
+
+
+@pytest.mark.parametrize("d,name", WITNESSES)
+def test_known_route_divergence_witness(d, name):
+    """Strict xfail: out of its bound against the oracle on the witness (a fixed release turns it red)."""
+    _need(ROUTES[name])
+    check_route(ROUTES[name], d.witness)
+
+
+def test_inductor_freezing_folds_the_float16_conv_witness_within_bound():
+    """Inductor's freezing folds in float32 and casts (torch/_inductor/fx_passes/binary_folding.py:44-60):
+    the conv state on which the float16 folders overflow (torch-fold-conv-fp16-scale-overflow) folds
+    finite and within the folded bound."""
+    route = ROUTES["torch.builtin+inductor_freezing"]
+    _need(route)
+    witness = next(d.witness for d in KNOWN if d.id == "torch-fold-conv-fp16-scale-overflow")
+    assert check_route(route, witness)[0] <= 1.0
