@@ -6,8 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from equiv import adapters as registry
-from equiv import io
+from equiv import io, registry
 from equiv.core import FrameworkMissing
 from equiv.tables import convention_table, conventions_markdown
 
@@ -186,14 +185,13 @@ def cmd_list(args):
 def _list_parallel():
     """The data-parallel implementations (equiv/parallel/): name, engine, installed or not; read
     from the declared table, so no framework is imported."""
-    from equiv import parallel
     from equiv.parallel.conventions import ENGINE
-    names = parallel.known_names()
+    names = registry.known_names(registry.PARALLEL)
     width = max(map(len, names))
     print("\ndata-parallel (equiv/parallel/; tests/test_parallel*.py):")
     for name in names:
-        ok = parallel.framework_installed(name)
-        hint = "" if ok else f" ({parallel.REGISTRY[name][3]})"
+        ok = registry.framework_installed(name, registry.PARALLEL)
+        hint = "" if ok else f" ({registry.install_command(name, registry.PARALLEL)})"
         print(f"{name:{width}} {'installed' if ok else 'missing':9} {ENGINE[name]}{hint}")
 
 
@@ -267,7 +265,6 @@ QUANTITIES = ("y", "dx", "dgamma", "dbeta", "running mean", "running var")
 def cmd_distributed(args):
     """The data-parallel implementations against the oracle under their declarations, and their
     conventions measured (equiv/parallel/check.py)."""
-    from equiv import parallel
     from equiv.parallel import check as dp
     profile = _profile(args)
     if args.examples is not None and args.examples < 1:
@@ -277,7 +274,7 @@ def cmd_distributed(args):
         if out.exists():
             raise UsageError(f"--out {out} exists; not overwritten (give a new file)")
     if args.impls is None:
-        names = parallel.available()
+        names = registry.available(registry.PARALLEL)
         if not names:
             raise UsageError("no data-parallel implementation can run here: none of their frameworks is installed "
                              "(see: equiv list), or give your own with --impls package.module:Class")

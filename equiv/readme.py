@@ -80,7 +80,7 @@ def parallel():
     tox env that runs them and the ids of their findings (equiv.parallel.known)."""
     from dataclasses import fields
 
-    from equiv.parallel import REGISTRY, ParallelConventions
+    from equiv.parallel import IMPLEMENTATIONS, ParallelConventions
     from equiv.parallel.conventions import BASE, DECLARED
     from equiv.parallel.known import FINDINGS, KNOWN
     names = [f.name for f in fields(ParallelConventions)]
@@ -90,7 +90,7 @@ def parallel():
         row = DECLARED[name].as_dict()
         ids = [d.id for d in (*KNOWN, *FINDINGS) if name in d.implementations]
         rows.append("| " + " | ".join([f"`{name}`", BASE[name], *(str(row[n]) for n in names),
-                                       PARALLEL_ENVS[REGISTRY[name][2]], ", ".join(ids) or "–"]) + " |")
+                                       PARALLEL_ENVS[IMPLEMENTATIONS[name][2]], ", ".join(ids) or "–"]) + " |")
     return "\n\n" + "\n".join(rows) + "\n\n"
 
 

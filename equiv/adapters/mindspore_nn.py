@@ -15,7 +15,6 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 
-from equiv.adapters import MINDSPORE
 from equiv.conventions import DECLARED
 from equiv.core import Adapter, Unsupported
 
@@ -28,7 +27,7 @@ def _numpy(t):
 
 
 class MindSporeNN(Adapter):
-    name, framework, install = "mindspore.nn", "mindspore", MINDSPORE
+    name, framework = "mindspore.nn", "mindspore"
     conventions = DECLARED[name]
     dtypes = ("float32", "float16")
 

@@ -14,7 +14,6 @@ import mlx.core as mx
 import numpy as np
 from mlx import nn
 
-from equiv.adapters import MLX
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
 
@@ -30,7 +29,7 @@ def numpy(a, nchw=False):
 
 
 class MLXBuiltin(Adapter):
-    name, framework, install = "mlx.builtin", "mlx", MLX
+    name, framework = "mlx.builtin", "mlx"
     conventions = DECLARED[name]
     dtypes = ("float64", "float32", "float16", "bfloat16")
 

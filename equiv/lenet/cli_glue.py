@@ -18,7 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from equiv import io, lenet
+from equiv import io, lenet, registry
 
 DEFAULT_RUNS = "reference/data/runs"             # the committed runs: read by default, written when named
 WORK_RUNS = str(io.WORK / "runs")                # where `equiv train` writes by default
@@ -60,7 +60,7 @@ LR = _float_type(0.0, 10.0)                      # beyond 10 the book's net dive
 def add_lockstep_args(parser):
     parser.add_argument("--impls", default="torch.builtin,torch.scratch",
                         help="comma-separated BN-LeNet implementations, framework.variant "
-                             f"(known: {', '.join(lenet.labels())}; default: %(default)s)")
+                             f"(known: {', '.join(registry.lenet_labels())}; default: %(default)s)")
     parser.add_argument("--steps", type=STEPS, default=30,
                         help="SGD steps to compare, 1 to 10000 (default: %(default)s)")
     parser.add_argument("--dtype", choices=("float64", "float32", "both"), default="both",
@@ -154,7 +154,7 @@ def lockstep_main(args):
     data_dir = getattr(args, "data_dir", None)
     real = data_dir is not None or bool(getattr(args, "fashion_mnist", False))
     device = getattr(args, "device", "cpu") or "cpu"
-    mods = [(label, *lenet.load(label)) for label in labels]      # ValueError when unknown/missing
+    mods = [(label, *registry.load_lenet(label)) for label in labels]      # ValueError when unknown/missing
     for _, mod, _ in mods:
         _check_device(mod, device)
     steps, seed = getattr(args, "steps", 30), getattr(args, "seed", 0)
@@ -212,7 +212,7 @@ def train_main(args):
         fw, impl = impl.split(".", 1)
     out = getattr(args, "out", None) or WORK_RUNS
     io.check_dir(out, "--out")
-    mod, impl = lenet.load(f"{fw}.{impl}")
+    mod, impl = registry.load_lenet(f"{fw}.{impl}")
     device = getattr(args, "device", "cpu") or "cpu"
     _check_device(mod, device)
     dtype = getattr(args, "dtype", "float32") or "float32"
@@ -251,7 +251,7 @@ def train_main(args):
 def add_bench_args(parser):
     from equiv.lenet.bench import GPU_TIER
     parser.add_argument("--impls", default=None,
-                        help=f"comma-separated implementations (known: {', '.join(lenet.labels())}; "
+                        help=f"comma-separated implementations (known: {', '.join(registry.lenet_labels())}; "
                              f"default: those of the GPU tier {','.join(GPU_TIER)} whose framework is installed)")
     parser.add_argument("--device", default=None,
                         help="cpu or cuda (default: cuda when torch or jax sees a GPU, else cpu)")
@@ -285,11 +285,11 @@ def _bench_labels(impls):
         labels = [s.strip() for s in str(impls).split(",") if s.strip()]
         if not labels:
             raise ValueError("--impls is empty; give e.g. torch.builtin,jax.builtin")
-        return labels, [lenet.load(label) for label in labels]   # ValueError when unknown/missing
+        return labels, [registry.load_lenet(label) for label in labels]   # ValueError when unknown/missing
     labels, mods, skipped = [], [], []
     for label in GPU_TIER:
         try:
-            mods.append(lenet.load(label))
+            mods.append(registry.load_lenet(label))
             labels.append(label)
         except ValueError as e:
             skipped.append(f"{label} ({str(e).rsplit('install it with: ', 1)[-1]})")

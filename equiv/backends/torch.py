@@ -1,10 +1,15 @@
-"""PyTorch conversions shared by the torch adapters (a backend helper, not an adapter)."""
+"""PyTorch's backend: conversions shared by the torch adapters, paths, DDP workers and BN-LeNets,
+and the process's torch setup."""
 import numpy as np
 import torch
 
-# Correctness tests compare against float64: no TF32 in matrix units on CUDA.
-torch.backends.cuda.matmul.allow_tf32 = False
-torch.backends.cudnn.allow_tf32 = False
+
+def setup():
+    """Correctness tests compare against float64: no TF32 in matrix units on CUDA (process-wide;
+    called by ``equiv.registry`` before it loads torch code, and by the torch adapters as they build)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32,
           "float16": torch.float16, "bfloat16": torch.bfloat16}
