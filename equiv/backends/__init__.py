@@ -1,4 +1,5 @@
-"""The backend layer: one small module per framework (torch, jax, tf, keras, onnx, paddle, mxnet)
+"""The backend layer: one small module per framework (torch, jax, tf, keras, onnx, paddle, mxnet,
+mlx, mindspore)
 with its conversions and, where the framework needs one, its per-process setup (float64, precision
 settings, the compilation cache, array semantics). Nothing is set on import: a backend's ``setup()``
 does it, and ``equiv.registry`` calls it (``setup(framework)`` here) before it loads an adapter,
@@ -10,7 +11,8 @@ import importlib
 # framework import name -> the backend module of this package whose setup() runs before its code does
 # (TensorFlow's, TF32 off, is the BN-LeNet's alone: the adapters run on the CPU; keras, onnx and paddle
 # have nothing to set for the process)
-BACKEND = {"torch": "torch", "jax": "jax", "flax": "jax", "equinox": "jax", "haiku": "jax", "mxnet": "mxnet"}
+BACKEND = {"torch": "torch", "jax": "jax", "flax": "jax", "equinox": "jax", "haiku": "jax", "mxnet": "mxnet",
+           "mlx": "mlx", "mindspore": "mindspore"}
 
 
 def setup(framework):

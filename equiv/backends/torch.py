@@ -11,6 +11,17 @@ def setup():
     torch.backends.cudnn.allow_tf32 = False
 
 
+def setup_dynamo():
+    """torch.compile falls back to eager, silently, once a function has been recompiled
+    ``recompile_limit`` times: every Hypothesis example has its own eps, so the compile paths raise
+    the limit and make hitting it an error: a compile path never runs eager code unnoticed (process-wide;
+    called as a torch execution path is made, equiv/paths/torch_paths.py)."""
+    torch._dynamo.config.recompile_limit = 4096
+    torch._dynamo.config.accumulated_recompile_limit = 1 << 20
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
+    torch._dynamo.config.force_parameter_static_shapes = False
+
+
 DTYPES = {"float64": torch.float64, "float32": torch.float32,
           "float16": torch.float16, "bfloat16": torch.bfloat16}
 
