@@ -2,7 +2,7 @@
 
 ``import equiv`` imports no framework. Adapters load lazily by name:
 
-    >>> from equiv.adapters import load
+    >>> from equiv.registry import load
     >>> TorchBuiltin = load("torch.builtin")        # imports torch now
 """
 from equiv.core import Adapter, Conventions, FrameworkMissing, Unsupported

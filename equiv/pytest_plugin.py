@@ -65,7 +65,7 @@ def _register_profiles(config):
 def selected(config):
     """The selected adapter names (computed on first use when nothing was given explicitly)."""
     if not hasattr(config, "selected_adapters"):
-        from equiv import adapters as registry
+        from equiv import registry
         config.selected_adapters = registry.available()
     return config.selected_adapters
 

@@ -92,7 +92,7 @@ def parallel():
     from dataclasses import fields
 
     from equiv.known import PARALLEL_FINDINGS, PARALLEL_KNOWN
-    from equiv.parallel import REGISTRY, ParallelConventions
+    from equiv.parallel import IMPLEMENTATIONS, ParallelConventions
     from equiv.parallel.conventions import BASE, DECLARED
     names = [f.name for f in fields(ParallelConventions)]
     head = ("name", "base", *(n.replace("_", " ") for n in names), "tox env", "findings")
@@ -101,7 +101,7 @@ def parallel():
         row = DECLARED[name].as_dict()
         ids = [d.id for d in (*PARALLEL_KNOWN, *PARALLEL_FINDINGS) if name in d.implementations]
         rows.append("| " + " | ".join([f"`{name}`", BASE[name], *(str(row[n]) for n in names),
-                                       PARALLEL_ENVS[REGISTRY[name][2]], ", ".join(ids) or "–"]) + " |")
+                                       PARALLEL_ENVS[IMPLEMENTATIONS[name][2]], ", ".join(ids) or "–"]) + " |")
     return "\n\n" + "\n".join(rows) + "\n\n"
 
 

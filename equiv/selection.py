@@ -2,7 +2,7 @@
 adapter whose framework is installed. One rule for ``equiv`` and for the pytest plugin."""
 import os
 
-from equiv import adapters as registry
+from equiv import registry
 
 
 class SelectionError(ValueError):
@@ -19,7 +19,8 @@ def adapter_names(spec=None, environ=None):
         names = registry.available()
         if not names:
             raise SelectionError("no framework is installed, so no registered adapter can run; install one "
-                                 f"(e.g. {registry.TORCH}) or give your own with --adapters package.module:obj")
+                                 f"(e.g. {registry.install_command('torch.builtin')}) or give your own with "
+                                 "--adapters package.module:obj")
         return names
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if not names:

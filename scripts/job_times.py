@@ -62,7 +62,7 @@ def _caches():
     pip_dir = os.environ.get("PIP_CACHE_DIR") or os.path.join(xdg, "pip")
     uv_dir = os.environ.get("UV_CACHE_DIR") or os.path.join(xdg, "uv")
     # the compile caches the checks fill: torch inductor's (torch.compile; tempfile.gettempdir() unless
-    # TORCHINDUCTOR_CACHE_DIR) and JAX's persistent cache that equiv/adapters/_jax.py turns on
+    # TORCHINDUCTOR_CACHE_DIR) and JAX's persistent cache that equiv/backends/jax.py turns on
     try:
         user = getpass.getuser()
     except (KeyError, OSError):

@@ -12,7 +12,7 @@ example on the same shape with other values and settings; it reports the medians
 shapes. An implementation that compiles or traces per shape (JAX's jit, a ``tf.function``,
 tinygrad's kernels) pays the difference once per shape; ``scripts/suite_speed.py`` gives what
 that comes to over a whole Hypothesis run. The JAX adapters load compiled programs from the
-persistent cache (equiv/adapters/_jax.py) when an earlier process compiled them: run twice for
+persistent cache (equiv/backends/jax.py) when an earlier process compiled them: run twice for
 the warm figure. A measurement, not a test; one framework per process.
 """
 import argparse
@@ -42,7 +42,7 @@ def example(A, case):
 
 
 def measure(name):
-    from equiv import adapters as registry
+    from equiv import registry
     from equiv.strategies import Case
     A = registry.load(name)
 

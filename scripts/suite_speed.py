@@ -13,7 +13,7 @@ total examples; ``relative`` divides it by torch.builtin's, taken from this run 
 measurement, not a test; on a shared machine take the smaller of repeated runs.
 
 The JAX adapters load what an earlier process compiled from JAX's persistent compilation cache
-(equiv/adapters/_jax.py): name a fresh directory in ``EQUIV_JAX_CACHE`` for a cold run (every
+(equiv/backends/jax.py): name a fresh directory in ``EQUIV_JAX_CACHE`` for a cold run (every
 shape compiled) and run again for a warm one; the JSON records the variable and how many
 files the directory held when the run began.
 """
@@ -31,7 +31,7 @@ BASELINE = "torch.builtin"
 
 
 def measure(name, profile, device):
-    from equiv import adapters as registry
+    from equiv import registry
     from equiv.core import Unsupported
     from equiv.properties import PROPERTIES, Unconfigurable, applies, run
 

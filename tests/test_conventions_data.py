@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import reference
-from equiv.adapters import known_names
 from equiv.probes import PROBES, matches, measure
+from equiv.registry import known_names
 from equiv.tables import conventions_markdown
 
 DATA = Path(reference.__file__).parent / "data"

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import reference as ref
-from equiv import adapters as registry
-from equiv import port_state
+from equiv import port_state, registry
 from equiv import tolerance as tol
+from equiv.adapters import ADAPTERS
 from equiv.core import FrameworkMissing, same_weight
 from equiv.known import excluded
 from equiv.pytest_plugin import selected
@@ -19,7 +19,7 @@ from equiv.strategies import Case
 
 def pytest_generate_tests(metafunc):
     if "pair" in metafunc.fixturenames:
-        names = [n for n in selected(metafunc.config) if n in registry.REGISTRY]
+        names = [n for n in selected(metafunc.config) if n in ADAPTERS]
         pairs = list(itertools.permutations(names, 2))
         metafunc.parametrize("pair", pairs, ids=[f"{a}>{b}" for a, b in pairs])
 

@@ -1,4 +1,4 @@
-"""JAX's persistent compilation cache (equiv/adapters/_jax.py ``persistent_cache``): a later process
+"""JAX's persistent compilation cache (equiv/backends/jax.py ``persistent_cache``): a later process
 loads the executables an earlier one compiled instead of compiling them again, and what it loads
 computes the same bits as a fresh compile. Each process runs one training step and one inference
 call of flax.linen and jax.scratch on a fixed case and prints the outputs' bytes and the cache events."""
@@ -19,14 +19,14 @@ import jax.monitoring
 events = collections.Counter()
 jax.monitoring.register_event_listener(lambda name, **kw: events.update([name.rsplit("/", 1)[-1]]))
 import numpy as np
-from equiv import adapters
-from equiv.adapters import _jax
+from equiv import registry
+from equiv.backends import jax as _jax
 digest = hashlib.sha256()
 for name in ("flax.linen", "jax.scratch"):
     for dtype in ("float64", "float32"):
         rng = np.random.default_rng(0)
         x = rng.normal(size=(5, 3, 2, 4)).astype(dtype).astype(np.float64)
-        a = adapters.load(name)(3, 4, dtype=dtype, new_batch_weight=0.3, eps=1e-3)
+        a = registry.load(name)(3, 4, dtype=dtype, new_batch_weight=0.3, eps=1e-3)
         a.set_state(gamma=np.ones(3), beta=np.zeros(3), running_mean=np.zeros(3), running_var=np.ones(3))
         for out in (*a.train_step(x, x[::-1]), a.forward_infer(x)):
             digest.update(np.ascontiguousarray(out).tobytes())

@@ -9,8 +9,10 @@ import pytest
 jax = pytest.importorskip("jax", reason="install it with: pip install jax")
 jnp = jax.numpy
 
-import equiv.adapters._jax  # noqa: E402,F401  (float64 on)
 import reference as ref  # noqa: E402
+from equiv.backends import jax as jax_backend  # noqa: E402
+
+jax_backend.setup()   # float64 on (jax_enable_x64), as equiv.registry does before it loads JAX code
 
 
 def _x(shape, seed=0, mean=0.5):
@@ -128,8 +130,8 @@ def test_stax_batchnorm_keeps_no_running_statistics():
 
 
 def test_stax_adapter_refuses_inference():
-    from equiv.adapters import load
     from equiv.core import Unsupported
+    from equiv.registry import load
     a = load("jax.stax")(3, 2, dtype="float64", new_batch_weight=0.1, eps=1e-5)
     assert set(a.get_state()) == {"gamma", "beta"}
     with pytest.raises(Unsupported, match="no inference mode"):

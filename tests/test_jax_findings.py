@@ -13,9 +13,11 @@ import jax.numpy as jnp  # noqa: E402
 from flax import linen as nn  # noqa: E402
 from flax import nnx  # noqa: E402
 
-import equiv.adapters._jax  # noqa: E402,F401  (float64 on)
 import reference as ref  # noqa: E402
+from equiv.backends import jax as jax_backend  # noqa: E402
 from equiv.book import d2l_jax as book  # noqa: E402
+
+jax_backend.setup()   # float64 on (jax_enable_x64), as equiv.registry does before it loads JAX code
 
 
 def _x(shape, seed=0, mean=1.0):
@@ -183,7 +185,7 @@ def test_runtime_settings_compute_what_a_users_literal_settings_do(name, dtype):
     """The adapters hand momentum and eps to their jitted apply as runtime scalars (one compile per
     shape, not per setting). A user writes them as literals, which XLA may fold: the numbers must
     agree to one rounding of the dtype, output and running statistics, on many settings."""
-    from equiv.adapters import load
+    from equiv.registry import load
     A = load(name)
     u = 2.0 ** -52 if dtype == "float64" else 2.0 ** -23
     rng = np.random.default_rng(3)

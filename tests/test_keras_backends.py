@@ -16,9 +16,10 @@ import sys
 import numpy as np
 import pytest
 
-from equiv import adapters as registry
 from equiv import fingerprint as fpr
+from equiv import registry
 from equiv import tolerance as tol
+from equiv.backends.keras import keras_backend
 from equiv.core import FrameworkMissing, framework_version
 from equiv.dtypes import UNIT_ROUNDOFF
 from equiv.known import divergences
@@ -117,13 +118,13 @@ def test_a_path_needs_its_own_backend(monkeypatch):
     if "keras" in sys.modules:
         pytest.skip("Keras is imported in this process: its backend is fixed")
     monkeypatch.setenv("KERAS_BACKEND", "no-such-backend")
-    assert registry.keras_backend() == "no-such-backend"
+    assert keras_backend() == "no-such-backend"
     for name in KERAS_PATHS:
         assert not registry.framework_installed(name)
         if importlib.util.find_spec("keras") and all(importlib.util.find_spec(m) for m in PATHS[name].requires):
             with pytest.raises(FrameworkMissing, match=f"KERAS_BACKEND={PATHS[name].backend}"):
                 registry.load(name)
-    assert registry.install_command("tf.keras+jax") == "pip install keras jax"
+    assert registry.install_command("tf.keras+jax") == 'pip install "bn-equiv[keras-jax]"'
 
 
 def test_numpy_backend_has_no_gradients():
@@ -156,7 +157,7 @@ def test_jax_float64_without_x64_is_float32():
     """Finding: without jax_enable_x64 (which tf.keras+jax turns on) a dtype="float64" Keras layer on
     the jax backend holds float32 arrays while its variables report float64, and computes in float32;
     JAX's UserWarning ("Explicitly requested dtype float64 ... truncated to dtype float32") is all."""
-    if registry.keras_backend() != "jax" or importlib.util.find_spec("jax") is None:
+    if keras_backend() != "jax" or importlib.util.find_spec("jax") is None:
         pytest.skip("needs KERAS_BACKEND=jax and jax")
     code = ("import warnings, numpy as np, keras\n"
             "with warnings.catch_warnings(record=True) as w:\n"

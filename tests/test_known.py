@@ -22,10 +22,10 @@ def pytest_generate_tests(metafunc):
 
 
 def test_witness_diverges(witness_adapter, divergence, device):
-    from equiv import adapters
+    from equiv import registry
     from equiv.core import FrameworkMissing
     try:
-        A = adapters.load(witness_adapter)
+        A = registry.load(witness_adapter)
     except FrameworkMissing as e:
         pytest.skip(str(e))
     PROPERTIES[divergence.witness_property].check(A, divergence.witness, device)
@@ -37,7 +37,7 @@ def test_witness_lies_in_its_region(d):
 
 
 def test_every_divergence_names_registered_adapters_or_paths_and_properties():
-    from equiv.adapters import known_names
+    from equiv.registry import known_names
     for d in KNOWN:
         assert set(d.implementations) <= set(known_names()), d.id
         assert set(d.properties) <= set(PROPERTIES), d.id
@@ -71,13 +71,13 @@ def test_failed_draw_lies_in_the_region_that_explains_it(name, prop, finding, li
     pytest.param(*r, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=r[2])) for r in FAILED_DRAWS],
     ids=[f"{r[0]}-{r[1]}-{r[2]}" for r in FAILED_DRAWS])
 def test_failed_draw_still_diverges(request, name, prop, finding, line, device):
-    from equiv import adapters
+    from equiv import registry
     from equiv.core import FrameworkMissing
     from equiv.strategies import parse_case
     if name not in selected(request.config):
         pytest.skip(f"{name} is not selected")
     try:
-        A = adapters.load(name)
+        A = registry.load(name)
     except FrameworkMissing as e:
         pytest.skip(str(e))
     PROPERTIES[prop].check(A, parse_case(line), device)

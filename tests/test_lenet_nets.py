@@ -16,8 +16,7 @@ import types
 import numpy as np
 import pytest
 
-from equiv import adapters as registry
-from equiv import lenet
+from equiv import lenet, registry
 from equiv.cli import lenet as cli_glue
 from equiv.conventions import DECLARED
 from equiv.dtypes import round_to
@@ -36,14 +35,14 @@ QUANTITIES = len(ref.ACTIVATIONS) + 1 + len(ref.PARAM_NAMES) + 2 * len(ref.BN_LA
 
 def _module(label):
     try:
-        return lenet.load(label)
+        return registry.load_lenet(label)
     except ValueError as e:
         if "not installed" in str(e):
             pytest.skip(str(e))
         raise
 
 
-@pytest.fixture(params=lenet.labels())
+@pytest.fixture(params=registry.lenet_labels())
 def impl(request):
     """(label, module, variant) of each BN-LeNet implementation."""
     return (request.param, *_module(request.param))
@@ -91,7 +90,7 @@ def test_book_variants_use_the_books_hard_coded_setting(impl):
 
 def test_every_finding_names_a_known_implementation():
     for f in NET_FINDINGS:
-        assert f.label in lenet.labels() + list(lenet.PARALLEL) and f.data in ("any", "fashion-mnist"), f.id
+        assert f.label in registry.lenet_labels() + list(lenet.PARALLEL) and f.data in ("any", "fashion-mnist"), f.id
         assert set(f.dtypes) <= {"float64", "float32"} and f.where[1] in ("act", "loss", "param", "state")
         keys = ([f"act:{n}" for n in ref.ACTIVATIONS] + ["loss"] + [f"param:{n}" for n in ref.PARAM_NAMES]
                 + [f"state:{n}" for n in ref.init_state()])

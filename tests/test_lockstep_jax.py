@@ -13,12 +13,14 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import linen as nn  # noqa: E402
 
-import equiv.adapters._jax  # noqa: E402,F401  (float64 on)
+from equiv.backends import jax as jax_backend  # noqa: E402
 from equiv.book import d2l_jax as book  # noqa: E402
 from equiv.dtypes import round_to  # noqa: E402
 from equiv.lenet import epoch_order, jax_net, lockstep, synthetic  # noqa: E402
 from reference import lenet as ref
 from tests.lenet_helpers import assert_named_at, patched  # noqa: E402
+
+jax_backend.setup()   # float64 on (jax_enable_x64), as equiv.registry does before it loads JAX code
 
 BATCH = 16
 

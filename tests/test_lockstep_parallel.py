@@ -21,7 +21,7 @@ import json
 import numpy as np
 import pytest
 
-from equiv import lenet
+from equiv import lenet, registry
 from equiv.dtypes import round_to
 from equiv.lenet import lockstep
 from reference import lenet as ref
@@ -48,7 +48,7 @@ def _needs(mod, dtype):
 def net(request):
     label = request.param
     try:
-        mod, impl = lenet.load(label)
+        mod, impl = registry.load_lenet(label)
         mod.build(impl, _dtypes(mod)[0], "cpu")
     except ValueError as e:
         if "not installed" in str(e) or "devices" in str(e):

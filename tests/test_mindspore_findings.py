@@ -15,7 +15,9 @@ import reference as ref
 ms = pytest.importorskip("mindspore", reason="install it with: pip install mindspore==2.10.0 'numpy<2'")
 from mindspore import Tensor, nn  # noqa: E402
 
-import equiv.adapters.mindspore_nn  # noqa: E402,F401  (PyNative mode, CPU)
+from equiv.backends import mindspore as mindspore_backend  # noqa: E402
+
+mindspore_backend.setup()   # PyNative mode, CPU, as the adapter runs
 
 
 def _x(shape=(8, 3), seed=0, mean=1.0):

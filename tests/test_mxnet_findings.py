@@ -184,7 +184,7 @@ def test_subnormal_python_scalar_is_refused():
 def test_scratch_layer_defaults_equal_adapter_path():
     """At the book's own setting (eps 1e-12, momentum 0.1) the adapter's function path equals
     the book layer's own forward."""
-    from equiv.adapters import load
+    from equiv.registry import load
     A = load("mxnet.scratch")
     a = A(3, 4, dtype="float64")
     x = _x((4, 3, 2, 2))

@@ -79,7 +79,7 @@ def test_dynamo_training_export_is_an_inference_node():
     assert nodes == [("BatchNormalization", 1, {"epsilon": round(float(np.float32(1e-5)), 10),
                                                 "momentum": round(float(np.float32(0.9)), 10)})]
     assert len(outputs) == 1
-    from equiv.adapters._onnx import runtime
+    from equiv.backends.onnx import runtime
     y = runtime(model).run(None, {"input": X.numpy()})[0]
     with torch.no_grad():
         np.testing.assert_allclose(y, m.eval()(X).numpy(), rtol=1e-6)      # the inference output

@@ -23,7 +23,7 @@ def _x(shape=(8, 3), seed=0, mean=1.0):
 
 
 def _layer(c=3, dtype="float64", cls=None, **kw):
-    from equiv.adapters._paddle import default_dtype
+    from equiv.backends.paddle import default_dtype
     with default_dtype(dtype):
         layer = (cls or paddle.nn.BatchNorm1D)(c, **kw)
     layer._mean.set_value(np.full(c, 5.0, dtype))

@@ -5,18 +5,18 @@ them. Known divergences are listed in ``equiv.known`` like the single-device one
 import pytest
 from hypothesis import assume, given, settings
 
-from equiv import parallel
+from equiv import registry
 from equiv.known import PARALLEL_KNOWN, parallel_excluded
 from equiv.parallel.expect import compare, expected
 from equiv.strategies import parallel_cases
 
-NAMES = parallel.known_names()
+NAMES = registry.known_names(registry.PARALLEL)
 
 
 def _adapter_or_skip(name):
-    if not parallel.framework_installed(name):
-        pytest.skip(f"{name}: framework not installed ({parallel.REGISTRY[name][3]})")
-    A = parallel.load(name)
+    if not registry.framework_installed(name, registry.PARALLEL):
+        pytest.skip(f"{name}: framework not installed ({registry.install_command(name, registry.PARALLEL)})")
+    A = registry.load_parallel(name)
     reason = A.unavailable()
     if reason:
         pytest.skip(reason)

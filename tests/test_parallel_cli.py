@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from equiv import parallel
+from equiv import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,7 +57,7 @@ CHEAPEST = ("mxnet.sync", "torch.ddp", "flax.linen.jit", "tf.mirrored")
 
 
 def test_a_registered_implementation_runs_the_same_way():
-    name = next((n for n in CHEAPEST if parallel.framework_installed(n)), None)
+    name = next((n for n in CHEAPEST if registry.framework_installed(n, registry.PARALLEL)), None)
     if name is None:
         pytest.skip("no data-parallel framework installed here")
     r = _run("--impls", name, "--examples", "2")

@@ -6,22 +6,23 @@ import sys
 
 import pytest
 
-from equiv import parallel
+from equiv import registry
 from equiv.conventions import DECLARED as SINGLE
+from equiv.parallel import IMPLEMENTATIONS
 from equiv.parallel.conventions import BASE, DECLARED, ENGINE
 
 FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "flax", "mxnet")
 
 
 def test_every_registered_implementation_has_one_row():
-    assert set(DECLARED) == set(BASE) == set(ENGINE) == set(parallel.REGISTRY)
+    assert set(DECLARED) == set(BASE) == set(ENGINE) == set(IMPLEMENTATIONS)
     assert set(BASE.values()) <= set(SINGLE)
 
 
-@pytest.mark.parametrize("name", parallel.available() or [pytest.param(None, marks=pytest.mark.skip(
+@pytest.mark.parametrize("name", registry.available(registry.PARALLEL) or [pytest.param(None, marks=pytest.mark.skip(
     reason="no data-parallel framework installed"))])
 def test_the_class_reads_its_row(name):
-    A = parallel.load(name)
+    A = registry.load_parallel(name)
     assert (A.name, A.conventions, A.base, A.engine) == (name, DECLARED[name], BASE[name], ENGINE[name])
 
 
@@ -39,15 +40,15 @@ def test_findings_render_without_any_framework():
     out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "\n".join(parallel_section()) + "\n"
-    assert all(f"| {name} |" in out.stdout for name in parallel.REGISTRY)
+    assert all(f"| {name} |" in out.stdout for name in IMPLEMENTATIONS)
 
 
 def test_equiv_list_shows_the_data_parallel_implementations():
     out = subprocess.run([sys.executable, "-m", "equiv", "list"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     section = out.stdout.split("\ndata-parallel ", 1)[1].splitlines()[1:]
-    assert [line.split()[0] for line in section] == parallel.known_names()
+    assert [line.split()[0] for line in section] == registry.known_names(registry.PARALLEL)
     for line in section:
         name, state = line.split()[:2]
-        assert state == ("installed" if parallel.framework_installed(name) else "missing"), line
+        assert state == ("installed" if registry.framework_installed(name, registry.PARALLEL) else "missing"), line
         assert ENGINE[name] in line

@@ -12,7 +12,7 @@ pytest.importorskip("flax", reason="install it with: pip install jax flax")
 
 import jax  # noqa: E402
 
-from equiv import parallel  # noqa: E402
+from equiv import registry  # noqa: E402
 from equiv.known import PARALLEL_KNOWN, by_id  # noqa: E402
 from equiv.parallel import Run, probes  # noqa: E402
 from equiv.parallel.expect import compare, expected  # noqa: E402
@@ -23,19 +23,19 @@ if jax.device_count() < 4:
     pytest.skip(f"{jax.device_count()} JAX device(s): start with XLA_FLAGS=--xla_force_host_platform_device_count=4 "
                 "(tox -e jax sets it)", allow_module_level=True)
 
-FLAX = [n for n in parallel.known_names() if n.startswith("flax.")]
+FLAX = [n for n in registry.known_names(registry.PARALLEL) if n.startswith("flax.")]
 FAST = next(d for d in PARALLEL_KNOWN if d.id == "flax-dp-fast-variance-offset")
 _measured = {}
 
 
 def measured(name):
     if name not in _measured:
-        _measured[name] = probes.measure(parallel.load(name), "float32")
+        _measured[name] = probes.measure(registry.load_parallel(name), "float32")
     return _measured[name]
 
 
 def run(name, pc, steps=None, **attrs):
-    A = parallel.load(name)
+    A = registry.load_parallel(name)
     A = type(A.__name__, (A,), attrs) if attrs else A
     c = pc.case
     with A(c.channels, c.ndim, pc.replicas, dtype=c.dtype, new_batch_weight=c.new_batch_weight, eps=c.eps) as a:
@@ -54,7 +54,7 @@ def against(conv, name, pc, steps=None):
 def test_declared_conventions_are_measured(name):
     """Held to the probes on every measured field; without a mask the engines take equal shards
     only, where weighting and empty_shard cannot be measured (the masked engines measure them)."""
-    A = parallel.load(name)
+    A = registry.load_parallel(name)
     m = probes.check(A, measurement=measured(name))
     assert set(m.not_measured) == (set() if A.unequal_shards else {"weighting", "empty_shard"}), str(m)
     assert m.conventions.synchronized is True and m.conventions.dx == "global"
@@ -85,7 +85,7 @@ def test_probes_tell_the_engines_apart():
 
 
 def test_two_pass_passes_the_fast_variance_witness():
-    assert against(parallel.load("flax.linen.pmap.two_pass").conventions, "flax.linen.pmap.two_pass",
+    assert against(registry.load_parallel("flax.linen.pmap.two_pass").conventions, "flax.linen.pmap.two_pass",
                    FAST.witness) < 0.1
 
 
@@ -125,14 +125,14 @@ def _shifted(pc):
 
 def test_mask_is_equal_weighted():
     name = "flax.linen.pmap.mask"
-    assert against(parallel.load(name).conventions, name, EQUAL_WITNESS, _shifted(EQUAL_WITNESS)) < 0.2
-    jit = parallel.load("flax.linen.jit.mask")
+    assert against(registry.load_parallel(name).conventions, name, EQUAL_WITNESS, _shifted(EQUAL_WITNESS)) < 0.2
+    jit = registry.load_parallel("flax.linen.jit.mask")
     assert against(jit.conventions, jit.name, EQUAL_WITNESS, _shifted(EQUAL_WITNESS)) < 0.2
 
 
 @pytest.mark.xfail(strict=True, raises=ToleranceError, reason=EQUAL.reason)
 def test_mask_is_not_the_global_batch():
-    A = parallel.load("flax.linen.pmap.mask")
+    A = registry.load_parallel("flax.linen.pmap.mask")
     against(replace(A.conventions, weighting="count"), A.name, EQUAL_WITNESS, _shifted(EQUAL_WITNESS))
 
 

@@ -6,7 +6,7 @@ replica that never comes is killed, not waited on."""
 import numpy as np
 import pytest
 
-from equiv import parallel
+from equiv import registry
 
 mx = pytest.importorskip("mxnet", reason="install it with: pip install mxnet==1.9.1 'numpy<1.24'")
 
@@ -15,7 +15,7 @@ from equiv.parallel.probes import check  # noqa: E402
 from equiv.parallel.worker import Hung  # noqa: E402
 from equiv.strategies import Case, ParallelCase  # noqa: E402
 
-A = parallel.load("mxnet.sync")
+A = registry.load_parallel("mxnet.sync")
 EPS = 1e-5
 
 

@@ -7,7 +7,7 @@ whole test run: equiv.parallel.worker), each under a timeout."""
 import numpy as np
 import pytest
 
-from equiv import parallel
+from equiv import registry
 
 pytest.importorskip("tensorflow", reason="install it with: pip install tensorflow-cpu")
 
@@ -40,7 +40,7 @@ def _xhat(x):
 
 @pytest.mark.parametrize("name", ["tf.mirrored", "tf.mirrored.sync"])
 def test_declared_conventions_are_measured(name):
-    A = parallel.load(name)
+    A = registry.load_parallel(name)
     m = check(A)   # every field measured: unequal shards, gradients
     assert m.not_measured == {} and m.conventions == A.conventions, str(m)
 
@@ -106,7 +106,7 @@ def test_strategy_run_gradients_are_each_replicas_own_and_get_weights_is_replica
 
 
 def _relative_variance_error(name, dtype, log10_offset, seeds=3):
-    A = parallel.load(name)
+    A = registry.load_parallel(name)
     worst = 0.0
     for seed in range(seeds):
         pc = ParallelCase(Case(dtype=dtype, shape=(16, 2), seed=seed, log10_scale=0.0, log10_offset=log10_offset,

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="install it with: pip install torch==2.13.0")
 
-from equiv import parallel  # noqa: E402
+from equiv import registry  # noqa: E402
 from equiv.known import by_id  # noqa: E402
 from equiv.parallel import probes  # noqa: E402
 from equiv.parallel.expect import compare, expected  # noqa: E402
@@ -26,7 +26,7 @@ def _pool():
 
 
 def _load(name):
-    A = parallel.load(name)
+    A = registry.load_parallel(name)
     if A.unavailable():
         pytest.skip(A.unavailable())
     return A

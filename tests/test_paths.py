@@ -15,7 +15,7 @@ import pytest
 from hypothesis import assume, given, settings
 
 import reference as ref
-from equiv import adapters as registry
+from equiv import registry
 from equiv import tolerance as tol
 from equiv.core import FrameworkMissing
 from equiv.dtypes import representable

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from equiv import adapters
+from equiv import registry
 from equiv import tolerance as tol
 from equiv.core import FrameworkMissing
 from equiv.known import KNOWN, divergences, excluded
@@ -24,7 +24,7 @@ EAGER = {"torch.builtin+onnx": "torch.builtin", "torch.builtin+onnx_dynamo": "to
 
 def _load(name):
     try:
-        return adapters.load(name)
+        return registry.load(name)
     except FrameworkMissing as e:
         pytest.skip(str(e))
 

@@ -4,7 +4,7 @@ accurate than eager TensorFlow (TensorFlow 2.21, Keras 3.15, XLA on the CPU)."""
 import numpy as np
 import pytest
 
-from equiv import adapters as registry
+from equiv import registry
 from equiv.known import KNOWN
 from equiv.properties import PROPERTIES
 

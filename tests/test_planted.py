@@ -5,8 +5,8 @@ the same ``package.module:obj`` path a user would give to ``--adapters``.
 """
 import pytest
 
-from equiv.adapters import load
 from equiv.properties import PROPERTIES, applies, run
+from equiv.registry import load
 from tests.planted import CORRECT, PLANTED
 
 

@@ -7,10 +7,11 @@ for inductor, no BatchNorm kernel in the generated code); the documented finding
 import pytest
 from hypothesis import assume, given, settings
 
+from equiv import registry
 from equiv import tolerance_fold as tb
 from equiv.known import ROUTE_KNOWN as KNOWN
 from equiv.known import route_excluded as excluded
-from equiv.routes import ROUTES, function, requirements_met
+from equiv.routes import ROUTES
 from equiv.routes.states import KINDS, fold_states
 from equiv.strategies import default_profile
 from equiv.tolerance import ToleranceError, assert_close
@@ -22,15 +23,16 @@ COMPILE_EXAMPLES = {"dev": 1, "ci": 1, "thorough": 10, "mutation": 2}
 
 
 def _need(route):
-    if not requirements_met(route.name):
-        pytest.skip(f"{route.name} needs {', '.join(route.requires)}: {route.install}")
+    if not registry.framework_installed(route.name, registry.ROUTE):
+        hint = registry.install_command(route.name, registry.ROUTE)
+        pytest.skip(f"{route.name} needs {', '.join(route.requires)}: {hint}")
 
 
 def check_route(route, state):
     """Run the route on ``state``; returns (folded/oracle, eager/oracle, folded/eager) error/bound ratios."""
     from equiv.routes import torch_fold as tf
     model = tf.build(state)
-    made = function(route.name)(model)
+    made = registry.load_route(route.name)(model)
     y_route, y_eager, y = tf.run(made, state), tf.run(model, state), state.oracle()
     args = (state.x, state.w, state.b)
     unfolded = tb.unfolded(*args, **state.bn, **state.bound_args())

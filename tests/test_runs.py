@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from equiv import cli, lenet
+from equiv import cli, registry
 from equiv.known import NET_FINDINGS
 from equiv.lenet import runs
 
@@ -95,7 +95,7 @@ def _committed():
 
 def test_committed_runs_cover_every_implementation():
     labels = {r["label"] for r in runs.load(RUNS)}
-    missing = sorted(set(lenet.labels()) - labels)
+    missing = sorted(set(registry.lenet_labels()) - labels)
     assert not missing, f"no committed 10-epoch run for {missing}; make one with equiv train"
 
 

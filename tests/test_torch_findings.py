@@ -77,7 +77,7 @@ def test_builtin_momentum_none_is_cumulative_average():
 def test_scratch_layer_defaults_equal_adapter_path():
     """The adapter runs the book's function with the requested setting; at the book's own
     setting (eps 1e-5, momentum 0.1) its result equals the book layer's own forward."""
-    from equiv.adapters import load
+    from equiv.registry import load
     A = load("torch.scratch")
     a = A(3, 4, dtype="float64")
     x = _x((4, 3, 2, 2))

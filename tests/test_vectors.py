@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from equiv import vectors
-from equiv.adapters import load
+from equiv.registry import load
 
 FOLDER = vectors.DEFAULT_DIR
 INDEX = vectors.load_index(FOLDER)

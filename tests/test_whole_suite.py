@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from equiv import adapters as registry
+from equiv import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 

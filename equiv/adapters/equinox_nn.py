@@ -33,12 +33,11 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from equiv.adapters import EQUINOX
-from equiv.adapters._jax import DTYPES, array, new_layer, numpy
+from equiv.backends.jax import DTYPES, array, new_layer, numpy
 from equiv.conventions import COUNTERS, DECLARED
 from equiv.core import Adapter
 
-# after equiv.adapters._jax, which turns on float64
+# after equiv.backends.jax, whose setup() (run by equiv.registry first) turns on float64
 # isort: split
 import equinox as eqx  # noqa: E402
 
@@ -113,7 +112,7 @@ def _write(mode, momentum, mean, var):
 
 
 class EquinoxEMA(Adapter):
-    name, framework, install = "equinox.ema", "equinox", EQUINOX
+    name, framework = "equinox.ema", "equinox"
     conventions = DECLARED[name]
     mode = "ema"
 

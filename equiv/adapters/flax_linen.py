@@ -13,15 +13,14 @@ part of the jit cache key) and those two as arguments, and put them back into th
 (``clone``) inside the trace: the same ``module.apply`` of the same layer, with momentum and
 epsilon as runtime scalars instead of compile-time constants, so a new setting does not
 compile again (every Hypothesis example draws one); only a new shape or dtype does
-(``equiv.adapters._jax`` says what XLA folds differently).
+(``equiv.backends.jax`` says what XLA folds differently).
 """
 from functools import partial
 
 import flax.linen as nn
 import jax
 
-from equiv.adapters import JAX
-from equiv.adapters._jax import DTYPES, array, new_layer, numpy, sample, stats_dtype
+from equiv.backends.jax import DTYPES, array, new_layer, numpy, sample, stats_dtype
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
 
@@ -57,7 +56,7 @@ def _step(static, momentum, epsilon, variables, x, dy):
 
 
 class FlaxLinen(Adapter):
-    name, framework, install = "flax.linen", "flax", JAX
+    name, framework = "flax.linen", "flax"
     conventions = DECLARED[name]
     dtypes = ("float64", "float32", "float16", "bfloat16")
     use_fast_variance = True

@@ -16,13 +16,12 @@ as the constructor stores them: ``nnx.jit`` then passes them to the compiled fun
 values, where a float would be part of the graph definition, its cache key, and compile the
 layer anew for every setting (every Hypothesis example draws one). The same ``BatchNorm.__call__``
 runs; only a new shape, dtype or mode compiles
-(``equiv.adapters._jax`` says what XLA folds differently).
+(``equiv.backends.jax`` says what XLA folds differently).
 """
 import jax.numpy as jnp
 from flax import nnx
 
-from equiv.adapters import JAX
-from equiv.adapters._jax import DTYPES, array, new_layer, numpy, stats_dtype
+from equiv.backends.jax import DTYPES, array, new_layer, numpy, stats_dtype
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
 
@@ -42,7 +41,7 @@ def _step(m, x, dy):
 
 
 class FlaxNNX(Adapter):
-    name, framework, install = "flax.nnx", "flax", JAX
+    name, framework = "flax.nnx", "flax"
     conventions = DECLARED[name]
     dtypes = ("float64", "float32", "float16", "bfloat16")
 

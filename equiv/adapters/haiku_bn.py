@@ -28,12 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from equiv.adapters import HAIKU
-from equiv.adapters._jax import DTYPES, array, new_layer, numpy, sample
+from equiv.backends.jax import DTYPES, array, new_layer, numpy, sample
 from equiv.conventions import COUNTERS, DECLARED
 from equiv.core import Adapter, MomentumRequired, weight_applied
 
-# after equiv.adapters._jax, which turns on float64
+# after equiv.backends.jax, whose setup() (run by equiv.registry first) turns on float64
 # isort: split
 import haiku as hk  # noqa: E402
 
@@ -69,7 +68,7 @@ def _no_decay(x):
 
 
 class HaikuBatchNorm(Adapter):
-    name, framework, install = "haiku", "dm-haiku", HAIKU
+    name, framework = "haiku", "dm-haiku"
     conventions = DECLARED[name]
 
     def build(self, momentum, eps):

@@ -18,7 +18,7 @@ The jitted calls take ``setting`` as an argument, not a static one: (eps, moment
 the book's function as runtime scalars (weakly typed, promoted as the Python floats are), so
 a new setting does not compile again (every Hypothesis example draws one); only a new
 shape, dtype or mode does, and whether it is the layer's own setting (None)
-(``equiv.adapters._jax`` says what XLA folds differently).
+(``equiv.backends.jax`` says what XLA folds differently).
 """
 from functools import partial
 from types import SimpleNamespace
@@ -26,8 +26,7 @@ from types import SimpleNamespace
 import jax
 import numpy as np
 
-from equiv.adapters import JAX
-from equiv.adapters._jax import array, new_layer, numpy, sample
+from equiv.backends.jax import array, new_layer, numpy, sample
 from equiv.book import d2l_jax as book
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
@@ -60,7 +59,7 @@ def _init(layer, X):
 
 
 class JaxScratch(Adapter):
-    name, framework, install = "jax.scratch", "flax", JAX
+    name, framework = "jax.scratch", "flax"
     conventions = DECLARED[name]
     dtypes = ("float64", "float32")
 

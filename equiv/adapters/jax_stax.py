@@ -17,8 +17,7 @@ from functools import partial
 import jax
 from jax.example_libraries import stax
 
-from equiv.adapters import JAX
-from equiv.adapters._jax import DTYPES, array, new_layer, numpy
+from equiv.backends.jax import DTYPES, array, new_layer, numpy
 from equiv.conventions import DECLARED
 from equiv.core import Adapter, Unsupported
 
@@ -41,7 +40,7 @@ def _step(axis, eps, params, x, dy):
 
 
 class JaxStax(Adapter):
-    name, framework, install = "jax.stax", "jax", JAX
+    name, framework = "jax.stax", "jax"
     conventions = DECLARED[name]
 
     def build(self, momentum, eps):

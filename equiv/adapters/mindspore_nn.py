@@ -1,4 +1,5 @@
-"""mindspore.nn: ``mindspore.nn.BatchNorm1d`` (N, C) and ``BatchNorm2d`` (N, C, H, W), CPU, PyNative mode.
+"""mindspore.nn: ``mindspore.nn.BatchNorm1d`` (N, C) and ``BatchNorm2d`` (N, C, H, W), CPU, PyNative mode
+(``equiv.backends.mindspore.setup``).
 
 Mode, in MindSpore's words: ``cell.set_train(True)`` / ``set_train(False)``; a new cell is not
 training (``Cell.training`` is False), so a plain call is inference. ``_BatchNorm`` hands the
@@ -15,12 +16,9 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 
-from equiv.adapters import MINDSPORE
+from equiv.backends import mindspore as backend
 from equiv.conventions import DECLARED
 from equiv.core import Adapter, Unsupported
-
-ms.set_context(mode=ms.PYNATIVE_MODE)
-ms.set_device("CPU")
 
 
 def _numpy(t):
@@ -28,11 +26,12 @@ def _numpy(t):
 
 
 class MindSporeNN(Adapter):
-    name, framework, install = "mindspore.nn", "mindspore", MINDSPORE
+    name, framework = "mindspore.nn", "mindspore"
     conventions = DECLARED[name]
     dtypes = ("float32", "float16")
 
     def build(self, momentum, eps):
+        backend.setup()   # PyNative mode, CPU
         if not 0 < eps <= 1:   # "the eps must be in (0,1]", mindspore/ops/infer/ops_func_impl/batch_norm.cc:156
             raise Unsupported(f"{self.name}: the BatchNorm primitive accepts eps in (0, 1] only, not {eps:g}")
         cls = nn.BatchNorm1d if self.ndim == 2 else nn.BatchNorm2d

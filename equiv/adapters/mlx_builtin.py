@@ -14,11 +14,9 @@ import mlx.core as mx
 import numpy as np
 from mlx import nn
 
-from equiv.adapters import MLX
+from equiv.backends import mlx as backend
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
-
-mx.set_default_device(mx.cpu)
 
 DTYPES = {"float64": mx.float64, "float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 
@@ -30,11 +28,12 @@ def numpy(a, nchw=False):
 
 
 class MLXBuiltin(Adapter):
-    name, framework, install = "mlx.builtin", "mlx", MLX
+    name, framework = "mlx.builtin", "mlx"
     conventions = DECLARED[name]
     dtypes = ("float64", "float32", "float16", "bfloat16")
 
     def build(self, momentum, eps):
+        backend.setup()   # the CPU device
         self.module = nn.BatchNorm(self.num_features, eps=eps, momentum=momentum)
 
     def _a(self, a, nhwc=False):

@@ -10,18 +10,19 @@ statistics in float32 (``_BatchNorm.cast``).
 from mxnet import autograd
 from mxnet.gluon import nn
 
-from equiv.adapters import MXNET
-from equiv.adapters._mxnet import DTYPES, array, numpy
+from equiv.backends import mxnet as backend
+from equiv.backends.mxnet import DTYPES, array, numpy
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
 
 
 class MXNetGluon(Adapter):
-    name, framework, install = "mxnet.gluon", "mxnet", MXNET
+    name, framework = "mxnet.gluon", "mxnet"
     conventions = DECLARED[name]
     dtypes = DTYPES
 
     def build(self, momentum, eps):
+        backend.setup()
         # the batch weighs 1 − momentum: for a tiny w, 1 − fl(1 − w), not exactly w (the float32
         # momentum where float32 does not hold 1 − w is gluon-momentum-float32): report the weight applied
         self.new_batch_weight = self.conventions.new_batch_weight(momentum)

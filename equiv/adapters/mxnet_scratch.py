@@ -14,8 +14,8 @@ passed as 0.0, the nearest value MXNet takes (a change of less than 2.3e-308·|m
 """
 from mxnet import autograd
 
-from equiv.adapters import MXNET
-from equiv.adapters._mxnet import DTYPES, array, numpy
+from equiv.backends import mxnet as backend
+from equiv.backends.mxnet import DTYPES, array, numpy
 from equiv.book import d2l_mxnet as book
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
@@ -25,11 +25,12 @@ MIN_NORMAL = 2.2250738585072014e-308
 
 
 class MXNetScratch(Adapter):
-    name, framework, install = "mxnet.scratch", "mxnet", MXNET
+    name, framework = "mxnet.scratch", "mxnet"
     conventions = DECLARED[name]
     dtypes = DTYPES
 
     def build(self, momentum, eps):
+        backend.setup()
         self.momentum = momentum if abs(momentum) >= MIN_NORMAL else 0.0
         self.layer = book.BatchNorm(self.num_features, num_dims=self.ndim)
         self.layer.initialize()

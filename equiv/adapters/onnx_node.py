@@ -31,8 +31,7 @@ import functools
 import numpy as np
 from onnx import helper
 
-from equiv.adapters import ONNX
-from equiv.adapters._onnx import ELEM, NP, momentum_weight, runtime
+from equiv.backends.onnx import ELEM, NP, momentum_weight, runtime
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
 
@@ -64,7 +63,7 @@ def node_runtime(opset, shape, dtype, mode, eps, momentum, optimize):
 
 
 class OnnxNode(Adapter):
-    name, framework, install = "onnx.node", "onnxruntime", ONNX
+    name, framework = "onnx.node", "onnxruntime"
     conventions = DECLARED[name]
     dtypes = ("float64", "float32", "float16")
     has_gradients = False   # onnxruntime's InferenceSession computes no gradients

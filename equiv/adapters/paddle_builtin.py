@@ -9,14 +9,13 @@ The state is ``weight``, ``bias``, ``_mean``, ``_variance`` (the state_dict keys
 """
 import paddle
 
-from equiv.adapters import PADDLE
-from equiv.adapters._paddle import DTYPES, default_dtype, numpy, quiet, tensor
+from equiv.backends.paddle import DTYPES, default_dtype, numpy, quiet, tensor
 from equiv.conventions import DECLARED
 from equiv.core import Adapter, weight_applied
 
 
 class PaddleBuiltin(Adapter):
-    name, framework, install = "paddle.builtin", "paddlepaddle", PADDLE
+    name, framework = "paddle.builtin", "paddlepaddle"
     conventions = DECLARED[name]
     dtypes = DTYPES
     data_format = "NCHW"

@@ -13,22 +13,21 @@ a plain ``layer(x)`` is inference. Built layers are reused across adapters (``La
 tf.scratch does): a layer from the pool gets the fresh layer's values back and the adapter's
 momentum and epsilon as the constructor stores them.
 
-TensorFlow is the backend's part only: the gradient tape (equiv/adapters/_tf.py); tensors are
-made with ``keras.ops`` (equiv/adapters/_keras.py, ``backend = "tensorflow"``). The module imports
+TensorFlow is the backend's part only: the gradient tape (equiv/backends/tf.py); tensors are
+made with ``keras.ops`` (equiv/backends/keras.py, ``backend = "tensorflow"``). The module imports
 Keras alone, so that the Keras backend paths
 (``tf.keras+jax``, ``+torch``, ``+numpy``: equiv/paths/keras_paths.py) wrap this adapter in a
 process without TensorFlow, replacing ``_gradients``.
 """
 import keras
 
-from equiv.adapters import TF
-from equiv.adapters._keras import KerasLayerAdapter, LayerPool, native_shape
+from equiv.backends.keras import KerasLayerAdapter, LayerPool, native_shape
 from equiv.conventions import DECLARED
 from equiv.core import Unsupported
 
 
 class KerasBuiltin(KerasLayerAdapter):
-    name, framework, install = "tf.keras", "keras", TF
+    name, framework = "tf.keras", "keras"
     conventions = DECLARED[name]
     dtypes = ("float64", "float32", "float16", "bfloat16")
 
@@ -51,7 +50,7 @@ class KerasBuiltin(KerasLayerAdapter):
         return layer
 
     def _gradients(self, x, dy):
-        from equiv.adapters._tf import tape_gradients  # TensorFlow, on its backend only
+        from equiv.backends.tf import tape_gradients  # TensorFlow, on its backend only
         return tape_gradients(self.layer, x, dy)
 
 

@@ -21,9 +21,8 @@ and width), and an adapter that takes it assigns the fresh layer's values (ones,
 zeros, ones, as the book's ``build`` makes them) before use. The traced graph is the one a
 fresh layer traces; a layer is never shared by two live adapters.
 """
-from equiv.adapters import TF
-from equiv.adapters._keras import LayerPool
-from equiv.adapters._tf import KerasLayerAdapter, native_shape
+from equiv.backends.keras import LayerPool
+from equiv.backends.tf import KerasLayerAdapter, native_shape
 from equiv.book import d2l_tensorflow as book
 from equiv.conventions import DECLARED
 
@@ -35,7 +34,7 @@ class BookLayer(book.BatchNorm):
         return None
 
 class TFScratch(KerasLayerAdapter):
-    name, framework, install = "tf.scratch", "tensorflow-cpu", TF
+    name, framework = "tf.scratch", "tensorflow-cpu"
     conventions = DECLARED[name]
     dtypes = ("float64", "float32", "float16", "bfloat16")
 

@@ -26,7 +26,6 @@ if shutil.which("clang") is None:
 
 from tinygrad import Context, Tensor, dtypes, nn  # noqa: E402
 
-from equiv.adapters import TINYGRAD  # noqa: E402
 from equiv.conventions import DECLARED  # noqa: E402
 from equiv.core import Adapter  # noqa: E402
 
@@ -39,7 +38,7 @@ def numpy(t):
 
 
 class TinygradBuiltin(Adapter):
-    name, framework, install = "tinygrad.builtin", "tinygrad", TINYGRAD
+    name, framework = "tinygrad.builtin", "tinygrad"
     conventions = DECLARED[name]
     dtypes = ("float64", "float32")
     example_budget = "compile"       # a schedule and a clang compile per example (see above)

@@ -1,19 +1,20 @@
 """torch.builtin: ``torch.nn.BatchNorm1d`` (N, C) and ``BatchNorm2d`` (N, C, H, W)."""
 import torch
 
-from equiv.adapters import TORCH
-from equiv.adapters._torch import devices, numpy, tensor
+from equiv.backends import torch as backend
+from equiv.backends.torch import devices, numpy, tensor
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
 
 
 class TorchBuiltin(Adapter):
-    name, framework, install = "torch.builtin", "torch", TORCH
+    name, framework = "torch.builtin", "torch"
     conventions = DECLARED[name]
     dtypes = ("float64", "float32", "float16", "bfloat16")
     devices = devices()
 
     def build(self, momentum, eps):
+        backend.setup()
         cls = torch.nn.BatchNorm1d if self.ndim == 2 else torch.nn.BatchNorm2d
         self.module = cls(self.num_features, eps=eps, momentum=momentum,
                           device=self.device, dtype=tensor(0, self.dtype, "cpu").dtype)

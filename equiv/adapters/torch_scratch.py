@@ -9,8 +9,8 @@ The mode is the book's: training while gradients are enabled, prediction under
 """
 import torch
 
-from equiv.adapters import TORCH
-from equiv.adapters._torch import devices, numpy, tensor
+from equiv.backends import torch as backend
+from equiv.backends.torch import devices, numpy, tensor
 from equiv.book import d2l_torch as book
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
@@ -38,12 +38,13 @@ class BookCall(torch.nn.Module):
 
 
 class TorchScratch(Adapter):
-    name, framework, install = "torch.scratch", "torch", TORCH
+    name, framework = "torch.scratch", "torch"
     conventions = DECLARED[name]
     dtypes = ("float64", "float32", "float16", "bfloat16")
     devices = devices()
 
     def build(self, momentum, eps):
+        backend.setup()
         self.momentum = momentum
         self.layer = book.BatchNorm(self.num_features, num_dims=self.ndim)
         # self.module is what a path wraps; self.call stays the BookCall inside it

@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from equiv import adapters as registry
+from equiv import registry
 from equiv.core import FrameworkMissing
 
 PROFILE_CHOICES = ("dev", "ci", "thorough")     # --profile (mutation: EQUIV_PROFILE only)

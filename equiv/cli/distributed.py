@@ -1,5 +1,5 @@
 """``equiv distributed``: the data-parallel implementations against the oracle, their conventions measured."""
-from equiv import io
+from equiv import io, registry
 from equiv.cli._common import PROFILE_CHOICES, UsageError, hypothesis_profile, progress, table
 from equiv.core import FrameworkMissing
 
@@ -27,7 +27,6 @@ def add_parser(sub):
 def run(args):
     """The data-parallel implementations against the oracle under their declarations, and their
     conventions measured (equiv/parallel/check.py)."""
-    from equiv import parallel
     from equiv.parallel import check as dp
     profile = hypothesis_profile(args)
     if args.examples is not None and args.examples < 1:
@@ -37,7 +36,7 @@ def run(args):
         if out.exists():
             raise UsageError(f"--out {out} exists; not overwritten (give a new file)")
     if args.impls is None:
-        names = parallel.available()
+        names = registry.available(registry.PARALLEL)
         if not names:
             raise UsageError("no data-parallel implementation can run here: none of their frameworks is installed "
                              "(see: equiv list), or give your own with --impls package.module:Class")

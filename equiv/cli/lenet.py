@@ -8,7 +8,7 @@ implementation, missing framework, missing data, a bad option, an output that ca
 written) raises ValueError with one sentence saying what to do, before the work starts.
 Numbers are checked by the argument types (``positive_int`` ...), so argparse names the option.
 
-The implementations are named by their labels, framework.variant (``equiv.lenet.labels()``); the
+The implementations are named by their labels, framework.variant (``equiv.registry.lenet_labels()``); the
 adapter name of a net's BN layer is accepted for it where it names one net (``tf.keras`` for
 ``tf.builtin``, ``flax.linen`` for ``jax.builtin``, ``mxnet.gluon`` for ``mxnet.builtin``).
 
@@ -22,7 +22,7 @@ import math
 import sys
 from pathlib import Path
 
-from equiv import io, lenet
+from equiv import io, lenet, registry
 from equiv.cli._common import value_errors_are_usage
 
 DEFAULT_RUNS = "reference/data/runs"             # the committed runs: read by default, written when named
@@ -65,7 +65,7 @@ def _label_aliases():
     """Adapter name -> label, where a net's BN adapter is named otherwise and no other net uses it
     (the inverse of ``equiv.lenet.ADAPTER`` over the single-replica nets)."""
     nets = {}
-    for label in lenet.labels():
+    for label in registry.lenet_labels():
         nets.setdefault(lenet.ADAPTER[label], []).append(label)
     return {adapter: found[0] for adapter, found in nets.items() if len(found) == 1 and found[0] != adapter}
 
@@ -82,7 +82,7 @@ def labels_of(spec):
 def add_lockstep_args(parser):
     parser.add_argument("--impls", default="torch.builtin,torch.scratch",
                         help="comma-separated BN-LeNet implementations, framework.variant "
-                             f"(known: {', '.join(lenet.labels())}; also {ALIASES}; default: %(default)s)")
+                             f"(known: {', '.join(registry.lenet_labels())}; also {ALIASES}; default: %(default)s)")
     parser.add_argument("--steps", type=STEPS, default=30,
                         help="SGD steps to compare, 1 to 10000 (default: %(default)s)")
     parser.add_argument("--dtype", choices=("float64", "float32", "both"), default="both",
@@ -108,7 +108,7 @@ def add_lockstep_args(parser):
 def add_train_args(parser):
     parser.add_argument("--impls", default=None,
                         help="the BN-LeNet implementation to train, framework.variant: builtin (the framework's "
-                             f"BN layer) or scratch (the book's) (known: {', '.join(lenet.labels())}; also "
+                             f"BN layer) or scratch (the book's) (known: {', '.join(registry.lenet_labels())}; also "
                              f"{ALIASES}; default: torch.builtin)")
     parser.add_argument("--framework", default=None,
                         help=f"alias, with --impl: --framework torch --impl builtin means --impls torch.builtin "
@@ -199,7 +199,7 @@ def lockstep_main(args):
     data_dir = getattr(args, "data_dir", None)
     real = data_dir is not None or bool(getattr(args, "fashion_mnist", False))
     device = getattr(args, "device", "cpu") or "cpu"
-    mods = [(label, *lenet.load(label)) for label in labels]      # ValueError when unknown/missing
+    mods = [(label, *registry.load_lenet(label)) for label in labels]      # ValueError when unknown/missing
     for _, mod, _ in mods:
         check_device(mod, device)
     steps, seed = getattr(args, "steps", 30), getattr(args, "seed", 0)
@@ -255,7 +255,7 @@ def train_main(args):
     label = train_label(args)
     out = getattr(args, "out", None) or WORK_RUNS
     io.check_dir(out, "--out")
-    mod, impl = lenet.load(label)
+    mod, impl = registry.load_lenet(label)
     device = getattr(args, "device", "cpu") or "cpu"
     check_device(mod, device)
     dtype = getattr(args, "dtype", "float32") or "float32"

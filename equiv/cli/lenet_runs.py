@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from equiv import io, lenet
+from equiv import io, registry
 from equiv.cli._common import value_errors_are_usage
 from equiv.cli.lenet import ALIASES, DEFAULT_RUNS, EPOCHS, check_device, check_positive, labels_of, progress_enabled
 
@@ -67,7 +67,8 @@ def runs_main(args):
 def add_bench_args(parser):
     from equiv.lenet.bench import GPU_TIER
     parser.add_argument("--impls", default=None,
-                        help=f"comma-separated implementations (known: {', '.join(lenet.labels())}; also {ALIASES}; "
+                        help=f"comma-separated implementations (known: {', '.join(registry.lenet_labels())}; "
+                             f"also {ALIASES}; "
                              f"default: those of the GPU tier {','.join(GPU_TIER)} whose framework is installed)")
     parser.add_argument("--device", default=None,
                         help="cpu or cuda (default: cuda when torch or jax sees a GPU, else cpu)")
@@ -101,11 +102,11 @@ def _bench_labels(impls):
         labels = labels_of(impls)
         if not labels:
             raise ValueError("--impls is empty; give e.g. torch.builtin,jax.builtin")
-        return labels, [lenet.load(label) for label in labels]   # ValueError when unknown/missing
+        return labels, [registry.load_lenet(label) for label in labels]   # ValueError when unknown/missing
     labels, mods, skipped = [], [], []
     for label in GPU_TIER:
         try:
-            mods.append(lenet.load(label))
+            mods.append(registry.load_lenet(label))
             labels.append(label)
         except ValueError as e:
             skipped.append(f"{label} ({str(e).rsplit('install it with: ', 1)[-1]})")

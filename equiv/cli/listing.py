@@ -1,5 +1,5 @@
 """``equiv list``: the adapters and the data-parallel implementations, installed or not."""
-from equiv import adapters as registry
+from equiv import registry
 
 
 def add_parser(sub):
@@ -23,12 +23,11 @@ def run(args):
 def _list_parallel():
     """The data-parallel implementations (equiv/parallel/): name, engine, installed or not; read
     from the declared table, so no framework is imported."""
-    from equiv import parallel
     from equiv.parallel.conventions import ENGINE
-    names = parallel.known_names()
+    names = registry.known_names(registry.PARALLEL)
     width = max(map(len, names))
     print("\ndata-parallel (equiv/parallel/; tests/test_parallel*.py):")
     for name in names:
-        ok = parallel.framework_installed(name)
-        hint = "" if ok else f" ({parallel.REGISTRY[name][3]})"
+        ok = registry.framework_installed(name, registry.PARALLEL)
+        hint = "" if ok else f" ({registry.install_command(name, registry.PARALLEL)})"
         print(f"{name:{width}} {'installed' if ok else 'missing':9} {ENGINE[name]}{hint}")

@@ -95,7 +95,7 @@ def excluded(adapter, property_name, case):
 
 
 def parallel_excluded(name, pc):
-    """The documented data-parallel divergence of ``name`` (in ``equiv.parallel.REGISTRY``) whose
+    """The documented data-parallel divergence of ``name`` (in ``equiv.parallel.IMPLEMENTATIONS``) whose
     region holds the ``ParallelCase`` ``pc``, or None."""
     return next((d for d in PARALLEL_KNOWN if name in d.implementations and d.region(pc)), None)
 

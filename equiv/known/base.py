@@ -41,7 +41,7 @@ class ParallelDivergence(Finding):
     """A data-parallel implementation's divergence from the oracle, written as ``Divergence``: the
     region and the witness are ``ParallelCase``s, a global batch and its split over replicas
     (``tests/test_parallel.py`` leaves the region out and runs the witness as a strict xfail).
-    ``implementations``: names in ``equiv.parallel.REGISTRY``."""
+    ``implementations``: names in ``equiv.parallel.IMPLEMENTATIONS``."""
     kind: ClassVar[str] = "data-parallel"
     region: Callable          # ParallelCase -> bool
     witness: ParallelCase

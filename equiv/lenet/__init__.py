@@ -23,34 +23,33 @@ arguments): read from the declared table ``equiv.conventions.DECLARED``. The boo
 ``torch.nn.BatchNorm*``'s defaults; the two differ only in the running variance (the book's
 is biased, torch's unbiased).
 """
-import importlib
 
 import numpy as np
 
 from equiv.conventions import DECLARED
 
-# framework -> (implementation module, install command)
-FRAMEWORKS = {"torch": ("equiv.lenet.torch_net", "pip install torch==2.13.0"),
-              "tf": ("equiv.lenet.tf_net", "pip install tensorflow-cpu"),
-              "jax": ("equiv.lenet.jax_net", "pip install jax flax"),
-              "mxnet": ("equiv.lenet.mxnet_net", "pip install mxnet==1.9.1 'numpy<1.24'"),
-              "paddle": ("equiv.lenet.paddle_net", "pip install paddlepaddle==3.3.1"),
-              "equinox": ("equiv.lenet.equinox_net", "pip install jax equinox optax")}
+# framework -> (implementation module, framework import name); equiv.registry.load_lenet resolves a label
+FRAMEWORKS = {"torch": ("equiv.lenet.torch_net", "torch"),
+              "tf": ("equiv.lenet.tf_net", "tensorflow"),
+              "jax": ("equiv.lenet.jax_net", "flax"),
+              "mxnet": ("equiv.lenet.mxnet_net", "mxnet"),
+              "paddle": ("equiv.lenet.paddle_net", "paddle"),
+              "equinox": ("equiv.lenet.equinox_net", "equinox")}
 # no book layer for Paddle
 IMPLS = {fw: ("builtin",) if fw == "paddle" else ("builtin", "scratch") for fw in FRAMEWORKS}
 IMPLS["equinox"] = ("batch", "ema")          # eqx.nn.BatchNorm's two modes; no book variant
 
-# Data-parallel BN-LeNets (``equiv lockstep --impls torch.ddp``): label -> (module, install). Such a
+# Data-parallel BN-LeNets (``equiv lockstep --impls torch.ddp``): label -> (module, framework). Such a
 # module has the protocol above plus ``DATA_PARALLEL = (replicas, synchronized)`` (or a dict variant ->
 # that pair, for a module with several variants): ``step`` takes the
 # global batch and cuts it into the replicas' shards; ``get_state`` is rank 0's. ``lockstep.run``
 # compares it with the reference's data-parallel step (``reference.lenet.data_parallel_loss_and_grads``).
-PARALLEL = {"torch.ddp": ("equiv.lenet.torch_ddp_net", "pip install torch==2.13.0"),
-            "jax.pmap": ("equiv.lenet.jax_pmap_net", "pip install jax flax"),
-            "tf.mirrored": ("equiv.lenet.tf_mirrored_net", "pip install tensorflow-cpu"),
-            "tf.mirrored.sync": ("equiv.lenet.tf_mirrored_net", "pip install tensorflow-cpu"),
-            "mxnet.sync": ("equiv.lenet.mxnet_sync_net", "pip install mxnet==1.9.1 'numpy<1.24'"),
-            "mxnet.contexts": ("equiv.lenet.mxnet_sync_net", "pip install mxnet==1.9.1 'numpy<1.24'")}
+PARALLEL = {"torch.ddp": ("equiv.lenet.torch_ddp_net", "torch"),
+            "jax.pmap": ("equiv.lenet.jax_pmap_net", "flax"),
+            "tf.mirrored": ("equiv.lenet.tf_mirrored_net", "tensorflow"),
+            "tf.mirrored.sync": ("equiv.lenet.tf_mirrored_net", "tensorflow"),
+            "mxnet.sync": ("equiv.lenet.mxnet_sync_net", "mxnet"),
+            "mxnet.contexts": ("equiv.lenet.mxnet_sync_net", "mxnet")}
 
 
 def _bn_conventions(label):
@@ -85,29 +84,6 @@ CONVENTIONS = {label: _bn_conventions(adapter) for label, adapter in ADAPTER.ite
 # paddle.builtin (paddle.nn.BatchNorm2D/1D): eps 1e-5, new-batch weight 0.1 (momentum 0.9), biased
 # equinox.batch, equinox.ema (eqx.nn.BatchNorm, mode "batch" / "ema"): eps 1e-5, new-batch weight
 #   0.01 (momentum 0.99), biased
-
-
-def labels():
-    return [f"{fw}.{impl}" for fw, impls in IMPLS.items() for impl in impls]
-
-
-def load(label):
-    """(implementation module, impl) for "framework.impl" (or a data-parallel label of
-    ``PARALLEL``); ValueError when unknown or missing."""
-    fw, _, impl = label.partition(".")
-    if label in PARALLEL:
-        module, install = PARALLEL[label]
-    elif fw not in FRAMEWORKS or impl not in IMPLS[fw]:
-        raise ValueError(f"unknown BN-LeNet implementation {label!r}; give one of: "
-                         f"{', '.join(labels() + list(PARALLEL))}")
-    else:
-        module, install = FRAMEWORKS[fw]
-    try:
-        return importlib.import_module(module), impl
-    except ImportError as e:
-        if (e.name or "").split(".")[0] in ("equiv", "reference"):
-            raise                          # our own code failed to import: a bug, not a missing framework
-        raise ValueError(f"{label} needs {fw}, which is not installed ({e}); install it with: {install}") from None
 
 
 def epoch_order(n, seed, epoch):

@@ -18,7 +18,7 @@ import platform
 import statistics
 import time
 
-from equiv import lenet
+from equiv import lenet, registry
 from equiv.lenet import synthetic, train
 
 GPU_TIER = ("torch.builtin", "torch.scratch", "jax.builtin", "jax.scratch")
@@ -33,7 +33,7 @@ def synthetic_data(n_train=60000, n_test=10000, seed=0):
 
 
 def bench_one(label, data, *, epochs, device, dtype="float32", batch=128, lr=0.1, seed=0, progress=False):
-    mod, impl = lenet.load(label)
+    mod, impl = registry.load_lenet(label)
     t0 = time.perf_counter()
     run = train.train(mod, impl, data, epochs=epochs, lr=lr, batch=batch, seed=seed, dtype=dtype,
                       device=device, progress=progress)

@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from equiv.adapters._jax import DTYPES
+from equiv.backends import jax as jax_backend
+from equiv.backends.jax import DTYPES
 from equiv.lenet import CONVENTIONS
 from equiv.lenet.jax_net import _device, devices  # noqa: F401  (the same devices as the Flax net)
 from reference.lenet import ACTIVATIONS, BN_LAYERS, PARAM_NAMES, init_state
@@ -159,6 +160,7 @@ def build(impl, dtype="float32", device="cpu"):
         raise ValueError(f"unknown equinox BN-LeNet variant {impl!r}; choose one of {', '.join(IMPLS)}")
     if dtype not in ("float64", "float32"):
         raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+    jax_backend.setup()
     net = Net(impl, dtype, _device(device))
     _set_state(net, init_state())
     return net

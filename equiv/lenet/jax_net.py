@@ -41,11 +41,9 @@ book's ``optax.sgd`` computes the same). Jitted, with the module a static argume
 variant, dtype and shapes): the training step (one per ``capture`` flag, lr an argument), the
 inference step and, for ``train_epoch``, a whole epoch's full batches as one ``jax.lax.scan``
 (not the default on the CPU, where XLA runs it ~5× slower than the steps; see ``train_epoch``).
-Importing ``equiv.adapters._jax`` turns on float64.
+``equiv.backends.jax.setup()`` turns on float64: ``equiv.registry.load_lenet`` runs it before it
+imports this module, and ``build`` again.
 """
-import equiv.adapters._jax  # noqa: F401  (first: jax_enable_x64)
-
-# isort: split
 from functools import partial
 
 import flax
@@ -55,7 +53,8 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from equiv.adapters._jax import DTYPES, stats_dtype
+from equiv.backends import jax as jax_backend
+from equiv.backends.jax import DTYPES, stats_dtype
 from equiv.book import d2l_jax as book
 from equiv.conventions import DECLARED
 from equiv.lenet import CONVENTIONS
@@ -218,6 +217,7 @@ def build(impl, dtype="float32", device="cpu"):
         raise ValueError(f"unknown jax BN-LeNet variant {impl!r}; choose one of {', '.join(IMPLS)}")
     if dtype not in ("float64", "float32"):
         raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+    jax_backend.setup()
     net = Net(impl, dtype, _device(device))
     _set_state(net, init_state())   # the book's init moved its statistics: start from the reference's
     return net

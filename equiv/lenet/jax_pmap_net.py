@@ -15,10 +15,8 @@ step is the single-device step on the global batch of 128
 ``step`` cuts the global batch into the replicas' shards (replica r: the r-th consecutive 32);
 ``get_params`` and ``get_state`` are replica 0's (``spread``: the largest difference of any
 parameter or statistic between replicas after the last step, 0 when they stay replicated).
+Float64 is on through ``equiv.backends.jax.setup()`` (``equiv.registry.load_lenet``; ``build``).
 """
-import equiv.adapters._jax  # noqa: F401  (first: jax_enable_x64)
-
-# isort: split
 from functools import lru_cache
 
 import jax
@@ -97,6 +95,7 @@ def build(impl, dtype="float32", device="cpu"):
         raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
     if str(device) != "cpu":
         raise ValueError(f"jax.pmap runs on {REPLICAS} CPU devices here, not on {device!r}")
+    jax_net.jax_backend.setup()
     if jax.device_count() < REPLICAS:
         raise ValueError(f"jax.pmap needs {REPLICAS} devices, this process has {jax.device_count()}: "
                          f"start it with {DEVICES_FLAG}")

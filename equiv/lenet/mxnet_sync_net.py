@@ -72,7 +72,7 @@ from equiv.lenet._replicas import keep as _keep
 from reference.lenet import init_state, shards
 
 # MXNet runs in the worker process only; without it the module cannot work: an ImportError here is
-# what equiv.lenet.load turns into its "not installed" message
+# what equiv.registry.load_lenet turns into its "not installed" message
 if importlib.util.find_spec("mxnet") is None:
     raise ImportError("No module named 'mxnet'", name="mxnet")
 

@@ -16,7 +16,7 @@ import paddle
 from paddle import nn
 from paddle.nn import functional as F
 
-from equiv.adapters._paddle import default_dtype, quiet
+from equiv.backends.paddle import default_dtype, quiet
 from equiv.conventions import DECLARED
 from equiv.lenet import CONVENTIONS
 from reference.lenet import BN_LAYERS, PARAM_NAMES, init_state

@@ -40,7 +40,7 @@ from equiv.lenet._replicas import keep as _keep
 from reference.lenet import init_state, shards
 
 # TensorFlow runs in the worker process only; without it the module cannot work: an ImportError
-# here is what equiv.lenet.load turns into its "not installed" message
+# here is what equiv.registry.load_lenet turns into its "not installed" message
 if importlib.util.find_spec("tensorflow") is None:
     raise ImportError("No module named 'tensorflow'", name="tensorflow")
 

@@ -47,12 +47,13 @@ below 8 channels, as bn1's 6; four interleaved ones above). On Fashion-MNIST, ba
 73,728 values a channel make the batch mean 7.5e-5 off at step 1, past the lockstep tolerance
 (``tests/test_lockstep_tf.py`` pins it).
 
-Importing this module turns TF32 off (matters on CUDA only), as ``equiv.adapters._torch``.
+``build`` turns TF32 off (matters on CUDA only: ``equiv.backends.tf.setup``), as the torch net does.
 """
 import numpy as np
 import tensorflow as tf
 
 from equiv.adapters.tf_scratch import BookLayer
+from equiv.backends import tf as tf_backend
 from equiv.conventions import DECLARED
 from equiv.lenet import CONVENTIONS
 from equiv.lenet.layout import activation_to_reference, param_from_channels_last, param_to_channels_last
@@ -62,10 +63,6 @@ keras = tf.keras
 
 FRAMEWORK = "tf"
 IMPLS = ("builtin", "scratch")
-
-
-# Correctness tests compare against float64: no TF32 in matrix units on CUDA.
-tf.config.experimental.enable_tensor_float_32_execution(False)
 
 _DTYPES = {"float64": tf.float64, "float32": tf.float32}
 
@@ -156,6 +153,7 @@ def build(impl, dtype="float32", device="cpu", *, synchronized=False):
         raise ValueError(f"unknown tf BN-LeNet variant {impl!r}; choose one of {', '.join(IMPLS)}")
     if dtype not in ("float64", "float32"):
         raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+    tf_backend.setup()
     tf_device = _tf_device(device)
     L, d = keras.layers, dtype
     with tf.device(tf_device):

@@ -18,7 +18,7 @@ the global mean loss and every layer's output for the global batch (the shards' 
 import itertools
 
 import numpy as np
-import torch  # noqa: F401  (the framework: where it is missing, equiv.lenet.load says how to install it)
+import torch  # noqa: F401  (the framework: where it is missing, equiv.registry.load_lenet says how to install it)
 
 from equiv.parallel import torch_ddp
 from reference.lenet import init_state, shards

@@ -10,7 +10,7 @@
 
 Layers are named as ``reference.lenet.ACTIVATIONS`` (conv1, bn1, sig1, …, fc3), so the
 activations of a step are captured by an explicit forward over the named children.
-Importing ``equiv.adapters._torch`` turns TF32 off on CUDA.
+``build`` turns TF32 off on CUDA (``equiv.backends.torch.setup``).
 """
 from collections import OrderedDict
 
@@ -19,7 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from equiv.adapters._torch import DTYPES, devices  # noqa: F401  (devices: part of the protocol)
+from equiv.backends import torch as torch_backend
+from equiv.backends.torch import DTYPES, devices  # noqa: F401  (devices: part of the protocol)
 from equiv.book import d2l_torch as book
 from equiv.lenet import CONVENTIONS
 from reference.lenet import BN_LAYERS, init_state
@@ -47,6 +48,7 @@ def build(impl, dtype="float32", device="cpu"):
         raise ValueError(f"unknown torch BN-LeNet variant {impl!r}; choose one of {', '.join(IMPLS)}")
     if dtype not in ("float64", "float32"):
         raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+    torch_backend.setup()
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch sees no CUDA GPU (torch.cuda.is_available() is False)")
     net = nn.Sequential(OrderedDict([

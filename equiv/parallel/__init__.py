@@ -10,11 +10,9 @@ variance, eps). ``equiv.parallel.expect`` turns both into the oracle's run
 (``reference.parallel``) and compares under ``equiv.tolerance``. Frameworks are imported lazily:
 nothing here imports one.
 """
-import importlib
-import importlib.util
 from dataclasses import asdict, dataclass, field
 
-from equiv.core import FrameworkMissing, Unsupported, framework_version
+from equiv.core import Unsupported, framework_version
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,7 @@ class ParallelAdapter:
 
     name = ""            # "torch.ddp"
     framework = ""       # distribution name, for the version
-    install = ""
+    install = ""         # set by equiv.registry.load_parallel
     # the next three from equiv.parallel.conventions (BASE, ENGINE, DECLARED [name])
     base = ""            # the single-device row in equiv.conventions.DECLARED
     engine = ""          # one line: what runs the replicas ("torch.distributed, gloo, a process per replica")
@@ -135,48 +133,20 @@ class ParallelAdapter:
         return framework_version(cls.framework)
 
 
-# name -> (module, class, framework import name, install command)
-_TORCH = "pip install torch==2.13.0"
-REGISTRY = {
-    "torch.ddp": ("equiv.parallel.torch_ddp", "TorchDDP", "torch", _TORCH),
-    "torch.ddp.local_buffers": ("equiv.parallel.torch_ddp", "TorchDDPLocalBuffers", "torch", _TORCH),
-    "torch.syncbn": ("equiv.parallel.torch_ddp", "TorchSyncBN", "torch", _TORCH),
-    "tf.mirrored": ("equiv.parallel.tf", "KerasMirrored", "tensorflow", "pip install tensorflow-cpu"),
-    "tf.mirrored.sync": ("equiv.parallel.tf", "KerasMirroredSync", "tensorflow", "pip install tensorflow-cpu"),
-    "mxnet.sync": ("equiv.parallel.mxnet", "MXNetSyncBatchNorm", "mxnet", "pip install mxnet==1.9.1 'numpy<1.24'"),
+# name -> (module, class, framework import name): data only, resolved by equiv.registry (load_parallel)
+IMPLEMENTATIONS = {
+    "torch.ddp": ("equiv.parallel.torch_ddp", "TorchDDP", "torch"),
+    "torch.ddp.local_buffers": ("equiv.parallel.torch_ddp", "TorchDDPLocalBuffers", "torch"),
+    "torch.syncbn": ("equiv.parallel.torch_ddp", "TorchSyncBN", "torch"),
+    "tf.mirrored": ("equiv.parallel.tf", "KerasMirrored", "tensorflow"),
+    "tf.mirrored.sync": ("equiv.parallel.tf", "KerasMirroredSync", "tensorflow"),
+    "mxnet.sync": ("equiv.parallel.mxnet", "MXNetSyncBatchNorm", "mxnet"),
 }
 # JAX/Flax: the layer under each engine (equiv/parallel/_jax.py); .mask: unequal shards through mask=
-_FLAX = ("equiv.parallel.flax_linen", "flax", "pip install jax flax")
-REGISTRY.update({n: (_FLAX[0], c, *_FLAX[1:]) for n, c in (
+IMPLEMENTATIONS.update({n: ("equiv.parallel.flax_linen", c, "flax") for n, c in (
     ("flax.linen.pmap", "LinenPmap"), ("flax.linen.pmap.two_pass", "LinenPmapTwoPass"),
     ("flax.linen.pmap.mask", "LinenPmapMask"), ("flax.linen.shard_map", "LinenShardMap"),
     ("flax.linen.vmap", "LinenVmap"), ("flax.linen.jit", "LinenJit"), ("flax.linen.jit.mask", "LinenJitMask"))})
-REGISTRY.update({n: ("equiv.parallel.flax_nnx", c, *_FLAX[1:]) for n, c in (
+IMPLEMENTATIONS.update({n: ("equiv.parallel.flax_nnx", c, "flax") for n, c in (
     ("flax.nnx.pmap", "NNXPmap"), ("flax.nnx.shard_map", "NNXShardMap"), ("flax.nnx.vmap", "NNXVmap"),
     ("flax.nnx.jit", "NNXJit"))})
-
-
-def known_names():
-    return sorted(REGISTRY)
-
-
-def framework_installed(name):
-    return importlib.util.find_spec(REGISTRY[name][2]) is not None
-
-
-def load(name):
-    """The ParallelAdapter class of a registered name; FrameworkMissing when its framework is absent."""
-    if name not in REGISTRY:
-        raise KeyError(f"unknown data-parallel implementation {name!r}; known: {', '.join(known_names()) or 'none'}")
-    module, cls, framework, install = REGISTRY[name]
-    if not framework_installed(name):
-        raise FrameworkMissing(name, install, f"no module named {framework!r}")
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as e:
-        raise FrameworkMissing(name, install, str(e)) from e
-    return getattr(mod, cls)
-
-
-def available():
-    return [n for n in known_names() if framework_installed(n)]

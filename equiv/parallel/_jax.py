@@ -23,18 +23,19 @@ Shards of unequal size cannot be mapped (every replica's leading dimension is th
 engine pads each shard to the largest with zeros and passes ``mask`` (True on the shard's own
 rows) to the layer, which reduces with ``mean(..., where=mask)``: unequal valid counts per replica.
 
-Momentum and eps are runtime scalars (as in ``equiv.adapters._jax``), so a new setting does not
+Momentum and eps are runtime scalars (as in ``equiv.backends.jax``), so a new setting does not
 compile again; the mapped functions are cached per layer setting, engine and replica count.
 """
 from functools import lru_cache
 
 import numpy as np
 
-from equiv.adapters._jax import DTYPES, stats_dtype  # float64 on (jax_enable_x64)
+from equiv.backends import jax as jax_backend
+from equiv.backends.jax import DTYPES, stats_dtype
 from equiv.core import Unsupported
 from equiv.parallel import ParallelAdapter, Run
 
-# after equiv.adapters._jax, which turns on float64
+# after equiv.backends.jax, whose setup() (run by equiv.registry first) turns on float64
 # isort: split
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -77,7 +78,7 @@ class JaxParallel(ParallelAdapter):
     """R replicas of a Flax BatchNorm on one of ``ENGINES``. A subclass gives ``replica_fn``: the
     per-replica step of its layer, a cached function of (layer setting, axis name)."""
 
-    framework, install = "flax", "pip install jax flax"
+    framework = "flax"
     engine_name = "pmap"
     masked = False
     use_fast_variance = True
@@ -86,6 +87,7 @@ class JaxParallel(ParallelAdapter):
     max_examples = 6
 
     def build(self, momentum, eps):
+        jax_backend.setup()   # float64 (equiv.registry.load_parallel ran it before the import too)
         if self.engine_name != "vmap" and jax.device_count() < self.replica_count:
             raise Unsupported(f"{self.name} needs {self.replica_count} devices, this process has "
                               f"{jax.device_count()}: start it with {DEVICES_FLAG}")

@@ -5,7 +5,7 @@ for a user's run. An implementation is a registered name (``equiv list``) or
 ``base`` and ``engine`` set on the class), which runs every check a registered one does."""
 import time
 
-from equiv import parallel
+from equiv import registry
 from equiv.core import FrameworkMissing, Unsupported
 from equiv.parallel import ParallelAdapter
 
@@ -18,7 +18,7 @@ def load(spec):
     """The ParallelAdapter class of a registered name or of ``package.module:Class``."""
     if ":" not in spec:
         try:
-            return parallel.load(spec)
+            return registry.load_parallel(spec)
         except KeyError as e:
             raise SelectionError(f"--impls: {e.args[0]} (see: equiv list)") from None
     from equiv.external import SpecError, _import, parse_spec

@@ -6,7 +6,7 @@ Each declaration is read from the framework's source (the adapter module's docst
 line) and measured by ``equiv.parallel.probes`` in the framework's tests; the adapter classes read
 their row from here (``conventions = DECLARED[name]``), and ``equiv findings``, ``equiv list`` and
 ``equiv readme`` render it without importing any framework. Like ``equiv.conventions`` for one
-device; the names are those of ``equiv.parallel.REGISTRY``.
+device; the names are those of ``equiv.parallel.IMPLEMENTATIONS``.
 """
 from equiv.parallel import ParallelConventions
 

@@ -15,7 +15,7 @@ from functools import lru_cache
 import flax.linen as nn
 import jax
 
-from equiv.adapters._jax import DTYPES
+from equiv.backends.jax import DTYPES
 from equiv.parallel._jax import JaxParallel
 
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 import jax
 from flax import nnx
 
-from equiv.adapters._jax import DTYPES
+from equiv.backends.jax import DTYPES
 from equiv.parallel._jax import JaxParallel
 
 

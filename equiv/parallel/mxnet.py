@@ -22,7 +22,7 @@ TIMEOUT = 60
 
 
 class MXNetSyncBatchNorm(ParallelAdapter):
-    name, framework, install = "mxnet.sync", "mxnet", "pip install mxnet==1.9.1 'numpy<1.24'"
+    name, framework = "mxnet.sync", "mxnet"
     dtypes = ("float32",)
     replicas = (2, 4)
     num_devices = None   # None: R

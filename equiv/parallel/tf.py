@@ -27,7 +27,7 @@ TIMEOUT = 120   # seconds for one run of k steps, a strategy built included
 
 
 class KerasMirrored(ParallelAdapter):
-    name, framework, install = "tf.mirrored", "tensorflow", "pip install tensorflow-cpu"
+    name, framework = "tf.mirrored", "tensorflow"
     synchronized = False
     dtypes = ("float64", "float32")
     replicas = (2, 4)

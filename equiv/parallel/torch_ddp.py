@@ -26,7 +26,6 @@ from datetime import timedelta
 
 import numpy as np
 
-from equiv.adapters import TORCH
 from equiv.parallel import ParallelAdapter, Run
 
 WORLD = 4             # one pool of 4 processes; a 2-replica job runs on the group of ranks 0 and 1
@@ -78,7 +77,9 @@ def _run_job(job, group, rank):
     import torch
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from equiv.adapters._torch import DTYPES, numpy, tensor
+    from equiv.backends import torch as torch_backend
+    from equiv.backends.torch import DTYPES, numpy, tensor
+    torch_backend.setup()
     device = job["device"]
     cls = torch.nn.BatchNorm1d if job["ndim"] == 2 else torch.nn.BatchNorm2d
     bn = cls(job["channels"], eps=job["eps"], momentum=job["momentum"], dtype=DTYPES[job["dtype"]])
@@ -207,7 +208,7 @@ def _free_port():
 # --- the adapters -------------------------------------------------------------------------------
 
 class TorchDDP(ParallelAdapter):
-    name, framework, install = "torch.ddp", "torch", TORCH
+    name, framework = "torch.ddp", "torch"
     forward_sync_buffers = True
     sync = False
     ddp = True            # False: the layer alone in the process group, no DistributedDataParallel

@@ -4,11 +4,9 @@
 A path is data (``ExecutionPath``: which adapter, what is different, what it needs) plus a small
 wrapper in a module of this package: a function that takes the base adapter class and returns a
 subclass that builds or calls the layer the other way. It never copies the adapter. Its name says
-adapter and path, ``torch.builtin+channels_last``; ``equiv.adapters.load`` accepts it like any
-registered name, and every property, probe and golden vector runs on it.
+adapter and path, ``torch.builtin+channels_last``; ``equiv.registry.load`` accepts it like any
+registered name (and wraps the base class), and every property, probe and golden vector runs on it.
 """
-import importlib
-import importlib.util
 from dataclasses import dataclass
 
 
@@ -20,9 +18,9 @@ class ExecutionPath:
     wrapper: str         # function (base adapter class) -> adapter class
     what: str            # one line: what is different along this path
     requires: tuple = ()  # importable modules beyond the base's framework
-    install: str = ""    # the command that installs them
+    extra: str = ""      # the extra of pyproject.toml that installs them ("onnx")
     framework: str = ""  # import name of the framework the path runs on instead of the base's (then
-    #                      only this, ``requires`` and ``install`` are needed: no TensorFlow for Keras on jax)
+    #                      only this, ``requires`` and ``extra`` are needed: no TensorFlow for Keras on jax)
     backend: str = ""    # the Keras backend (KERAS_BACKEND, fixed per process) the path needs
 
     @property
@@ -36,7 +34,6 @@ _TF = "equiv.paths.tf_paths"
 _KERAS = "equiv.paths.keras_paths"
 _PADDLE = "equiv.paths.paddle_paths"
 _ORT = ("onnx", "onnxruntime")
-_ORT_INSTALL = "pip install onnx onnxruntime"
 
 PATHS = {p.name: p for p in [
     ExecutionPath("torch.builtin", "channels_last", _TORCH, "channels_last",
@@ -65,10 +62,10 @@ PATHS = {p.name: p for p in [
                   "tf.function(jit_compile=True), XLA on the CPU"),
     ExecutionPath("torch.builtin", "onnx", _ONNX, "onnx_export",
                   "torch.onnx.export (TorchScript exporter, dynamo=False) per call, run by onnxruntime on the CPU",
-                  _ORT, _ORT_INSTALL),
+                  _ORT, "onnx"),
     ExecutionPath("torch.builtin", "onnx_dynamo", _ONNX, "onnx_dynamo",
                   "torch.onnx.export(dynamo=True), run by onnxruntime on the CPU",
-                  _ORT + ("onnxscript",), _ORT_INSTALL + " onnxscript"),
+                  _ORT + ("onnxscript",), "onnx"),
     ExecutionPath("onnx.node", "opset9", _ONNX, "opset9",
                   "the BatchNormalization node in opset 9: no training_mode, training is five outputs"),
     ExecutionPath("onnx.node", "opset14", _ONNX, "opset14", "the BatchNormalization node in opset 14"),
@@ -77,32 +74,16 @@ PATHS = {p.name: p for p in [
     ExecutionPath("tf.keras", "jax", _KERAS, "jax",
                   "the Keras 3 layer with KERAS_BACKEND=jax (jax_enable_x64 on); gradients by "
                   "layer.stateless_call and jax.vjp; no TensorFlow",
-                  ("jax",), "pip install keras jax", framework="keras", backend="jax"),
+                  ("jax",), "keras-jax", framework="keras", backend="jax"),
     ExecutionPath("tf.keras", "torch", _KERAS, "torch",
                   "the Keras 3 layer with KERAS_BACKEND=torch (CPU); gradients by torch autograd; no TensorFlow",
-                  ("torch",), "pip install keras torch==2.13.0", framework="keras", backend="torch"),
+                  ("torch",), "keras-torch", framework="keras", backend="torch"),
     ExecutionPath("tf.keras", "numpy", _KERAS, "numpy",
                   "the Keras 3 layer with KERAS_BACKEND=numpy: inference and training forward, no gradients "
                   "(the backend has no autodiff); no TensorFlow",
-                  ("scipy", "jax"), "pip install keras scipy jax", framework="keras", backend="numpy"),
+                  ("scipy", "jax"), "keras-numpy", framework="keras", backend="numpy"),
     ExecutionPath("paddle.builtin", "nhwc", _PADDLE, "nhwc",
                   "BatchNorm2D(data_format='NHWC') on channels-last input (4-D only; 2-D as eager)"),
 ]}
 
 
-def requirements_met(name):
-    p = PATHS[name]
-    if p.backend:
-        from equiv.backends import keras_backend
-        if keras_backend() != p.backend:
-            return False
-    return all(importlib.util.find_spec(m) is not None for m in p.requires)
-
-
-def wrap(name, base_cls):
-    """The adapter class of path ``name`` around the (already loaded) base adapter class."""
-    p = PATHS[name]
-    cls = getattr(importlib.import_module(p.module), p.wrapper)(base_cls)
-    cls.name, cls.base_name, cls.path = name, p.base, p.path
-    cls.__name__ = cls.__qualname__ = f"{base_cls.__name__}_{p.path}"
-    return cls

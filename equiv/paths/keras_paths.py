@@ -1,7 +1,7 @@
 """Keras 3 on its other backends: tf.keras's layer, ``keras.layers.BatchNormalization``, in a
 process whose ``KERAS_BACKEND`` is jax, torch or numpy (a backend is fixed per process, so each has
 its own tox env). No TensorFlow is imported: the layer, its variables and the tensors are Keras'
-(``keras.ops``, equiv/adapters/_keras.py); a path replaces the adapter's ``_gradients`` only, with the
+(``keras.ops``, equiv/backends/keras.py); a path replaces the adapter's ``_gradients`` only, with the
 backend's own autodiff.
 
 - ``tf.keras+jax``: ``layer.stateless_call(trainable, non_trainable, x, training=True)`` under

@@ -47,7 +47,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from equiv.adapters._onnx import NP, momentum_weight, runtime
+from equiv.backends.onnx import NP, momentum_weight, runtime
 
 TORCHSCRIPT_CONVENTIONS = dict(
     running_var="biased",     # ONNX BatchNormalization: population variance
@@ -209,7 +209,6 @@ class _Exported:
 def onnx_export(base):
     class OnnxExport(_Exported, base):
         conventions = replace(base.conventions, **TORCHSCRIPT_CONVENTIONS)
-        install = base.install + " onnx onnxruntime"
     return OnnxExport
 
 
@@ -217,7 +216,6 @@ def onnx_dynamo(base):
     class OnnxDynamo(_Exported, base):
         conventions = replace(base.conventions, **DYNAMO_CONVENTIONS)
         unmeasured = DYNAMO_UNMEASURED
-        install = base.install + " onnx onnxruntime onnxscript"
         dynamo = True
 
         def _graph(self, x, mode):

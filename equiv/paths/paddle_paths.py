@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from equiv.adapters._paddle import numpy, tensor
+from equiv.backends.paddle import numpy, tensor
 
 
 def nhwc(base):

@@ -1,6 +1,6 @@
 """Paths of the TensorFlow adapters: each a few lines over the eager adapter.
 
-The eager adapters (equiv/adapters/_keras.py) run the layer through two methods, ``_layer_call`` (a call
+The eager adapters (equiv/backends/keras.py) run the layer through two methods, ``_layer_call`` (a call
 with the mode as given) and ``_gradients`` (a training forward and its GradientTape backward); a path
 replaces those two, nothing else: state, layout and dtype stay the adapter's own.
 
@@ -11,7 +11,7 @@ error, never a silent fallback to TensorFlow's kernels (measured: tests/test_pat
 
 Retracing: one pair of compiled functions per layer and setting, traced once per input shape, dtype and
 mode and compiled by XLA per shape. The eager adapters reuse built layers (a pool per dtype, rank and
-width, equiv/adapters/_keras.py ``LayerPool``). The book's layer hard-codes its eps and momentum, so
+width, equiv/backends/keras.py ``LayerPool``). The book's layer hard-codes its eps and momentum, so
 tf.scratch's compiled functions are reused across examples. Keras bakes ``momentum`` and ``epsilon``
 into the trace as Python floats (``float(momentum)``,
 keras/src/layers/normalization/batch_normalization.py:191-192, used as constants at 386-390 and 403):
@@ -25,7 +25,7 @@ import weakref
 
 import tensorflow as tf
 
-from equiv.adapters._tf import tape_gradients
+from equiv.backends.tf import tape_gradients
 
 # layer -> {(momentum, epsilon): (compiled call, compiled step)}; they die with the layer
 _compiled = weakref.WeakKeyDictionary()

@@ -9,19 +9,24 @@ import functools
 
 import torch
 
-# torch.compile falls back to eager, silently, once a function has been recompiled
-# ``recompile_limit`` times: every Hypothesis example has its own eps, so the compile paths raise
-# the limit and make hitting it an error: a compile path never runs eager code unnoticed.
-torch._dynamo.config.recompile_limit = 4096
-torch._dynamo.config.accumulated_recompile_limit = 1 << 20
-torch._dynamo.config.fail_on_recompile_limit_hit = True
-torch._dynamo.config.force_parameter_static_shapes = False
+from equiv.backends.torch import setup_dynamo
+
+
+def _path(wrapper):
+    """A path's wrapper: making the path sets dynamo's recompile limits up first (setup_dynamo: the
+    compile paths must never fall back to eager unnoticed)."""
+    @functools.wraps(wrapper)
+    def make(base):
+        setup_dynamo()
+        return wrapper(base)
+    return make
 
 
 def _channels_last(t):
     return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
 
+@_path
 def channels_last(base):
     class ChannelsLast(base):
         def build(self, momentum, eps):
@@ -62,6 +67,7 @@ class _Compiled(torch.nn.Module):
         return _compiled_module_call()(self.inner, x)
 
 
+@_path
 def compile(base):   # noqa: A001 (the path's name)
     """Every dtype, rank and setting is a graph to compile (seconds each on the CPU): the path runs
     under the smaller "compile" example budget (equiv.strategies.COMPILE_EXAMPLES). Inductor runs every
@@ -78,6 +84,7 @@ def compile(base):   # noqa: A001 (the path's name)
 
 
 # --- precision ----------------------------------------------------------------------------
+@_path
 def bfloat16(base):
     """bfloat16 input (and upstream gradient) into a layer whose parameters and buffers are float32.
     float32 input is accepted too (there it is the eager float32 layer): the probes, which measure in
@@ -103,6 +110,7 @@ def _within(base, context, methods=("forward_train", "forward_infer", "forward_d
     return cls
 
 
+@_path
 def autocast(base):
     """A float32 layer called inside torch.autocast("cpu", dtype=torch.bfloat16), on float32 input or on
     bfloat16 input (what a preceding autocast matmul or convolution hands it)."""
@@ -139,6 +147,7 @@ class _Functional:
             t.grad = None
 
 
+@_path
 def functional_call(base):
     class FunctionalCall(base):
         def build(self, momentum, eps):
@@ -166,6 +175,7 @@ class _Exported:
         return self.programs[key](x)
 
 
+@_path
 def export(base):
     class Exported(base):
         example_budget = "compile"      # a program traced per example (equiv.strategies.COMPILE_EXAMPLES)

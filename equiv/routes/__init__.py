@@ -4,12 +4,11 @@ by folding BatchNorm into the convolution or linear layer before it, in the mode
 A route is data (``Route``: the source layers, the tool and its version pin, what it folds, the
 dtypes it runs, how to install it) plus a small function in a module of this package, one module per
 tool family, that takes the eval-mode model (layer → BatchNorm) and returns the model the tool makes
-of it. tests/test_routes_*.py hold each route's folded output to the float64 oracle
+of it; ``equiv.registry`` resolves a route's name (``load_route``, install command, whether it can run here).
+tests/test_routes_*.py hold each route's folded output to the float64 oracle
 (reference/conv_bn.py) under the folded layer's bound (equiv/tolerance_fold.py), and to the
 unfolded model under the sum of both bounds. Findings: equiv/known/torch.py (ROUTE_KNOWN).
 """
-import importlib
-import importlib.util
 from dataclasses import dataclass
 
 
@@ -24,9 +23,12 @@ class Route:
     function: str         # model (eval mode) -> the model the tool makes
     dtypes: tuple = ("float32",)
     runs: tuple = ()      # layers it is run on without folding them (measured: it keeps BatchNorm)
-    requires: tuple = ("torch",)
-    install: str = "pip install torch==2.13.0"
+    requires: tuple = ("torch",)   # the modules it imports (the registry derives the install command)
     example_budget: str = ""   # "compile": the smaller example budget of compiled paths
+
+    @property
+    def source_adapter(self):
+        return self.name.partition("+")[0]
 
     @property
     def layers(self):
@@ -54,12 +56,3 @@ ROUTES = {r.name: r for r in [
           _PIN, ("conv",), _TORCH, "inductor_freezing", runs=("linear",), example_budget="compile"),
 ]}
 
-
-def requirements_met(name):
-    return all(importlib.util.find_spec(m) is not None for m in ROUTES[name].requires)
-
-
-def function(name):
-    """The route's function: eval-mode model -> the model the tool makes of it."""
-    r = ROUTES[name]
-    return getattr(importlib.import_module(r.module), r.function)

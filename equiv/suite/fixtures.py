@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from equiv import adapters as registry
+from equiv import registry
 from equiv.core import FrameworkMissing
 
 

@@ -1,6 +1,7 @@
-"""JAX conversions shared by the JAX/Flax adapters (a backend helper, not an adapter).
+"""JAX's backend: conversions shared by the JAX/Flax adapters, paths, data-parallel engines and
+BN-LeNets, and the process's JAX setup.
 
-Importing this module turns on float64 in JAX, process-wide:
+``setup()`` turns on float64 in JAX, process-wide:
 ``jax.config.update("jax_enable_x64", True)``. Without it JAX silently computes a
 float64 request in float32. Canonical data is channel-first; Flax is channel-last, so
 4-D arrays go NCHW -> NHWC on the way in and back on the way out.
@@ -14,22 +15,21 @@ the one constant (1 − m)/n, with a runtime one by (1 − m) and 1/n in turn. T
 statistics can then differ by one rounding (1 ulp: 2 of 80 settings for two_pass, 0 of 80
 for linen and nnx, compared bit for bit), far inside every bound.
 
-XLA's compile of a new shape is most of a JAX adapter's cost per Hypothesis example. Importing
-this module therefore also turns on JAX's persistent compilation cache (``persistent_cache``):
+XLA's compile of a new shape is most of a JAX adapter's cost per Hypothesis example. ``setup()``
+therefore also turns on JAX's persistent compilation cache (``persistent_cache``):
 an executable compiled once is stored on disk and loaded, not compiled again, by every later
 process: the next run of the derandomized ``ci`` profile, or another ``pytest -n`` worker. A
 loaded executable is the one XLA compiled, byte for byte (tests/test_jax_cache.py: bit-identical
 outputs). ``EQUIV_JAX_CACHE=off`` turns it off, ``EQUIV_JAX_CACHE=<dir>`` moves it; a cache the
-user configured for JAX is left as it is.
+user configured for JAX is left as it is. ``equiv.registry`` calls ``setup()`` before it loads
+anything of JAX; the adapters call it again as they build a layer (``new_layer``), so a class imported
+directly runs with float64 too.
 """
 import os
 
 import jax
-
-jax.config.update("jax_enable_x64", True)
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax.numpy as jnp
+import numpy as np
 
 DTYPES = {"float64": jnp.float64, "float32": jnp.float32,
           "float16": jnp.float16, "bfloat16": jnp.bfloat16}
@@ -60,7 +60,20 @@ def persistent_cache(environ=os.environ):
     return path
 
 
-CACHE_DIR = persistent_cache()
+CACHE_DIR = None   # the persistent cache's directory once setup() ran (None: off)
+_ready = False
+
+
+def setup():
+    """Float64 on, the persistent compilation cache on, the compile counter of ``new_layer``
+    listening; once per process (later calls do nothing). Returns the cache directory or None."""
+    global CACHE_DIR, _ready
+    if not _ready:
+        _ready = True
+        jax.config.update("jax_enable_x64", True)
+        CACHE_DIR = persistent_cache()
+        jax.monitoring.register_event_duration_secs_listener(_count)
+    return CACHE_DIR
 
 
 def array(a, dtype, nhwc=False):
@@ -98,15 +111,13 @@ def _count(event, *args, **kwargs):
         _compiled += 1
 
 
-jax.monitoring.register_event_duration_secs_listener(_count)
-
-
 def new_layer():
     """Call once per adapter built. JAX keeps every compiled executable for the life of the
     process, ~4 MB each: a thorough run would need tens of GB (it segfaulted in XLA). Clear
     them once 500 have been compiled. The adapters compile once per shape, dtype and mode
     (momentum and eps are runtime arguments), so a ci run stays well under that."""
     global _compiled
+    setup()
     if _compiled >= 500:
         jax.clear_caches()
         _compiled = 0

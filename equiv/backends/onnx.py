@@ -1,6 +1,6 @@
-"""onnxruntime helpers shared by the ONNX adapter and the ONNX execution paths (a backend helper,
-not an adapter): the CPU InferenceSession, its graph-optimization level, the element types, and
-the new-batch weight a FLOAT momentum attribute applies."""
+"""onnxruntime's backend: helpers shared by the ONNX adapter and the ONNX execution paths: the CPU
+InferenceSession, its graph-optimization level, the element types, and the new-batch weight a FLOAT
+momentum attribute applies."""
 import numpy as np
 import onnx
 import onnxruntime as ort

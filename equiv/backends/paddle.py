@@ -1,4 +1,4 @@
-"""PaddlePaddle conversions shared by the paddle adapter and its paths (a backend helper, not an adapter).
+"""PaddlePaddle conversions shared by the paddle adapter and its paths (its backend).
 
 Paddle creates a layer's parameters in the global default dtype (``paddle.get_default_dtype()``,
 ``_BatchNormBase.__init__``, paddle/nn/layer/norm.py:784-787); ``default_dtype`` sets it for the

@@ -1,12 +1,19 @@
-"""TensorFlow's part of the Keras adapters (a backend helper, not an adapter): tensors and the
-gradient tape. The rest of the protocol is backend-neutral (equiv/adapters/_keras.py); the Keras
+"""TensorFlow's backend, its part of the Keras adapters: tensors and the gradient tape. The rest
+of the protocol is backend-neutral (equiv/backends/keras.py); the Keras
 backend paths (equiv/paths/keras_paths.py) replace just these two pieces.
 """
 import numpy as np
 import tensorflow as tf
 
-from equiv.adapters import _keras
-from equiv.adapters._keras import native_shape, to_nchw, to_nhwc  # noqa: F401 (re-exported)
+from equiv.backends import keras as _keras
+from equiv.backends.keras import native_shape, to_nchw, to_nhwc  # noqa: F401 (re-exported)
+
+
+def setup():
+    """Correctness tests compare against float64: no TF32 in matrix units on CUDA (process-wide; the
+    BN-LeNet calls it as it builds a net; the adapters run on the CPU, where it changes nothing)."""
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+
 
 DTYPES = {"float64": tf.float64, "float32": tf.float32,
           "float16": tf.float16, "bfloat16": tf.bfloat16}

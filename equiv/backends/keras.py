@@ -1,4 +1,5 @@
-"""Keras 3 layers behind the protocol, on whichever backend Keras runs (a helper, not an adapter).
+"""Keras 3's backend: Keras layers behind the protocol, on whichever backend Keras runs, and the
+Keras backend of the process (``keras_backend``, read without importing Keras).
 
 Canonical data is channel-first; Keras layers are channel-last: (N, C, H, W) goes in as
 (N, H, W, C) and comes back transposed. (N, C) needs no change.
@@ -7,14 +8,32 @@ What depends on the backend is the class attribute ``backend`` and three methods
 (NumPy -> a tensor of the adapter's dtype) and ``_numpy`` (back), here with ``keras.ops``, which
 every backend has, and ``_gradients`` (the training forward and
 the backward of sum(y·dy) through the backend's own autodiff: TensorFlow's GradientTape for
-tf.keras and tf.scratch, equiv/adapters/_tf.py; jax.vjp and torch autograd for the Keras backend
+tf.keras and tf.scratch, equiv/backends/tf.py; jax.vjp and torch autograd for the Keras backend
 paths, equiv/paths/keras_paths.py). Nothing here imports a backend.
 """
+import json
+import os
+import sys
 import weakref
+from pathlib import Path
 
 import numpy as np
 
 from equiv.core import Adapter
+
+
+def keras_backend():
+    """The Keras backend of this process, without importing Keras: Keras' own answer once it is imported,
+    else $KERAS_BACKEND, else keras.json's "backend" ($KERAS_HOME or ~/.keras), else "tensorflow"."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    config = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "keras.json"
+    try:
+        return json.loads(config.read_text()).get("backend", "tensorflow")
+    except (OSError, ValueError):
+        return "tensorflow"
 
 
 def to_nhwc(a):
