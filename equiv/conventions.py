@@ -166,3 +166,13 @@ STATE_NAMES: dict[str, tuple[str, str, str, str]] = {
     "paddle.builtin": ("weight", "bias", "_mean", "_variance"),
     "mindspore.nn": ("gamma", "beta", "moving_mean", "moving_variance"),
 }
+
+# What the option probes (equiv.option_probes) measure about the layer options (equiv.options) an
+# implementation takes: field -> declared value; an implementation that does not take the option has
+# no row for it.
+OPTION_DECLARED: dict[str, dict[str, str]] = {
+    # torch/nn/modules/batchnorm.py (2.13.0): 1/num_batches_tracked (192), counted at every training step
+    # (187-190); eval() uses the batch only when the buffers are None (200-203)
+    "torch.builtin": dict(cumulative_weights="1/k", momentum_switch="1/k over every step",
+                          set_false_inference="stored statistics", no_affine_gradients="none"),
+}

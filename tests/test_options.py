@@ -71,3 +71,11 @@ def test_what_each_value_means_to_the_oracle():
     assert len(opt.settings()) == sum(len(o.values) for o in opt.OPTIONS.values())
     for o in opt.OPTIONS.values():
         assert set(o.properties) <= set(PROPERTIES), o.name
+
+
+def test_option_declarations_name_probes_and_registered_adapters():
+    from equiv.adapters import known_names
+    from equiv.conventions import OPTION_DECLARED
+    from equiv.option_probes import OPTION_PROBES
+    for name, fields in OPTION_DECLARED.items():
+        assert name in known_names() and set(fields) <= set(OPTION_PROBES), name

@@ -4,7 +4,9 @@ divergences under options (equiv.options_known) are left out as equiv.known's ar
 import pytest
 
 from equiv import options as opt
+from equiv.conventions import OPTION_DECLARED
 from equiv.core import Unsupported
+from equiv.option_probes import OPTION_PROBES
 from equiv.properties import PROPERTIES, applies, run
 
 
@@ -36,3 +38,12 @@ def test_property_with_option(adapter, prop_name, setting, device, profile):
         pytest.skip(f"{adapter.name}: {prop_name} under {opt.setting_id(setting)} is documented divergence "
                     f"{stats['everywhere']} (equiv/options_known.py; its witness runs as a strict xfail)")
     assert stats["examples"] > 0, f"no example ran ({stats['excluded']} in known-divergence regions)"
+
+
+@pytest.mark.parametrize("field", list(OPTION_PROBES))
+def test_option_probe_equals_declared(adapter, field):
+    """What a probe measures about an option equals the declaration (equiv.conventions.OPTION_DECLARED);
+    an adapter that does not take the option measures and declares nothing."""
+    measured = OPTION_PROBES[field](adapter)
+    declared = OPTION_DECLARED.get(adapter.name, {}).get(field, "n/a")   # a path takes no options by inheritance
+    assert measured == declared, f"{adapter.name}: {field}: declared {declared!r}; measured {measured!r}"
