@@ -381,7 +381,7 @@ def run(p, adapter_cls, device="cpu", profile=None, seed=None, options=None):
 
 def replay(p, adapter_cls, case, device="cpu"):
     """Run one property on one case. Returns ("pass", ratio), ("n/a", why) or ("fail", exception)."""
-    why = applies(p, adapter_cls)
+    why = applies(p, adapter_cls, case.options)
     if why:
         return "n/a", why
     try:
