@@ -183,3 +183,13 @@ COUNTERS: dict[str, int] = {"haiku": 2 ** 30, "equinox.batch": 2 ** 62}
 # The shape a layer stores each per-channel vector in, where it is not (C,): Haiku's are shaped like
 # the reduced input, (1, C) for (N, C) inputs and (1, 1, 1, C) for NHWC ones.
 STATE_SHAPES: dict[str, str] = {"haiku": "(1, C) / (1, 1, 1, C)"}
+
+# What the option probes (equiv.option_probes) measure about the layer options (equiv.options) an
+# implementation takes: field -> declared value; an implementation that does not take the option has
+# no row for it.
+OPTION_DECLARED: dict[str, dict[str, str]] = {
+    # torch/nn/modules/batchnorm.py (2.13.0): 1/num_batches_tracked (192), counted at every training step
+    # (187-190); eval() uses the batch only when the buffers are None (200-203)
+    "torch.builtin": dict(cumulative_weights="1/k", momentum_switch="1/k over every step",
+                          set_false_inference="stored statistics", no_affine_gradients="none"),
+}

@@ -137,6 +137,8 @@ class Adapter:
     devices: tuple[str, ...] = ("cpu",)
     has_gradients: bool = True
     external: bool = False     # True for code given as --adapters package.module:obj
+    # the non-default layer options it builds (equiv.options): name -> values; build reads self.options
+    supported_options: dict[str, tuple[Any, ...]] = {}
 
     # set by the constructor
     num_features: int
@@ -145,9 +147,16 @@ class Adapter:
     device: str
     new_batch_weight: float | None
     eps: float
+    options: dict[str, Any]
 
     def __init__(self, num_features: int, ndim: int, *, dtype: str = "float32", device: str = "cpu",
-                 new_batch_weight: float | None = None, eps: float | None = None) -> None:
+                 new_batch_weight: float | None = None, eps: float | None = None,
+                 options: dict[str, Any] | None = None) -> None:
+        from equiv.options import unsupported
+        why = unsupported(type(self), options)
+        if why:
+            raise Unsupported(why)
+        self.options = dict(options or {})
         if ndim not in (2, 4):
             raise ValueError("ndim must be 2 (N, C) or 4 (N, C, H, W)")
         if dtype not in self.dtypes:
@@ -211,7 +220,7 @@ class Adapter:
 
     def __repr__(self) -> str:
         return (f"<{self.name} C={self.num_features} ndim={self.ndim} {self.dtype} {self.device} "
-                f"w={self.new_batch_weight} eps={self.eps:g}>")
+                f"w={self.new_batch_weight} eps={self.eps:g}{''.join(f' {k}={v}' for k, v in self.options.items())}>")
 
 
 def weight_applied(momentum: float, dtype: str = "float64") -> float:

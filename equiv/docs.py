@@ -36,11 +36,13 @@ def findings():
         EXPORT_FINDINGS,
         KNOWN,
         NET_FINDINGS,
+        OPTION_KNOWN,
         PARALLEL_FINDINGS,
         PARALLEL_KNOWN,
         ROUTE_KNOWN,
     )
-    return {"layer": KNOWN, "route": ROUTE_KNOWN, "parallel": PARALLEL_KNOWN, "parallel_behaviour": PARALLEL_FINDINGS,
+    return {"layer": KNOWN, "option": OPTION_KNOWN, "route": ROUTE_KNOWN, "parallel": PARALLEL_KNOWN,
+            "parallel_behaviour": PARALLEL_FINDINGS,
             "export": EXPORT_FINDINGS, "net": NET_FINDINGS, "book": BOOK_NOTES}
 
 
@@ -100,6 +102,9 @@ SECTIONS = (   # kind, heading, what the section's entries are, how one renders
     ("layer", "Divergences from the oracle",
      "Documented, each with the region of inputs where it shows (the properties leave it out and say so) "
      "and a witness that runs as a strict xfail (`tests/test_known.py`).", _layer),
+    ("option", "Under layer options",
+     "Divergences that show only with a layer option (`equiv.options`) set; each witness runs as a strict "
+     "xfail (`tests/test_options_torch.py`).", _layer),
     ("route", "Folding routes",
      "Conversion and folding routes (`equiv.routes`) on states drawn as trained networks have them; each "
      "witness runs as a strict xfail (`tests/test_routes_torch.py`).", _route),

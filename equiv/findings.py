@@ -1,7 +1,15 @@
 """reference/data/findings.md, generated from the measured conventions and the documented
 divergences and other findings (equiv/known/): what differs, between which implementations, measured
 on which input, and what a porting user must do."""
-from equiv.known import BOOK_NOTES, EXPORT_FINDINGS, NET_FINDINGS, PARALLEL_FINDINGS, PARALLEL_KNOWN, ROUTE_KNOWN
+from equiv.known import (
+    BOOK_NOTES,
+    EXPORT_FINDINGS,
+    NET_FINDINGS,
+    OPTION_KNOWN,
+    PARALLEL_FINDINGS,
+    PARALLEL_KNOWN,
+    ROUTE_KNOWN,
+)
 from equiv.tables import convention_table
 
 CONVENTION_ADVICE = {
@@ -38,17 +46,19 @@ CONVENTION_ADVICE = {
 
 
 def divergence_counts(known):
-    """(layer-level, route, whole-network) documented divergences: the entries of ``known``
-    (``equiv.known.KNOWN``), of ``equiv.known.ROUTE_KNOWN`` and the distinct ids of
-    ``equiv.known.NET_FINDINGS`` (one finding seen in two implementations counts once). The one count
-    the report, ``equiv findings`` and the README use."""
-    return len(known), len(ROUTE_KNOWN), len({f.id for f in NET_FINDINGS})
+    """The documented divergences by kind: "layer" (the entries of ``known``, ``equiv.known.KNOWN``),
+    "option" (``OPTION_KNOWN``: a layer under layer options), "route" (``ROUTE_KNOWN``) and "network"
+    (the distinct ids of ``NET_FINDINGS``: one finding seen in two implementations counts once). The one
+    count the report, ``equiv findings`` and the README use."""
+    return {"layer": len(known), "option": len(OPTION_KNOWN), "route": len(ROUTE_KNOWN),
+            "network": len({f.id for f in NET_FINDINGS})}
 
 
 def divergence_phrase(known):
-    layer, route, net = divergence_counts(known)
-    return (f"{layer + route + net} documented divergences ({layer} of the layer, `equiv.known.KNOWN`; {route} "
-            f"of folding routes, `equiv.known.ROUTE_KNOWN`; {net} of the whole BN-LeNet, `equiv.known.NET_FINDINGS`)")
+    n = divergence_counts(known)
+    return (f"{sum(n.values())} documented divergences ({n['layer']} of the layer, `equiv.known.KNOWN`; "
+            f"{n['option']} under layer options, `OPTION_KNOWN`; {n['route']} of folding routes, `ROUTE_KNOWN`; "
+            f"{n['network']} of the whole BN-LeNet, `NET_FINDINGS`)")
 
 
 def parallel_section():
@@ -111,6 +121,14 @@ def render(conventions, known):
         if d.advice:
             out += [f"What to do: {d.advice}", ""]
     out += parallel_section()
+    out += ["## Under layer options (documented, strict xfail in tests/test_options_torch.py)", "",
+            "Divergences that show only with a layer option (`equiv.options`) set.", ""]
+    for d in OPTION_KNOWN:
+        out += [f"### {d.id}", "", f"- implementations: {', '.join(d.implementations)}",
+                f"- properties affected: {', '.join(d.properties)}",
+                f"- witness: `{d.witness!r}` fails `{d.witness_property}`", "", d.reason, ""]
+        if d.advice:
+            out += [f"What to do: {d.advice}", ""]
     out += ["## Folding routes (documented, strict xfail in tests/test_routes_torch.py)", "",
             "Conversion and folding routes (`equiv.routes`) on states drawn as trained networks have them.", ""]
     for d in ROUTE_KNOWN:

@@ -6,12 +6,13 @@ per-channel a·x + b, output moments, per-channel sums of dx, batch permutation.
 A check raises AssertionError with the measured error when it fails, and returns
 the largest error/bound ratio it saw (the error distribution in reports).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
 import reference as ref
+from equiv import options as opt
 from equiv import tolerance as tol
 from equiv.core import FrameworkMissing, Unsupported
 from equiv.dtypes import representable
@@ -60,6 +61,8 @@ def strategy_for(p, adapter_cls):
 
 def build(adapter_cls, case, device, **overrides):
     settings = dict(new_batch_weight=case.new_batch_weight, eps=case.eps)
+    if case.options:   # layer options (equiv.options); none: built exactly as always
+        settings["options"] = case.options
     settings.update(overrides)
     a = adapter_cls(case.channels, case.ndim, dtype=case.dtype, device=device, **settings)
     # a case whose exact output the dtype cannot hold says nothing about the implementation
@@ -74,7 +77,10 @@ def _unbiased(a):
 
 def _expected_update(a, case, old_mean, old_var, mean, var, w):
     """The oracle's running statistics after one update; a batch of one says nothing about an unbiased
-    running variance (÷ m − 1 = 0: undefined), so such a case is rejected for the running statistics."""
+    running variance (÷ m − 1 = 0: undefined), so such a case is rejected for the running statistics.
+    A layer that does not track its running statistics (equiv.options) keeps the old ones."""
+    if not opt.tracks(case.options):
+        return np.asarray(old_mean, dtype=np.float64), np.asarray(old_var, dtype=np.float64)
     require(case.count > 1 or not _unbiased(a))
     new_mean, new_var = ref.update_running_stats(old_mean, old_var, mean, var, case.count,
                                                   new_batch_weight=w, unbiased=_unbiased(a))
@@ -95,7 +101,7 @@ def train_forward(A, case, device):
       needs_running_stats=True)
 def batch_stats(A, case, device):
     a = build(A, case, device, new_batch_weight=1.0)
-    if a.new_batch_weight != 1.0:
+    if opt.weight_at(case.options, a.new_batch_weight, 1) != 1.0:
         raise Unconfigurable()
     a.train_step(case.x, case.dy)
     _, mean, var = ref.batch_norm_train(case.x, case.gamma, case.beta, eps=a.eps)
@@ -112,6 +118,11 @@ def batch_stats(A, case, device):
       needs_running_stats=True)
 def infer_forward(A, case, device):
     a = build(A, case, device)
+    if opt.infers_with_batch(case.options):   # no running statistics to use: the batch's own
+        y = ref.batch_norm_train(case.x, case.gamma, case.beta, eps=a.eps)[0]
+        require(representable(case.dtype, y))
+        return tol.assert_close("y", a.forward_infer(case.x), y,
+                                tol.train_forward(case.x, case.gamma, case.beta, a.eps, case.dtype))
     y = ref.batch_norm_infer(case.x, case.gamma, case.beta, case.running_mean, case.running_var, eps=a.eps)
     require(representable(case.dtype, y))
     return tol.assert_close("y", a.forward_infer(case.x), y,
@@ -130,8 +141,9 @@ def running_stats(A, case, device):
         x = case.batch(i)
         a.train_step(x, case.dy)
         _, bmean, bvar = ref.batch_norm_train(x, case.gamma, case.beta, eps=a.eps)
-        new_mean, new_var = _expected_update(a, case, mean, var, bmean, bvar, a.new_batch_weight)
-        dm, dv = tol.running_stats(x, mean, var, new_mean, new_var, a.new_batch_weight, case.dtype)
+        w = opt.weight_at(case.options, a.new_batch_weight, i + 1)
+        new_mean, new_var = _expected_update(a, case, mean, var, bmean, bvar, w)
+        dm, dv = tol.running_stats(x, mean, var, new_mean, new_var, w, case.dtype)
         # earlier errors are carried forward with factor (1 − w) ≤ 1
         bound_m, bound_v = bound_m + dm, bound_v + dv
         mean, var = new_mean, new_var
@@ -148,6 +160,9 @@ def gradients(A, case, device):
     require(representable(case.dtype, rdx, rdgamma, rdbeta))
     _, dx, dgamma, dbeta = a.train_step(case.x, case.dy)
     bdx, bdgamma, bdbeta = tol.gradients(case.x, case.gamma, case.dy, a.eps, case.dtype)
+    if not opt.affine(case.options):   # no affine parameters: no parameter gradients
+        assert dgamma is None and dbeta is None, "parameter gradients from a layer without affine parameters"
+        return tol.assert_close("dx", dx, rdx, bdx)
     return max(tol.assert_close("dx", dx, rdx, bdx),
                tol.assert_close("dgamma", dgamma, rdgamma, bdgamma),
                tol.assert_close("dbeta", dbeta, rdbeta, bdbeta))
@@ -231,8 +246,8 @@ def _updates(conv, method):
       "where the declared conventions update them, unchanged everywhere else")
 def state_after_calls(A, case, device):
     worst = 0.0
-    keys = ("gamma", "beta") if A.conventions.running_var == "none" else \
-        ("gamma", "beta", "running_mean", "running_var")   # a layer without running statistics
+    keys = ("gamma", "beta") if A.conventions.running_var == "none" or not opt.keeps_running_stats(case.options) \
+        else ("gamma", "beta", "running_mean", "running_var")   # a layer without running statistics
     for label, method in CALLS:
         updates = _updates(A.conventions, method)
         if updates is None:
@@ -243,7 +258,8 @@ def state_after_calls(A, case, device):
         bound = {k: 0.0 for k in expected}          # unchanged: exactly what was set
         if updates:
             # a layer with hard-coded momentum runs it in a plain call, whatever the adapter was asked
-            w = a.new_batch_weight if method != "forward_default" or A.conventions.configurable \
+            w = opt.weight_at(case.options, a.new_batch_weight, 1) \
+                if method != "forward_default" or A.conventions.configurable \
                 else A.conventions.default_new_batch_weight
             _, mean, var = ref.batch_norm_train(case.x, case.gamma, case.beta, eps=a.eps)
             m, v = _expected_update(a, case, case.running_mean, case.running_var, mean, var, w)
@@ -276,8 +292,13 @@ class PropertyFailure(AssertionError):
                 f"  replay: {self.replay_command()}")
 
 
-def applies(p, adapter_cls):
-    """None when the property applies to the adapter, else the reason it does not."""
+def applies(p, adapter_cls, options=None):
+    """None when the property applies to the adapter (built with the layer ``options``), else the reason
+    it does not."""
+    if options:
+        why = opt.unsupported(adapter_cls, options) or opt.not_applicable(p, options)
+        if why:
+            return why
     if p.needs_gradients and not adapter_cls.has_gradients:
         hint = " (a function provides them as fn.backward: see the README)" if adapter_cls.external else ""
         return f"{adapter_cls.name} computes no gradients{hint}"
@@ -287,7 +308,7 @@ def applies(p, adapter_cls):
     return None
 
 
-def run(p, adapter_cls, device="cpu", profile=None, seed=None):
+def run(p, adapter_cls, device="cpu", profile=None, seed=None, options=None):
     """Run one property under Hypothesis against one adapter; raises on a counterexample.
 
     Cases in the region of a known divergence (``equiv.known``) are left out and counted, per
@@ -295,14 +316,18 @@ def run(p, adapter_cls, device="cpu", profile=None, seed=None):
     Returns {"examples", "excluded", "excluded_by", "worst", "ratios"}: worst is the largest error/bound
     ratio seen, ratios the ratio of every example by dtype (the error distributions). ``seed`` fixes
     a random profile's draws (Hypothesis's ``seed``); a derandomized one draws the same without it.
+    ``options``: the layer options (equiv.options) every case carries, under the profile's smaller
+    "<profile>-options" budget; the documented divergences of equiv.known.OPTION_KNOWN then count too.
     """
     from hypothesis import assume, example, given, settings
     from hypothesis import seed as hypothesis_seed
 
-    from equiv.known import divergences, everywhere, excluded
+    from equiv.known import divergences, everywhere, excluded, option_divergences
 
     stats = {"examples": 0, "excluded": 0, "worst": 0.0, "ratios": {}, "excluded_by": {}}
-    whole = [d.id for d in divergences(adapter_cls, p.name) if d.region is everywhere]
+    extra = option_divergences(adapter_cls, p.name, options)
+    whole = [d.id for d in divergences(adapter_cls, p.name) if d.region is everywhere] + \
+        [d.id for d in extra if d.region.whole]
     if whole:   # documented for every input: nothing to run (the witness runs as a strict xfail)
         return dict(stats, everywhere=whole[0])
     failing = {}
@@ -312,7 +337,9 @@ def run(p, adapter_cls, device="cpu", profile=None, seed=None):
             raise Unconfigurable()
 
     def test(case):
-        known = excluded(adapter_cls, p.name, case)
+        if options:
+            case = replace(case, options=dict(options), arrays=None)
+        known = excluded(adapter_cls, p.name, case) or next((d for d in extra if d.region(case, p.name)), None)
         if known is not None:
             stats["excluded"] += 1
             by = stats["excluded_by"].setdefault(known.id, {})
@@ -335,9 +362,9 @@ def run(p, adapter_cls, device="cpu", profile=None, seed=None):
     test = given(case=strategy_for(p, adapter_cls))(test)
     for case in edge_cases(adapter_cls.dtypes, adapter_cls.conventions):
         test = example(case=case)(test)
-    if profile is not None or getattr(adapter_cls, "example_budget", None):
+    if profile is not None or getattr(adapter_cls, "example_budget", None) or options:
         from equiv.strategies import profile_for
-        test = settings(settings.get_profile(profile_for(adapter_cls, profile)))(test)
+        test = settings(settings.get_profile(profile_for(adapter_cls, profile, options=bool(options))))(test)
     if seed is not None:
         test = hypothesis_seed(seed)(test)
     try:
@@ -353,7 +380,7 @@ def run(p, adapter_cls, device="cpu", profile=None, seed=None):
 
 def replay(p, adapter_cls, case, device="cpu"):
     """Run one property on one case. Returns ("pass", ratio), ("n/a", why) or ("fail", exception)."""
-    why = applies(p, adapter_cls)
+    why = applies(p, adapter_cls, case.options)
     if why:
         return "n/a", why
     try:

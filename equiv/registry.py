@@ -179,6 +179,8 @@ def _wrap(name, base_cls):
     p, e = PATHS[name], entry(name)
     cls = getattr(importlib.import_module(p.module), p.wrapper)(base_cls)
     cls.name, cls.base_name, cls.path, cls.install = name, p.base, p.path, e.install
+    if "supported_options" not in vars(cls):   # a path takes the layer options it declares, none by inheritance
+        cls.supported_options = {}
     cls.__name__ = cls.__qualname__ = f"{base_cls.__name__}_{p.path}"
     return cls
 

@@ -11,7 +11,7 @@ the search for new cases, asked for by name: ``--hypothesis-profile``, ``--profi
 ``EQUIV_PROFILE`` (``scripts/sweep.py`` records such a search).
 """
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from hypothesis import HealthCheck, settings
@@ -42,6 +42,11 @@ settings.register_profile("mutation", max_examples=200, derandomize=True, databa
 COMPILE_EXAMPLES = {"dev": 4, "ci": 4, "thorough": 100, "mutation": 50}
 for _name, _n in COMPILE_EXAMPLES.items():
     settings.register_profile(f"{_name}-compile", parent=settings.get_profile(_name), max_examples=_n)
+# The runs with a layer option (equiv.options; one run per property and setting): a smaller budget, as
+# the option changes one aspect of the layer that the full runs hold at its default.
+OPTION_EXAMPLES = {"dev": 8, "ci": 8, "thorough": 100, "mutation": 50}
+for _name, _n in OPTION_EXAMPLES.items():
+    settings.register_profile(f"{_name}-options", parent=settings.get_profile(_name), max_examples=_n)
 
 
 PROFILES = ("dev", "ci", "thorough", "mutation")
@@ -52,12 +57,13 @@ def default_profile():
     return os.environ.get("EQUIV_PROFILE") or "ci"
 
 
-def profile_for(adapter_cls, name=None):
+def profile_for(adapter_cls, name=None, options=False):
     """The profile an adapter runs under: ``name`` (default: ``default_profile()``), or its smaller
-    "<name>-compile" variant when the adapter declares ``example_budget = "compile"``."""
+    "<name>-compile" variant when the adapter declares ``example_budget = "compile"``, or "<name>-options"
+    for a run with layer options (``options``)."""
     name = name or default_profile()
-    budget = getattr(adapter_cls, "example_budget", None)
-    return f"{name}-{budget}" if budget and name in COMPILE_EXAMPLES else name
+    budget = "options" if options else getattr(adapter_cls, "example_budget", None)
+    return f"{name}-{budget}" if budget and name in COMPILE_EXAMPLES else name   # same keys in OPTION_EXAMPLES
 
 
 def profile_error():
@@ -85,6 +91,15 @@ class Case:
     new_batch_weight: float
     steps: int = 1
     arrays: dict = field(default=None, repr=False, compare=False)
+    # layer options (equiv.options): name -> value; empty: every option at its default, and the case
+    # prints as it always has
+    options: dict = field(default_factory=dict, repr=False)
+
+    def __repr__(self):
+        shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr]
+        if self.options:
+            shown.append(f"options={self.options!r}")
+        return f"Case({', '.join(shown)})"
 
     @staticmethod
     def pow10(u):
@@ -126,9 +141,13 @@ class Case:
             rng = np.random.default_rng([self.seed, 0])
             c = self.channels
             r = lambda a: round_to(a, self.dtype)  # noqa: E731
+            gamma = rng.choice([-1.0, 1.0], size=c) * self.pow10(rng.uniform(-1, 1, size=c))
+            beta = rng.standard_normal(c) * self.pow10(rng.uniform(-1, 1, size=c))
+            if self.options.get("affine", True) is False:   # no affine parameters: gamma 1, beta 0
+                gamma, beta = np.ones(c), np.zeros(c)
             self.arrays = dict(
-                gamma=r(rng.choice([-1.0, 1.0], size=c) * self.pow10(rng.uniform(-1, 1, size=c))),
-                beta=r(rng.standard_normal(c) * self.pow10(rng.uniform(-1, 1, size=c))),
+                gamma=r(gamma),
+                beta=r(beta),
                 running_mean=r(rng.standard_normal(c) * self.pow10(rng.uniform(-1, 1, size=c))),
                 running_var=r(self.pow10(rng.uniform(-1, 1, size=c))),
                 dy=r(rng.standard_normal(self.shape) * self.pow10(rng.uniform(-1, 1))),
@@ -279,10 +298,13 @@ def parse_case(text):
             kwargs[kw.arg] = ast.literal_eval(value)
         except ValueError:
             raise ValueError(f"Case field {kw.arg} must be a literal value") from None
-    missing = sorted(names - set(kwargs) - {"steps"})
+    missing = sorted(names - set(kwargs) - {"steps", "options"})
     if missing:
         raise ValueError(f"Case(...) lacks {', '.join(missing)}")
     kwargs["shape"] = tuple(kwargs["shape"])
+    from equiv.options import unknown
+    if not isinstance(kwargs.get("options", {}), dict) or unknown(kwargs.get("options")):
+        raise ValueError(f"Case options: {unknown(kwargs['options']) or 'a mapping, name -> value'}")
     if kwargs["dtype"] not in SCALE_RANGE or len(kwargs["shape"]) not in (2, 4) or min(kwargs["shape"]) < 1:
         raise ValueError(f"Case dtype must be one of {', '.join(SCALE_RANGE)} and shape 2-D or 4-D with sizes >= 1")
     return Case(**kwargs)

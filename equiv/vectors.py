@@ -42,7 +42,7 @@ INDEX = "index.json"
 MODES = {"train": "train_forward", "infer": "infer_forward", "running": "running_stats",
          "gradients": "gradients"}
 ESTIMATORS = ("biased", "unbiased")
-CASE_FIELDS = [f.name for f in fields(Case) if f.name != "arrays"]
+CASE_FIELDS = [f.name for f in fields(Case) if f.name not in ("arrays", "options")]   # stored at default options
 
 _2D, _4D = (8, 3), (4, 3, 5, 5)
 

@@ -44,8 +44,8 @@ def test_markdown_has_matrix_conventions_findings_and_plots(built):
     assert "| alpha.builtin | pass |" in md
     assert "FAIL" in md and "**beta.scratch gradients**" in md
     assert "| gamma |" not in md                   # not installed: no row
-    from equiv.known import NET_FINDINGS, ROUTE_KNOWN
-    n = len(KNOWN) + len(ROUTE_KNOWN) + len({f.id for f in NET_FINDINGS})       # layers, routes and whole nets
+    from equiv.known import NET_FINDINGS, OPTION_KNOWN, ROUTE_KNOWN
+    n = len(KNOWN) + len(OPTION_KNOWN) + len(ROUTE_KNOWN) + len({f.id for f in NET_FINDINGS})   # every kind
     assert f"{n} documented divergences ({len(KNOWN)} of the layer" in md
     assert "**gluon-float32-sequential-sum** (mxnet.builtin BN-LeNet, float32, first at step 1 param bn3.beta" in md
     assert "![Error distributions](errors.png)" in md and "![BN-LeNet training curves](training.png)" in md

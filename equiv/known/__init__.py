@@ -11,6 +11,8 @@ The kinds (``Finding.kind``), each a list here:
   tests leave each region out (and say so), and every witness runs as a strict ``xfail``: when a
   framework release fixes the behaviour the witness passes, the strict xfail turns red, and this
   list must be updated. Array-api-tests keeps its known failures the same way.
+- ``OPTION_KNOWN`` (``"option"``): the same for a layer under layer options (``equiv.options``): a
+  region holds only for cases carrying its setting (``option_divergences`` picks them).
 - ``PARALLEL_KNOWN`` (``"data-parallel"``): the same for data-parallel implementations, on
   ``ParallelCase``s (``tests/test_parallel.py``).
 - ``PARALLEL_FINDINGS`` (``"data-parallel-behaviour"``): what a distributed engine does beyond the
@@ -33,23 +35,25 @@ from equiv.known.base import (
     ExportFinding,
     Finding,
     NetFinding,
+    OptionDivergence,
     ParallelDivergence,
     ParallelFinding,
     RouteDivergence,
     shows,
 )
 
-__all__ = ["ALL", "BOOK_NOTES", "BY_CONVENTION", "EXPORT_FINDINGS", "KNOWN", "NET_FINDINGS", "PARALLEL_FINDINGS",
-           "PARALLEL_KNOWN", "ROUTE_KNOWN", "BookNote", "Divergence", "ExportFinding", "Finding", "NetFinding",
-           "ParallelDivergence", "ParallelFinding", "RouteDivergence", "by_id", "divergences", "everywhere",
-           "excluded", "findings", "net_findings", "parallel_excluded", "route_excluded", "shows"]
+__all__ = ["ALL", "BOOK_NOTES", "BY_CONVENTION", "EXPORT_FINDINGS", "KNOWN", "NET_FINDINGS", "OPTION_KNOWN",
+           "PARALLEL_FINDINGS", "PARALLEL_KNOWN", "ROUTE_KNOWN", "BookNote", "Divergence", "ExportFinding",
+           "Finding", "NetFinding", "OptionDivergence", "ParallelDivergence", "ParallelFinding", "RouteDivergence",
+           "by_id", "divergences", "everywhere", "excluded", "findings", "net_findings", "option_divergences",
+           "parallel_excluded", "route_excluded", "shows"]
 
 ALL = tuple(f for m in (torch, tf, keras, jax, onnx, paddle, mxnet, mlx) for f in m.FINDINGS)
 
 
 def findings(kind=None):
     """Every documented finding (of ``kind``: "layer", "data-parallel", "data-parallel-behaviour",
-    "export", "network", "route", "book"), in the order of the framework modules."""
+    "export", "network", "route", "option", "book"), in the order of the framework modules."""
     return (f for f in ALL if kind is None or f.kind == kind)
 
 
@@ -60,6 +64,7 @@ EXPORT_FINDINGS = list(findings(ExportFinding.kind))
 NET_FINDINGS = tuple(findings(NetFinding.kind))
 BOOK_NOTES = tuple(findings(BookNote.kind))
 ROUTE_KNOWN = list(findings(RouteDivergence.kind))
+OPTION_KNOWN = list(findings(OptionDivergence.kind))
 
 
 def by_id(finding_id, kind=None):
@@ -112,3 +117,15 @@ def route_excluded(route_name, state):
     on this route, or None."""
     return next((d for d in ROUTE_KNOWN if route_name in d.implementations and state.layer in d.layers
                  and d.region(state)), None)
+
+
+def option_divergences(adapter, property_name, options):
+    """The documented divergences (``OPTION_KNOWN``) of an adapter (class or name) for a property under
+    the layer options ``options``."""
+    if not options:
+        return []
+    from equiv.paths import PATHS
+    name = adapter if isinstance(adapter, str) else adapter.name
+    names = {name, PATHS[name].base} if name in PATHS else {name}
+    return [d for d in OPTION_KNOWN if names & set(d.implementations) and property_name in d.properties
+            and all(options.get(k) == v for k, v in d.region.setting.items())]

@@ -182,3 +182,12 @@ def fold_intermediates_overflow(state):
     w_max = np.abs(state.w).reshape(len(r), -1).max(axis=1)
     top = max(float(v.max()) for v in (r, s, w_max * s, dm * r, dm * s))
     return top >= MAX_VALUE["float16"] * (1 - 2.0 ** -12)
+
+
+def under(setting, region=everywhere):
+    """The region of a divergence that shows only with the layer options ``setting`` (then where
+    ``region`` holds); ``.whole``: for every case with the setting (the property is not run)."""
+    def holds(case, prop):
+        return all(case.options.get(k) == v for k, v in setting.items()) and region(case, prop)
+    holds.setting, holds.whole = dict(setting), region is everywhere
+    return holds

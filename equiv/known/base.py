@@ -3,11 +3,11 @@ to, what differs and why with the measured numbers, and what a user must do abou
 each kind of finding with what its tests need to pin it.
 
 ``kind`` names the kind (a class constant): ``"layer"`` (``Divergence``: one BatchNorm layer, or one
-execution path of it, against the oracle), ``"data-parallel"`` (``ParallelDivergence``),
-``"data-parallel-behaviour"`` (``ParallelFinding``), ``"export"`` (``ExportFinding``), ``"network"``
-(``NetFinding``: a whole BN-LeNet in ``equiv lockstep``), ``"route"`` (``RouteDivergence``: a conversion
-or folding route, ``equiv.routes``) and ``"book"`` (``BookNote``: what the book's BN-LeNet code does beyond
-its BN layers)."""
+execution path of it, against the oracle), ``"option"`` (``OptionDivergence``: a layer under layer
+options), ``"data-parallel"`` (``ParallelDivergence``), ``"data-parallel-behaviour"`` (``ParallelFinding``),
+``"export"`` (``ExportFinding``), ``"network"`` (``NetFinding``: a whole BN-LeNet in ``equiv lockstep``),
+``"route"`` (``RouteDivergence``: a conversion or folding route, ``equiv.routes``) and ``"book"``
+(``BookNote``: what the book's BN-LeNet code does beyond its BN layers)."""
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -34,6 +34,14 @@ class Divergence(Finding):
     region: Callable          # (Case, property name) -> bool: the inputs where it shows
     witness: Case             # one case in the region
     witness_property: str     # the property that fails on the witness
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptionDivergence(Divergence):
+    """A layer's divergence that shows only under layer options (``equiv.options``: ``momentum=None``,
+    ``track_running_stats=False``, ...): its region (``equiv.known._regions.under``) holds only for cases
+    that carry the setting, and its witness is such a case (tests/test_options_torch.py)."""
+    kind: ClassVar[str] = "option"
 
 
 @dataclass(frozen=True, kw_only=True)

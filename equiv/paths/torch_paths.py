@@ -185,3 +185,38 @@ def export(base):
             self.module = _Exported(self.module)
     return Exported
 
+
+
+# --- torch.nn.functional.batch_norm ----------------------------------------------------------
+class _Functional(torch.nn.Module):
+    """The layer's own tensors through ``torch.nn.functional.batch_norm(x, running_mean, running_var,
+    weight, bias, training, momentum, eps)``: the call a functional model makes. It updates the given
+    buffers in place and counts nothing (num_batches_tracked stays), so it takes a float momentum only."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.inner = module
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["inner"], name)
+
+    def forward(self, x):
+        m = self.inner
+        return torch.nn.functional.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias,
+                                              self.training, m.momentum, m.eps)
+
+
+def functional(base):
+    """torch.builtin's layer called as ``torch.nn.functional.batch_norm`` on its own tensors (a wrapper of
+    this module, run by tests/test_options_torch.py; not a registered path: a registered one needs its
+    measured conventions committed, reference/data)."""
+    class Functional(base):
+        supported_options = {"affine": (False,)}
+
+        def build(self, momentum, eps):
+            super().build(momentum, eps)
+            self.module = _Functional(self.module)
+    return Functional
