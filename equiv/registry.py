@@ -6,8 +6,9 @@ Five kinds of name, each declared as data in its own package:
 - ``path``: an adapter run along another execution path (``equiv.paths.PATHS``:
   "torch.builtin+compile"); the adapter functions below take adapters and paths alike;
 - ``parallel``: a data-parallel implementation (``equiv.parallel.IMPLEMENTATIONS``: "torch.ddp");
-- ``lenet``: a BN-LeNet ("torch.builtin", or a data-parallel net "torch.ddp": ``equiv.lenet``'s
-  ``FRAMEWORKS``, ``IMPLS`` and ``PARALLEL``);
+- ``lenet``: a BN-LeNet, named after its BN layer's adapter ("tf.keras", or a data-parallel net
+  "torch.ddp": ``equiv.lenet``'s ``NETS``, ``FRAMEWORKS`` and ``PARALLEL``; an old label of
+  ``equiv.lenet.OLD_LABELS``, "tf.builtin", names the same net);
 - ``route``: a conversion or folding route (``equiv.routes.ROUTES``: "torch.builtin+fuse_conv_bn_eval").
 
 ``entry(name, kind)`` gives the ``Entry`` (kind, module, class or impl, framework import name, install
@@ -27,7 +28,7 @@ from equiv import backends
 from equiv.adapters import ADAPTERS, KERAS_ON_TF
 from equiv.backends.keras import keras_backend
 from equiv.core import Adapter, FrameworkMissing
-from equiv.lenet import FRAMEWORKS, IMPLS
+from equiv.lenet import FRAMEWORKS, NETS, current_label
 from equiv.lenet import PARALLEL as LENET_PARALLEL
 from equiv.parallel import IMPLEMENTATIONS
 from equiv.paths import PATHS
@@ -61,8 +62,8 @@ class Entry:
 
 
 def lenet_labels():
-    """The single-device BN-LeNets, "framework.impl"."""
-    return [f"{fw}.{impl}" for fw, impls in IMPLS.items() for impl in impls]
+    """The single-device BN-LeNets' labels ("tf.keras")."""
+    return list(NETS)
 
 
 def known_names(kind=ADAPTER):
@@ -96,10 +97,11 @@ def entry(name, kind=ADAPTER):
         module, cls, framework = IMPLEMENTATIONS[name]
         return Entry(name, PARALLEL, module, cls, framework, install_hint(EXTRA[framework]))
     if kind == LENET:
-        fw, _, impl = name.partition(".")
+        name = current_label(name)                 # an old label: the same net
         if name in LENET_PARALLEL:
             (module, framework), impl = LENET_PARALLEL[name], name.partition(".")[2]
-        elif fw in FRAMEWORKS and impl in IMPLS[fw]:
+        elif name in NETS:
+            fw, impl = NETS[name]
             module, framework = FRAMEWORKS[fw]
         else:
             raise KeyError(name)
@@ -235,8 +237,9 @@ def load_parallel(name):
 
 
 def load_lenet(label):
-    """(implementation module, impl) of a BN-LeNet "framework.impl" (or a data-parallel label of
-    ``equiv.lenet.PARALLEL``); ValueError when unknown or missing."""
+    """(implementation module, impl) of a BN-LeNet label (``equiv.lenet.NETS``, an old label of
+    ``equiv.lenet.OLD_LABELS``, or a data-parallel label of ``equiv.lenet.PARALLEL``); ValueError when
+    unknown or missing."""
     try:
         e = entry(label, LENET)
     except KeyError:

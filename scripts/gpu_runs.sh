@@ -12,7 +12,7 @@ OUT=${OUT:-/tmp/bn-equiv-gpu}
 mkdir -p "$OUT/runs"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 # correctness first: lockstep, the CUDA-graph and lax.scan epochs against the step loop
-python3 -m pytest -q -p no:cacheprovider --bn-device cuda tests/test_lenet_nets.py -k "torch or jax" 2>&1 | tail -15 \
+python3 -m pytest -q -p no:cacheprovider --bn-device cuda tests/test_lenet_nets.py -k "torch or jax or flax" 2>&1 | tail -15 \
   | tee "$OUT/tests.txt"
 # the full runs (10 epochs, the book's setting, seed 0) and the benchmark
 for fw in torch jax; do

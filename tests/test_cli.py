@@ -47,26 +47,26 @@ def test_adapters_is_an_alias_of_impls(command):
     assert "alias: --adapters" in build_parser()._subparsers._group_actions[0].choices[command].format_help()
 
 
-def test_the_nets_adapter_names_are_aliases_of_their_labels():
-    assert cli_lenet.LABEL_OF == {"tf.keras": "tf.builtin", "flax.linen": "jax.builtin",
-                                  "mxnet.gluon": "mxnet.builtin"}
-    assert all(lenet.ADAPTER[label] == adapter for adapter, label in cli_lenet.LABEL_OF.items())
-    assert cli_lenet.labels_of(" tf.keras,flax.linen,, mxnet.gluon,torch.builtin,tf.mirrored") == \
-        ["tf.builtin", "jax.builtin", "mxnet.builtin", "torch.builtin", "tf.mirrored"]
+def test_the_nets_old_labels_are_aliases_of_their_names():
+    assert lenet.OLD_LABELS == {"tf.builtin": "tf.keras", "jax.builtin": "flax.linen", "mxnet.builtin": "mxnet.gluon"}
+    assert cli_lenet.labels_of(" tf.builtin,jax.builtin,, mxnet.builtin,torch.builtin,tf.mirrored,tf.keras") == \
+        ["tf.keras", "flax.linen", "mxnet.gluon", "torch.builtin", "tf.mirrored", "tf.keras"]
     for command in ("lockstep", "bench", "train"):
-        assert cli_lenet.labels_of(parse(command, "--impls", "tf.keras").impls) == ["tf.builtin"]
-        assert "flax.linen for jax.builtin" in " ".join(
+        assert cli_lenet.labels_of(parse(command, "--impls", "tf.builtin").impls) == ["tf.keras"]
+        assert "jax.builtin for flax.linen" in " ".join(
             build_parser()._subparsers._group_actions[0].choices[command].format_help().split())
 
 
 @pytest.mark.parametrize("old, new", [
     ([], "torch.builtin"),
     (["--framework", "torch", "--impl", "builtin"], "torch.builtin"),
-    (["--framework", "tf"], "tf.builtin"),
+    (["--framework", "tf"], "tf.keras"),
     (["--impl", "scratch"], "torch.scratch"),
     (["--impl", "jax.scratch"], "jax.scratch"),
-    (["--framework", "mxnet", "--impl", "builtin"], "mxnet.builtin"),
-    (["--impl", "tf.keras"], "tf.builtin"),
+    (["--framework", "mxnet", "--impl", "builtin"], "mxnet.gluon"),
+    (["--framework", "jax", "--impl", "builtin"], "flax.linen"),
+    (["--impl", "tf.builtin"], "tf.keras"),
+    (["--impl", "tf.keras"], "tf.keras"),
 ])
 def test_train_framework_and_impl_are_aliases_of_impls(old, new):
     assert cli_lenet.train_label(parse("train", *old)) == new

@@ -88,6 +88,11 @@ def test_book_variants_use_the_books_hard_coded_setting(impl):
     assert (c["eps"], c["new_batch_weight"]) == (book.BOOK_EPS, DECLARED[adapter].new_batch_weight(book.BOOK_MOMENTUM))
 
 
+@pytest.mark.parametrize("old, new", lenet.OLD_LABELS.items())
+def test_an_old_label_loads_the_same_net(old, new):
+    assert _module(old) == _module(new)
+
+
 def test_every_finding_names_a_known_implementation():
     for f in NET_FINDINGS:
         assert f.label in registry.lenet_labels() + list(lenet.PARALLEL) and f.data in ("any", "fashion-mnist"), f.id
@@ -98,7 +103,7 @@ def test_every_finding_names_a_known_implementation():
 
 
 def test_a_quantity_at_the_tolerance_may_come_first_only_beside_the_documented_one():
-    finding = NetFinding(id="x", implementations=("tf.builtin",), dtypes=("float32",), data="any",
+    finding = NetFinding(id="x", implementations=("tf.keras",), dtypes=("float32",), data="any",
                          where=(1, "param", "bn1.beta"), reason="", edge=("param:bn3.beta",))
     tol = 1e-4
 

@@ -42,7 +42,7 @@ def test_gluon_float64_agrees_with_its_float32_momentum():
     """The same run against the reference given gluon's actual weight 1 − fl32(0.9): every
     quantity, running statistics included, is within the float64 tolerance, so the float32
     momentum is the whole difference."""
-    conv = dict(CONVENTIONS["mxnet.builtin"], new_batch_weight=GLUON_WEIGHT)
+    conv = dict(CONVENTIONS["mxnet.gluon"], new_batch_weight=GLUON_WEIGHT)
     r = lockstep.run(mxnet_net, "builtin", steps=STEPS, dtype="float64", seed=3, batch=BATCH, conventions=conv)
     _check_agrees(r, "float64")
 

@@ -8,7 +8,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow", reason="install it with: pip install tensorflow-cpu")
 
-from equiv.lenet import CONVENTIONS, lockstep, synthetic, tf_net  # noqa: E402
+from equiv.lenet import CONVENTIONS, label_of, lockstep, synthetic, tf_net  # noqa: E402
 from reference import lenet as ref  # noqa: E402
 from tests.lenet_helpers import assert_named_at, patched  # noqa: E402
 
@@ -65,7 +65,7 @@ def test_moving_averages_move_in_a_step_not_in_evaluate(impl):
     training call of ``step``, as the reference does (new-batch weight 0.1 / 0.01), and leave them
     alone in ``evaluate`` (inference)."""
     x, y = synthetic(32, 5)
-    conv = CONVENTIONS[f"tf.{impl}"]
+    conv = CONVENTIONS[label_of(tf_net, impl)]
     params = ref.init_params(5)
     net = tf_net.build(impl, "float64", "cpu")
     tf_net.load_params(net, params)

@@ -59,6 +59,24 @@ def test_install_commands():
     assert registry.entry("tf.mirrored.sync", registry.LENET).obj == "mirrored.sync"
 
 
+def test_a_single_device_net_is_named_after_its_bn_layers_adapter():
+    """Every single-device BN-LeNet's label is the adapter name of its BN layer, on the same framework;
+    every old label (equiv.lenet.OLD_LABELS) resolves to the same net as its new name."""
+    from equiv import lenet
+    from equiv.adapters import ADAPTERS
+    labels = registry.lenet_labels()
+    assert {"tf.keras", "flax.linen", "mxnet.gluon", "torch.builtin", "equinox.ema"} <= set(labels)
+    for label in labels:
+        assert lenet.ADAPTER[label] == label and label in ADAPTERS, label
+        assert registry.entry(label, registry.LENET).framework == registry.entry(label).framework, label
+    assert lenet.OLD_LABELS == {"tf.builtin": "tf.keras", "jax.builtin": "flax.linen", "mxnet.builtin": "mxnet.gluon"}
+    for old, new in lenet.OLD_LABELS.items():
+        assert old not in registry.known_names(registry.LENET)
+        assert registry.entry(old, registry.LENET) == registry.entry(new, registry.LENET)
+        assert (registry.entry(new, registry.LENET).module, registry.entry(new, registry.LENET).obj) == \
+            (lenet.FRAMEWORKS[old.split(".")[0]][0], "builtin")
+
+
 def test_unknown_names_say_what_is_known():
     with pytest.raises(KeyError, match="known adapters: .*torch.builtin"):
         registry.load("no.such")

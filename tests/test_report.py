@@ -47,7 +47,7 @@ def test_markdown_has_matrix_conventions_findings_and_plots(built):
     from equiv.known import NET_FINDINGS, OPTION_KNOWN, ROUTE_KNOWN
     n = len(KNOWN) + len(OPTION_KNOWN) + len(ROUTE_KNOWN) + len({f.id for f in NET_FINDINGS})   # every kind
     assert f"{n} documented divergences ({len(KNOWN)} of the layer" in md
-    assert "**gluon-float32-sequential-sum** (mxnet.builtin BN-LeNet, float32, first at step 1 param bn3.beta" in md
+    assert "**gluon-float32-sequential-sum** (mxnet.gluon BN-LeNet, float32, first at step 1 param bn3.beta" in md
     assert "![Error distributions](errors.png)" in md and "![BN-LeNet training curves](training.png)" in md
     for p in paths:
         assert p.exists() and p.stat().st_size > 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from equiv import cli, registry
+from equiv import cli, lenet, registry
 from equiv.known import NET_FINDINGS
 from equiv.lenet import runs
 
@@ -115,7 +115,24 @@ def test_committed_summary_is_up_to_date():
     s = _committed()
     path = RUNS / "summary.md"
     assert path.exists(), "run `equiv runs` to write reference/data/runs/summary.md"
-    assert runs.markdown(s) in path.read_text(), "summary.md is stale: run `equiv runs`"
+    # written before the nets were renamed: its old labels read as the new (runs.renamed)
+    assert runs.markdown(s) in runs.renamed(path.read_text()), "summary.md is stale: run `equiv runs`"
+
+
+def test_committed_runs_with_old_labels_are_read_under_the_new_names(tmp_path):
+    """The committed files keep the labels they were written with (tf.builtin_cpu_lr0.1_seed0.json,
+    "label": "tf.builtin"); equiv runs, the report and the band read them as tf.keras."""
+    files = {p.name: json.loads(p.read_text()).get("label") for p in RUNS.glob("*.json")}
+    assert files.get("tf.builtin_cpu_lr0.1_seed0.json") == "tf.builtin"          # the evidence as committed
+    loaded = {r["file"]: r["label"] for r in runs.load(RUNS)}
+    assert loaded["tf.builtin_cpu_lr0.1_seed0.json"] == "tf.keras"
+    assert loaded["jax.builtin_cpu_lr0.1_seed0.json"] == "flax.linen"
+    assert not set(loaded.values()) & set(lenet.OLD_LABELS)
+    for s in range(3):
+        (tmp_path / f"a{s}.json").write_text(json.dumps(_run("mxnet.builtin", s, [0.8, 0.85 + 0.002 * s], [0.5, 0.4])))
+    assert runs.summarize(runs.load(tmp_path), label="mxnet.builtin")["band_label"] == "mxnet.gluon"
+    assert runs.renamed("Band: mxnet.builtin, | tf.builtin | (tf.builtin_cpu_lr0.5_seed0.json)") == \
+        "Band: mxnet.gluon, | tf.keras | (tf.builtin_cpu_lr0.5_seed0.json)"
 
 
 def test_committed_loss_curves_are_in_the_band_except_documented():
@@ -135,12 +152,14 @@ def test_bench_ratios_and_gpu_targets():
 
     def res(label, spe, wall=5.0, epochs=10):
         return dict(label=label, seconds_per_epoch=spe, wall_seconds=wall, epochs=epochs)
-    results = [res("torch.builtin", 0.18), res("torch.scratch", 0.9), res("jax.builtin", 0.15), res("jax.scratch", 0.3)]
+    results = [res("torch.builtin", 0.18), res("torch.scratch", 0.9), res("flax.linen", 0.15), res("jax.scratch", 0.3)]
     assert bench.ratios(results) == {"torch": 0.9 / 0.18, "jax": 2.0}
+    older = [dict(r, label="jax.builtin") if r["label"] == "flax.linen" else r for r in results]   # an older result
+    assert bench.ratios(older) == bench.ratios(results)
     assert bench.check_targets(dict(device="cpu (x86_64)", results=results)) == []
     lines = bench.check_targets(dict(device="cuda:0 (NVIDIA H100)", results=results))
     assert lines[0].startswith("torch.builtin: 0.180") and lines[0].endswith("met")
-    assert lines[1].startswith("jax.builtin: 0.150") and lines[1].endswith("MISSED")
+    assert lines[1].startswith("flax.linen: 0.150") and lines[1].endswith("MISSED")
     assert lines[2] == "GPU tier, 10 epochs each: 20.0 s wall (target ≤ 30.0) met"
     short = [dict(r, epochs=3) for r in results]
     assert bench.check_targets(dict(device="cuda", results=short))[-1].startswith("GPU tier: not checked")

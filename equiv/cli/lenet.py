@@ -8,9 +8,10 @@ implementation, missing framework, missing data, a bad option, an output that ca
 written) raises ValueError with one sentence saying what to do, before the work starts.
 Numbers are checked by the argument types (``positive_int`` ...), so argparse names the option.
 
-The implementations are named by their labels, framework.variant (``equiv.registry.lenet_labels()``); the
-adapter name of a net's BN layer is accepted for it where it names one net (``tf.keras`` for
-``tf.builtin``, ``flax.linen`` for ``jax.builtin``, ``mxnet.gluon`` for ``mxnet.builtin``).
+The implementations are named by their labels, the adapter names of their BN layers
+(``equiv.registry.lenet_labels()``: ``tf.keras``, ``torch.scratch``); the older labels of
+``equiv.lenet.OLD_LABELS`` are accepted for them (``tf.builtin`` for ``tf.keras``, ``jax.builtin`` for
+``flax.linen``, ``mxnet.builtin`` for ``mxnet.gluon``).
 
 Results go to the working folder ``results/`` by default; the committed runs
 (``reference/data/runs``) are written only when named (``--out``, ``equiv runs --update``)
@@ -61,27 +62,17 @@ LOCKSTEP_BATCH = _int_type(1, 1024)
 LR = _float_type(0.0, 10.0)                      # beyond 10 the book's net diverges at once
 
 
-def _label_aliases():
-    """Adapter name -> label, where a net's BN adapter is named otherwise and no other net uses it
-    (the inverse of ``equiv.lenet.ADAPTER`` over the single-replica nets)."""
-    nets = {}
-    for label in registry.lenet_labels():
-        nets.setdefault(lenet.ADAPTER[label], []).append(label)
-    return {adapter: found[0] for adapter, found in nets.items() if len(found) == 1 and found[0] != adapter}
-
-
-LABEL_OF = _label_aliases()                      # {"tf.keras": "tf.builtin", "flax.linen": "jax.builtin", ...}
-ALIASES = ", ".join(f"{a} for {label}" for a, label in LABEL_OF.items())
+ALIASES = ", ".join(f"{old} for {label}" for old, label in lenet.OLD_LABELS.items())   # for the help texts
 
 
 def labels_of(spec):
-    """The labels a comma-separated --impls names, adapter names replaced by their nets' labels."""
-    return [LABEL_OF.get(s.strip(), s.strip()) for s in str(spec).split(",") if s.strip()]
+    """The labels a comma-separated --impls names, old labels replaced by their nets' labels."""
+    return [lenet.current_label(s.strip()) for s in str(spec).split(",") if s.strip()]
 
 
 def add_lockstep_args(parser):
     parser.add_argument("--impls", default="torch.builtin,torch.scratch",
-                        help="comma-separated BN-LeNet implementations, framework.variant "
+                        help="comma-separated BN-LeNet implementations "
                              f"(known: {', '.join(registry.lenet_labels())}; also {ALIASES}; default: %(default)s)")
     parser.add_argument("--steps", type=STEPS, default=30,
                         help="SGD steps to compare, 1 to 10000 (default: %(default)s)")
@@ -107,11 +98,12 @@ def add_lockstep_args(parser):
 
 def add_train_args(parser):
     parser.add_argument("--impls", default=None,
-                        help="the BN-LeNet implementation to train, framework.variant: builtin (the framework's "
-                             f"BN layer) or scratch (the book's) (known: {', '.join(registry.lenet_labels())}; also "
-                             f"{ALIASES}; default: torch.builtin)")
+                        help="the BN-LeNet implementation to train, named after its BN layer: the framework's "
+                             f"(tf.keras) or the book's (tf.scratch) (known: {', '.join(registry.lenet_labels())}; "
+                             f"also {ALIASES}; default: torch.builtin)")
     parser.add_argument("--framework", default=None,
-                        help=f"alias, with --impl: --framework torch --impl builtin means --impls torch.builtin "
+                        help=f"alias, with --impl: --framework torch --impl builtin means --impls torch.builtin, "
+                             "--framework tf --impl builtin means --impls tf.keras "
                              f"(frameworks: {', '.join(lenet.FRAMEWORKS)}; default: torch)")
     parser.add_argument("--impl", default=None,
                         help="alias, with --framework: the variant, builtin or scratch (default: builtin); "
@@ -175,7 +167,7 @@ def train_label(args):
     fw, impl = fw or "torch", impl or "builtin"
     if "." in impl:                                  # --impl torch.scratch is accepted too
         fw, impl = impl.split(".", 1)
-    return LABEL_OF.get(f"{fw}.{impl}", f"{fw}.{impl}")
+    return lenet.current_label(f"{fw}.{impl}")
 
 
 def lockstep_main(args):
@@ -261,7 +253,7 @@ def train_main(args):
     dtype = getattr(args, "dtype", "float32") or "float32"
     seed = getattr(args, "seed", 0)
     # the file this run will write: refused now, not after training, if it would lose epochs
-    target = Path(out) / train.run_filename(dict(label=f"{mod.FRAMEWORK}.{impl}", lr=args.lr, seed=seed,
+    target = Path(out) / train.run_filename(dict(label=lenet.label_of(mod, impl), lr=args.lr, seed=seed,
                                                  device=train._device_name(device)))
     train.check_replace(target, args.epochs)
     try:

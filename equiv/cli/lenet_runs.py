@@ -9,6 +9,7 @@ from pathlib import Path
 from equiv import io, registry
 from equiv.cli._common import value_errors_are_usage
 from equiv.cli.lenet import ALIASES, DEFAULT_RUNS, EPOCHS, check_device, check_positive, labels_of, progress_enabled
+from equiv.lenet import current_label
 
 WORK_SUMMARY = str(io.WORK / "runs-summary")     # where `equiv runs` writes by default
 
@@ -101,7 +102,7 @@ def _bench_labels(impls):
     if impls is not None:
         labels = labels_of(impls)
         if not labels:
-            raise ValueError("--impls is empty; give e.g. torch.builtin,jax.builtin")
+            raise ValueError("--impls is empty; give e.g. torch.builtin,flax.linen")
         return labels, [registry.load_lenet(label) for label in labels]   # ValueError when unknown/missing
     labels, mods, skipped = [], [], []
     for label in GPU_TIER:
@@ -128,7 +129,7 @@ def bench_main(args):
     if args.out:
         old = io.read_json(args.out)
         if isinstance(old, dict) and isinstance(old.get("results"), list):
-            lost = sorted({r.get("label") for r in old["results"] if isinstance(r, dict)} - set(labels))
+            lost = sorted({current_label(r.get("label")) for r in old["results"] if isinstance(r, dict)} - set(labels))
             if lost:
                 raise io.WouldLoseData(f"{args.out} holds results for {', '.join(map(str, lost))}, which this run "
                                        "does not time; give another --out (or include them in --impls)")

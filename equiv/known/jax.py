@@ -231,7 +231,7 @@ FINDINGS = [
                 "(equinox.batch) agrees with the reference to 1.5e-14 (float64) / 4.6e-6 (float32).")),
     # --- the book's BN-LeNet code, beyond its BN layers -----------------------------------
     BookNote(
-        id="book-jax-conv-pads-same", implementations=("jax.builtin", "jax.scratch"),
+        id="book-jax-conv-pads-same", implementations=("flax.linen", "jax.scratch"),
         reason=("the book's JAX tab writes nn.Conv(6, kernel_size=(5, 5)) without padding, and flax.linen.Conv pads "
                 "'SAME' by default: its BN-LeNet has a 28×28 conv1 output and fc1 fan-in 16·7·7 = 784, not 256 as "
                 "in the other tabs (tests/test_lockstep_jax.py builds the chapter's nn.Sequential and measures the "

@@ -172,13 +172,13 @@ FINDINGS = [
                "(net.collect_params('.*weight|.*bias|.*gamma|.*beta'))"),
     # --- whole BN-LeNet (equiv lockstep) --------------------------------------------------
     NetFinding(
-        id="gluon-momentum-float32", implementations=("mxnet.builtin",),
+        id="gluon-momentum-float32", implementations=("mxnet.gluon",),
         dtypes=("float64",), data="any", where=(1, "state", "bn1.running_mean"),
         reason=("gluon keeps momentum 0.9 as a C++ float: the new-batch weight is 1 − fl32(0.9) = "
                 "0.10000002384, so float64 running statistics are float32-accurate (bn1.running_mean "
                 "off by 2.4e-7 relative at step 1); everything else agrees to float64 rounding.")),
     NetFinding(
-        id="gluon-float32-sequential-sum", implementations=("mxnet.builtin",),
+        id="gluon-float32-sequential-sum", implementations=("mxnet.gluon",),
         dtypes=("float32",), data="fashion-mnist", where=(1, "param", "bn3.beta"),
         reason=("gluon's CPU kernel sums a channel's gradient values one by one in a float32 "
                 "accumulator (BatchNormBackwardImpl), an error growing like m·u32 instead of "

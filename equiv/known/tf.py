@@ -1,5 +1,5 @@
 """TensorFlow's documented findings: tf.keras and the book's tf.scratch (and their paths),
-MirroredStrategy (tf.mirrored.sync), the whole BN-LeNet (tf.builtin, tf.scratch, tf.mirrored,
+MirroredStrategy (tf.mirrored.sync), the whole BN-LeNet (tf.keras, tf.scratch, tf.mirrored,
 tf.mirrored.sync) and the book's TensorFlow tab."""
 import numpy as np
 
@@ -117,7 +117,7 @@ FINDINGS = [
                 "(a sequential float32 sum in NumPy: 7.506e-5; pairwise: 1.2e-8), carried into bn3.beta "
                 "(9.3e-5 builtin, 9.7e-5 scratch, against the tolerance 6.9e-5). With Keras' moments "
                 "computed in float64 the 30-step float32 lockstep passes. Both Keras' layer and the book's "
-                "use these reductions.")) for label in ("tf.builtin", "tf.scratch")),
+                "use these reductions.")) for label in ("tf.keras", "tf.scratch")),
     NetFinding(
         id="tf-float32-sequential-sum", implementations=("tf.mirrored",),
         dtypes=("float32",), data="fashion-mnist", where=(1, "param", "bn1.beta"),
@@ -146,7 +146,7 @@ FINDINGS = [
         edge=("param:bn3.beta",)),
     # --- the book's BN-LeNet code, beyond its BN layers -----------------------------------
     BookNote(
-        id="book-tf-lr-0.5", implementations=("tf.builtin", "tf.scratch"),
+        id="book-tf-lr-0.5", implementations=("tf.keras", "tf.scratch"),
         reason=("the book trains its TensorFlow tab with lr 0.5, the others with 0.1; `equiv train --lr` takes "
                 "either, the band compares lr 0.1 runs and lists the lr 0.5 runs apart.")),
 ]

@@ -15,7 +15,8 @@ of its variants ``impl`` (``"builtin"``, ``"scratch"``):
                                       (capture=False: only "fc3", the logits)
     evaluate(net, x, y, batch) -> (loss, acc) in inference mode
 
-``lockstep.run`` and ``train.train`` drive such a module and know nothing of the framework.
+``lockstep.run`` and ``train.train`` drive such a module and know nothing of the framework. A net is
+known by its label (``NETS``: "tf.keras" is ``tf_net``'s variant "builtin"; ``label_of``).
 
 BN conventions of each implementation, for the reference (``reference.lenet`` takes them as
 arguments): read from the declared table ``equiv.conventions.DECLARED``. The book's PyTorch
@@ -35,9 +36,29 @@ FRAMEWORKS = {"torch": ("equiv.lenet.torch_net", "torch"),
               "mxnet": ("equiv.lenet.mxnet_net", "mxnet"),
               "paddle": ("equiv.lenet.paddle_net", "paddle"),
               "equinox": ("equiv.lenet.equinox_net", "equinox")}
-# no book layer for Paddle
-IMPLS = {fw: ("builtin",) if fw == "paddle" else ("builtin", "scratch") for fw in FRAMEWORKS}
-IMPLS["equinox"] = ("batch", "ema")          # eqx.nn.BatchNorm's two modes; no book variant
+# The single-device BN-LeNets: label -> (framework, the module's variant ``impl``). A net is named after the
+# adapter of its BN layer (tf.keras: keras.layers.BatchNormalization; the book's layers: framework.scratch).
+NETS = {"torch.builtin": ("torch", "builtin"), "torch.scratch": ("torch", "scratch"),
+        "tf.keras": ("tf", "builtin"), "tf.scratch": ("tf", "scratch"),
+        "flax.linen": ("jax", "builtin"), "jax.scratch": ("jax", "scratch"),
+        "mxnet.gluon": ("mxnet", "builtin"), "mxnet.scratch": ("mxnet", "scratch"),
+        "paddle.builtin": ("paddle", "builtin"),                      # no book layer for Paddle
+        "equinox.batch": ("equinox", "batch"), "equinox.ema": ("equinox", "ema")}   # eqx.nn.BatchNorm's modes
+# The labels these nets had before (framework.variant), accepted on input and mapped when reading older files
+# (the committed runs under reference/data/runs carry them): old label -> label.
+OLD_LABELS = {"tf.builtin": "tf.keras", "jax.builtin": "flax.linen", "mxnet.builtin": "mxnet.gluon"}
+_LABEL_OF = {variant: label for label, variant in NETS.items()}
+
+
+def current_label(name):
+    """The label of a BN-LeNet name: an old label mapped to its net's label, any other name unchanged."""
+    return OLD_LABELS.get(name, name) if isinstance(name, str) else name
+
+
+def label_of(module, impl):
+    """The label of an implementation module's variant ``impl`` (a data-parallel one: framework.impl)."""
+    return _LABEL_OF.get((module.FRAMEWORK, impl), f"{module.FRAMEWORK}.{impl}")
+
 
 # Data-parallel BN-LeNets (``equiv lockstep --impls torch.ddp``): label -> (module, framework). Such a
 # module has the protocol above plus ``DATA_PARALLEL = (replicas, synchronized)`` (or a dict variant ->
@@ -58,13 +79,9 @@ def _bn_conventions(label):
                 unbiased=c.running_var == "unbiased")
 
 
-# The adapter whose BN layer each variant uses (the book's BN-LeNet uses these layers as they are).
-ADAPTER = {"torch.builtin": "torch.builtin", "torch.scratch": "torch.scratch",
-           "tf.builtin": "tf.keras", "tf.scratch": "tf.scratch",
-           "jax.builtin": "flax.linen", "jax.scratch": "jax.scratch",
-           "mxnet.builtin": "mxnet.gluon", "mxnet.scratch": "mxnet.scratch",
-           "paddle.builtin": "paddle.builtin",
-           "equinox.batch": "equinox.batch", "equinox.ema": "equinox.ema",
+# The adapter whose BN layer each net uses (the book's BN-LeNet uses these layers as they are): a
+# single-device net's own label.
+ADAPTER = {**{label: label for label in NETS},
            # data-parallel nets: the same built-in layers on R replicas
            "torch.ddp": "torch.builtin", "jax.pmap": "flax.linen",
            "tf.mirrored": "tf.keras", "tf.mirrored.sync": "tf.keras",
@@ -73,13 +90,13 @@ ADAPTER = {"torch.builtin": "torch.builtin", "torch.scratch": "torch.scratch",
 CONVENTIONS = {label: _bn_conventions(adapter) for label, adapter in ADAPTER.items()}
 # torch.builtin: eps 1e-5, new-batch weight 0.1, unbiased running var
 # torch.scratch: eps 1e-5, new-batch weight 0.1, biased running var (hard-coded in the book)
-# tf.builtin (keras.layers.BatchNormalization): eps 1e-3, new-batch weight 0.01 (momentum 0.99), biased
+# tf.keras (keras.layers.BatchNormalization): eps 1e-3, new-batch weight 0.01 (momentum 0.99), biased
 # tf.scratch: eps 1e-5, new-batch weight 0.1, biased running var (hard-coded in the book)
-# jax.builtin (flax.linen.BatchNorm): eps 1e-5, new-batch weight 0.01 (momentum 0.99), biased;
+# flax.linen (flax.linen.BatchNorm): eps 1e-5, new-batch weight 0.01 (momentum 0.99), biased;
 #   the fast variance E[x²] − E[x]² (fine here: BN inputs of this net have |mean| ≲ std)
 # jax.scratch: eps 1e-5, new-batch weight 0.1 (momentum 0.9), biased; the book's 4-D branch
 #   reduces over (0, 2, 3) of NHWC data: per row H, not per channel (equiv.known)
-# mxnet.builtin (gluon.nn.BatchNorm): eps 1e-5, new-batch weight 0.1 (momentum 0.9), biased
+# mxnet.gluon (gluon.nn.BatchNorm): eps 1e-5, new-batch weight 0.1 (momentum 0.9), biased
 # mxnet.scratch: eps 1e-12, new-batch weight 0.1, biased running var (hard-coded in the book)
 # paddle.builtin (paddle.nn.BatchNorm2D/1D): eps 1e-5, new-batch weight 0.1 (momentum 0.9), biased
 # equinox.batch, equinox.ema (eqx.nn.BatchNorm, mode "batch" / "ema"): eps 1e-5, new-batch weight

@@ -1,7 +1,7 @@
 """BN-LeNet in JAX / Flax linen, two variants behind the protocol of ``equiv.lenet``.
 
-- ``builtin``: ``flax.linen.BatchNorm``, as ``equiv.adapters.flax_linen`` uses it, built with
-  eps and momentum from ``equiv.lenet.CONVENTIONS["jax.builtin"]`` (Flax's defaults: eps 1e-5,
+- ``builtin`` (the net ``flax.linen``): ``flax.linen.BatchNorm``, as ``equiv.adapters.flax_linen`` uses it, built with
+  eps and momentum from ``equiv.lenet.CONVENTIONS["flax.linen"]`` (Flax's defaults: eps 1e-5,
   momentum 0.99 = weight of the old value) and ``dtype`` = ``param_dtype`` = the net's dtype.
   Flax keeps the running statistics in at least float32 and computes the batch variance as
   E[x²] − E[x]² (its default ``use_fast_variance=True``); the running statistics are set here
@@ -114,7 +114,7 @@ class LeNet(nn.Module):
         """The BN layer ``name`` (``ndim`` 4 after a convolution, 2 after a dense layer)."""
         if self.impl == "scratch":
             return book.BatchNorm(channels, ndim, deterministic=not self.training, name=name)
-        c = CONVENTIONS["jax.builtin"]
+        c = CONVENTIONS["flax.linen"]
         momentum = DECLARED["flax.linen"].momentum_for(c["new_batch_weight"])   # 0.99: the old value's weight
         return nn.BatchNorm(use_running_average=not self.training, momentum=momentum, epsilon=c["eps"],
                             dtype=self.dtype, param_dtype=self.dtype, name=name)

@@ -57,7 +57,7 @@ statistic in forward order.
 import numpy as np
 
 from equiv.dtypes import UNIT_ROUNDOFF, round_to
-from equiv.lenet import CONVENTIONS, epoch_order, scale_images, synthetic
+from equiv.lenet import CONVENTIONS, epoch_order, label_of, scale_images, synthetic
 from reference import lenet as ref
 
 K = 4.0
@@ -175,7 +175,7 @@ def run(impl_module, impl, steps=30, dtype="float64", seed=0, batch=128, lr=0.1,
     ``reference_step(impl_module, impl)``; the result says ``replicas`` and ``bn`` ("global",
     "per-shard", or "single" for one device).
     """
-    label = f"{impl_module.FRAMEWORK}.{impl}"
+    label = label_of(impl_module, impl)
     conv = dict(CONVENTIONS[label] if conventions is None else conventions)
     tol = tolerance(dtype, batch)
     if dataset is not None:

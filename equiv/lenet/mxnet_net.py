@@ -1,7 +1,7 @@
 """BN-LeNet in MXNet Gluon (numpy semantics), two variants behind the protocol of ``equiv.lenet``.
 
-- ``builtin``: ``mxnet.gluon.nn.BatchNorm``, as ``equiv.adapters.mxnet_gluon`` uses it, built
-  with eps and momentum from ``equiv.lenet.CONVENTIONS["mxnet.builtin"]`` (gluon's defaults:
+- ``builtin`` (the net ``mxnet.gluon``): ``mxnet.gluon.nn.BatchNorm``, as ``equiv.adapters.mxnet_gluon`` uses it, built
+  with eps and momentum from ``equiv.lenet.CONVENTIONS["mxnet.gluon"]`` (gluon's defaults:
   eps 1e-5, momentum 0.9 = weight of the old value). On the CPU its running statistics move
   in the backward pass, not the forward (documented in ``equiv.known``); a training step has
   a backward, so after ``step`` they are up to date.
@@ -59,7 +59,7 @@ def _context(device):
 def _bn(impl, channels, ndim):
     if impl == "scratch":
         return book.BatchNorm(channels, num_dims=ndim)
-    c = CONVENTIONS["mxnet.builtin"]
+    c = CONVENTIONS["mxnet.gluon"]
     momentum = DECLARED["mxnet.gluon"].momentum_for(c["new_batch_weight"])   # 0.9: the old value's weight
     return nn.BatchNorm(axis=1, momentum=momentum, epsilon=c["eps"], in_channels=channels)
 

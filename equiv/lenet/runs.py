@@ -13,11 +13,18 @@ over the n ≥ 3 runs of the band implementation (s: the sample standard deviati
 final test accuracy and for the training loss of every epoch (the loss curve). A run is in
 the band when its final test accuracy is, and its loss curve when every epoch's loss is.
 Only runs with the band's learning rate, batch and epochs are compared.
+
+Runs written before the nets were named after their BN layers' adapters carry the old labels
+(``mxnet.builtin``, in the label and the file name); they are read under the new ones
+(``equiv.lenet.OLD_LABELS``: ``mxnet.gluon``), their files left as they are.
 """
 import json
 import math
+import re
 import statistics
 from pathlib import Path
+
+from equiv.lenet import OLD_LABELS, current_label
 
 # two-sided 99 % quantiles of Student's t, by degrees of freedom (n − 1)
 T995 = {2: 9.925, 3: 5.841, 4: 4.604, 5: 4.032, 6: 3.707, 7: 3.499, 8: 3.355, 9: 3.250, 10: 3.169,
@@ -65,7 +72,7 @@ def load(folder):
         if not _valid_run(r):
             raise ValueError(f"{p} is a run whose label or per-epoch history is damaged; restore it "
                              "(git checkout) or remove it")
-        r["file"] = p.name
+        r["label"], r["file"] = current_label(r["label"]), p.name
         out.append(r)
     return out
 
@@ -76,7 +83,7 @@ def _setting(r):
 
 def band_group(runs, label=None):
     """The runs of the band: ``label``'s, or the implementation with the most seeds (≥ 3) in one setting."""
-    groups = {}
+    groups, label = {}, current_label(label)
     for r in runs:
         groups.setdefault((r["label"], _setting(r)), {})[r.get("seed")] = r
     candidates = {k: v for k, v in groups.items() if (label is None or k[0] == label) and len(v) >= 3}
@@ -154,3 +161,9 @@ def markdown(s):
         lines += [f"- {o['label']}, lr {o['lr']:g}, {o['epochs']} epochs: final test accuracy "
                   f"{o['final_test_acc']:.4f} ({o['file']})" for o in s["other_settings"]]
     return "\n".join(lines) + "\n"
+
+
+def renamed(text):
+    """``text`` written before the rename (a committed summary.md) with every old label replaced by its
+    net's label; file names (``mxnet.builtin_cpu_lr0.1_seed0.json``) keep theirs."""
+    return re.sub(r"\b(" + "|".join(map(re.escape, OLD_LABELS)) + r")\b(?!_)", lambda m: OLD_LABELS[m[1]], text)

@@ -1,7 +1,7 @@
 """BN-LeNet in TensorFlow / Keras 3, two variants behind the protocol of ``equiv.lenet``.
 
-- ``builtin``: ``keras.layers.BatchNormalization``, as ``equiv.adapters.tf_keras`` uses it,
-  built with momentum and epsilon from ``equiv.lenet.CONVENTIONS["tf.builtin"]`` (Keras'
+- ``builtin`` (the net ``tf.keras``): ``keras.layers.BatchNormalization``, as ``equiv.adapters.tf_keras`` uses it,
+  built with momentum and epsilon from ``equiv.lenet.CONVENTIONS["tf.keras"]`` (Keras'
   defaults: momentum 0.99 = weight of the old value, epsilon 1e-3). Its moving statistics
   move in the training call (``training=True``), in the forward pass.
 - ``scratch``: the book's ``BatchNorm`` (``equiv.book.d2l_tensorflow``, verbatim) as
@@ -90,7 +90,7 @@ def _tf_device(device):
 def _bn(impl, name, dtype, synchronized=False):
     if impl == "scratch":
         return BookLayer(dtype=dtype, name=name)
-    c = CONVENTIONS["tf.builtin"]
+    c = CONVENTIONS["tf.keras"]
     momentum = DECLARED["tf.keras"].momentum_for(c["new_batch_weight"])   # 0.99: the old value's weight
     return keras.layers.BatchNormalization(momentum=momentum, epsilon=c["eps"], dtype=dtype, name=name,
                                            synchronized=synchronized)

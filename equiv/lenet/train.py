@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from equiv.lenet import epoch_order, scale_images
+from equiv.lenet import epoch_order, label_of, scale_images
 from reference.lenet import init_params
 
 
@@ -56,7 +56,7 @@ def train(impl_module, impl, data, *, epochs=10, lr=0.1, batch=128, seed=0, dtyp
     y_host = np.asarray(data["train_y"], dtype=np.int64)
     n = len(y_host)
     steps = math.ceil(n / batch)
-    label = f"{impl_module.FRAMEWORK}.{impl}"
+    label = label_of(impl_module, impl)
     fast = getattr(impl_module, "train_epoch", None)
     history = []
     bar = progress_bar(epochs * steps, label, progress)
