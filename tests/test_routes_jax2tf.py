@@ -4,9 +4,12 @@ networks have them (the layer output z of equiv.routes.states). Inference (use_r
 against the float64 oracle under the inference bound, and against the same layer in JAX under the
 sum; a training step (mutable=['batch_stats'], momentum 0.9): the output under the training forward
 bound, the running statistics under the running-statistics bound (the momentum survives), and both
-against JAX under the sums. Training is drawn on the ordinary and large-gamma kinds: on the offset and
-dead kinds Flax's default fast variance (E[x²] − E[x]²) is outside its bound in JAX itself
-(flax-fast-variance-offset, equiv/known/jax.py), which is the layer's, not the route's."""
+against JAX under the sums. Training with Flax's default fast variance (E[x²] − E[x]²) is drawn on the
+ordinary and large-gamma kinds only: on the offset and dead kinds (|mean|/std large) it is outside its
+bound in JAX itself (flax-fast-variance-offset, equiv/known/jax.py: the layer's, not the route's;
+measured there with jax2tf too: up to 44× the training bound and 70× the running-statistics bound,
+and 2.3×, 8.9× against JAX, the two XLA builds reducing differently); with the two-pass variance
+(use_fast_variance=False) every kind is drawn."""
 import pytest
 from hypothesis import assume, given, settings
 
@@ -37,9 +40,9 @@ def check_infer(state):
             assert_close(f"{NAME} vs flax", y_tf, y_jax, 2 * bound))
 
 
-def check_train(state):
+def check_train(state, fast_variance=True):
     from equiv.routes import tf_convert as tc
-    f = tc.flax_apply(state, momentum=MOMENTUM, training=True)
+    f = tc.flax_apply(state, momentum=MOMENTUM, training=True, fast_variance=fast_variance)
     (y_tf, mean_tf, var_tf), (y_jax, mean_jax, var_jax) = tc.run_flax(registry.load_route(NAME)(f), state), \
         tc.run_flax(f, state)
     z = tc.bn_input(state)
@@ -57,7 +60,9 @@ def check_train(state):
             assert_close(f"{NAME} running var vs flax", var_tf, var_jax, 2 * var_bound))
 
 
-CASES = [(mode, kind) for mode, kinds in (("infer", KINDS), ("train", TRAIN_KINDS)) for kind in kinds]
+CHECKS = {"infer": check_infer, "train": check_train, "train_two_pass": lambda s: check_train(s, fast_variance=False)}
+CASES = [(mode, kind) for mode, kinds in (("infer", KINDS), ("train", TRAIN_KINDS), ("train_two_pass", KINDS))
+         for kind in kinds]
 
 
 @pytest.mark.parametrize("mode,kind", CASES, ids=["-".join(c) for c in CASES])
@@ -69,7 +74,7 @@ def test_jax2tf_within_bound(mode, kind):
     @given(state=fold_states("conv", kind))
     def check(state):
         assume(state.representable())
-        seen.append((check_infer if mode == "infer" else check_train)(state))
+        seen.append(CHECKS[mode](state))
 
     check()
     assert seen, "no state ran"

@@ -142,10 +142,11 @@ def flax_variables(state):
             "batch_stats": {"mean": f(state.running_mean), "var": f(state.running_var)}}
 
 
-def flax_apply(state, momentum=0.99, training=False):
-    """The Flax function: x -> y (inference) or x -> (y, new mean, new var) (training, mutable batch_stats)."""
+def flax_apply(state, momentum=0.99, training=False, fast_variance=True):
+    """The Flax function: x -> y (inference) or x -> (y, new mean, new var) (training, mutable batch_stats);
+    ``fast_variance=False``: the layer's two-pass variance (flax.linen.two_pass)."""
     import flax.linen as nn
-    module = nn.BatchNorm(momentum=momentum, epsilon=state.eps)
+    module = nn.BatchNorm(momentum=momentum, epsilon=state.eps, use_fast_variance=fast_variance)
     variables = flax_variables(state)
 
     def f(x):
