@@ -39,7 +39,7 @@ ADAPTER, PATH, PARALLEL, LENET, ROUTE = "adapter", "path", "parallel", "lenet", 
 # framework import name -> the extra of pyproject.toml that installs it
 EXTRA = {"torch": "torch", "tensorflow": "tf", "jax": "jax", "flax": "jax", "equinox": "jax", "haiku": "jax",
          "mxnet": "mxnet", "onnxruntime": "onnx", "tinygrad": "tinygrad", "mlx": "mlx", "paddle": "paddle",
-         "mindspore": "mindspore"}
+         "mindspore": "mindspore", "keras": "tf"}
 # what an extra needs beyond pip: tinygrad's CPU device compiles its kernels with clang
 SYSTEM = {"tinygrad": "apt-get install -y clang"}
 

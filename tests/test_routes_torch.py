@@ -9,9 +9,9 @@ from hypothesis import assume, given, settings
 
 from equiv import registry
 from equiv import tolerance_fold as tb
-from equiv.known import ROUTE_KNOWN as KNOWN
+from equiv.known import ROUTE_KNOWN
 from equiv.known import route_excluded as excluded
-from equiv.routes import ROUTES
+from equiv.routes import ROUTES as ALL_ROUTES
 from equiv.routes.states import KINDS, fold_states
 from equiv.strategies import default_profile
 from equiv.tolerance import ToleranceError, assert_close
@@ -20,6 +20,9 @@ from equiv.tolerance import ToleranceError, assert_close
 # (seconds each on the CPU), so it draws one state per layer and kind under ci.
 EXAMPLES = {"dev": 4, "ci": 4, "thorough": 50, "mutation": 10}
 COMPILE_EXAMPLES = {"dev": 1, "ci": 1, "thorough": 10, "mutation": 2}
+# the torch routes and their findings (other tools' routes have their own tests/test_routes_*.py)
+ROUTES = {n: r for n, r in ALL_ROUTES.items() if r.module == "equiv.routes.torch_fold"}
+KNOWN = [d for d in ROUTE_KNOWN if set(d.implementations) & set(ROUTES)]
 
 
 def _need(route):

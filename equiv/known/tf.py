@@ -1,10 +1,11 @@
 """TensorFlow's documented findings: tf.keras and the book's tf.scratch (and their paths),
 MirroredStrategy (tf.mirrored.sync), the whole BN-LeNet (tf.keras, tf.scratch, tf.mirrored,
-tf.mirrored.sync) and the book's TensorFlow tab."""
+tf.mirrored.sync), the book's TensorFlow tab and the TFLite converter route (equiv.routes: tf.keras+tflite)."""
 import numpy as np
 
 from equiv.known._regions import _FORWARD, _red, global_offset_ratio
-from equiv.known.base import BookNote, Divergence, NetFinding, ParallelDivergence
+from equiv.known.base import BookNote, Divergence, NetFinding, ParallelDivergence, RouteDivergence
+from equiv.routes.states import FoldState
 from equiv.strategies import Case, ParallelCase
 
 FINDINGS = [
@@ -150,3 +151,53 @@ FINDINGS = [
         reason=("the book trains its TensorFlow tab with lr 0.5, the others with 0.1; `equiv train --lr` takes "
                 "either, the band compares lr 0.1 runs and lists the lr 0.5 runs apart.")),
 ]
+
+
+def _tflite_fp16_scale_clamped(state):
+    """float16 weights, and a BatchNorm scale |gamma|/sqrt(var + eps) beyond float16's range."""
+    return state.dtype == "float16" and float((abs(state.gamma) / np.sqrt(state.running_var + state.eps)).max()) > 65504
+
+
+_LITE = ("tf.keras+tflite",)
+ROUTES = [
+    RouteDivergence(
+        id="tflite-fold-bias-cancels",
+        implementations=_LITE,
+        layers=("conv", "linear"),
+        reason=("TFLiteConverter (tensorflow 2.21.0) folds Keras' BatchNormalization as it is traced: "
+                "tf.nn.batch_normalization computes inv = gamma·rsqrt(var + eps) and x·inv + (beta − mean·inv) "
+                "(tensorflow/python/ops/nn_impl.py:1491-1497, from keras/src/backend/tensorflow/nn.py:1564), and the "
+                "converter fuses the Mul into the layer's weights and the layer's bias b into the Add: "
+                "b' = b·inv + (beta − mean·inv), two large terms that cancel where b ≈ mean (a dead channel: its "
+                "output is its bias), not (b − mean)·inv + beta. float32 error u·s·(|b| + |mean|), outside the "
+                "folded bound, inside the unfolded one (eager Keras makes the same cancellation at run time). "
+                "Witness: float32 Dense(8, 4) → BatchNormalization, channel 0 dead (running variance 0, eps "
+                "1e-5, s = 343, b = −0.128018, mean = −0.128095): its folded bias is −0.0495567 for −0.0495538, "
+                "the outputs of channel 0 off by 2.95e-6, 3.82× the folded bound; 0.025× the sum of bounds "
+                "against eager Keras. float16 weights (computed in float32): within bound."),
+        region=lambda s: s.dtype == "float32" and s.bias and s.kind.startswith("dead"),
+        witness=FoldState(layer="linear", kind="dead", dtype="float32", seed=3586103837, bias=True),
+        advice="none needed for inference accuracy at the unfolded layers' level; fold yourself as "
+               "(b − mean)·s + beta where a folded model is held to a tighter bound"),
+    RouteDivergence(
+        id="tflite-fp16-bn-scale-clamped",
+        implementations=_LITE,
+        layers=("bn",),
+        reason=("float16 quantization stores a BatchNormalization left alone (MUL by s = gamma·rsqrt(var + eps), "
+                "ADD of beta − mean·s) with float16 constants, and the converter clamps each float32 constant "
+                "to ±65504 before the cast (tensorflow/compiler/mlir/lite/transforms/"
+                "prepare_quantize_dynamic_range.cc, PrepareDynamicRangeQuantizableOp::convertToFloat16Constant, "
+                "kMaxFloat16Value): a dead channel with a large gamma (s = 1.73e5) is multiplied by 65504, "
+                "finite and wrong, where torch's float16 folds give inf. Witness: BatchNormalization on a "
+                "Conv2D(3, 4, 3, padding 1) output, channel 0 dead (running variance 0) with gamma 548: "
+                "outputs off by up to 208 (oracle −320 … 231), 101× the bound; eager Keras in float16 (it "
+                "computes in float32) 0.074×. A Conv2D or Dense before it takes the scale into its weights "
+                "(W·s, small for a dead channel) and stays within bound."),
+        region=_tflite_fp16_scale_clamped,
+        witness=FoldState(layer="conv", kind="dead_large_gamma", dtype="float16", seed=274643162, bias=False,
+                          padding=1),
+        advice="convert with float32 weights, or clip |gamma|/sqrt(var + eps) below 65504 (or drop the dead "
+               "channel) before float16 quantization"),
+]
+
+FINDINGS += ROUTES

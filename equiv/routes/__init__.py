@@ -7,7 +7,7 @@ tool family, that takes the eval-mode model (layer → BatchNorm) and returns th
 of it; ``equiv.registry`` resolves a route's name (``load_route``, install command, whether it can run here).
 tests/test_routes_*.py hold each route's folded output to the float64 oracle
 (reference/conv_bn.py) under the folded layer's bound (equiv/tolerance_fold.py), and to the
-unfolded model under the sum of both bounds. Findings: equiv/known/torch.py (ROUTE_KNOWN).
+unfolded model under the sum of both bounds. Findings: equiv/known/torch.py, tf.py (ROUTE_KNOWN).
 """
 from dataclasses import dataclass
 
@@ -56,3 +56,17 @@ ROUTES = {r.name: r for r in [
           _PIN, ("conv",), _TORCH, "inductor_freezing", runs=("linear",), example_budget="compile"),
 ]}
 
+
+# TensorFlow's own converters (equiv.routes.tf_convert): TFLite for Keras, jax2tf for Flax
+_TF = "equiv.routes.tf_convert"
+ROUTES.update({r.name: r for r in [
+    Route("tf.keras+tflite", "keras.layers.Conv2D → BatchNormalization; Dense → BatchNormalization; "
+          "BatchNormalization alone (NHWC)",
+          "tf.lite.TFLiteConverter.from_keras_model(model).convert() (float16: optimizations = [Optimize.DEFAULT], "
+          "supported_types = [tf.float16]), run by tf.lite.Interpreter", "tensorflow-cpu==2.21.0, keras==3.15.1",
+          ("conv", "linear"), _TF, "tflite", ("float32", "float16"), runs=("bn",), requires=("tensorflow", "keras")),
+    Route("flax.linen+jax2tf", "flax.linen.BatchNorm (NHWC): inference, and a training step with "
+          "mutable=['batch_stats']", "tf.function(jax.experimental.jax2tf.convert(apply), autograph=False)",
+          "jax==0.10.2, flax==0.12.8, tensorflow-cpu==2.21.0", (), _TF, "jax2tf", runs=("bn",),
+          requires=("jax", "flax", "tensorflow")),
+]})
