@@ -9,12 +9,16 @@ from hypothesis import assume, given, settings
 
 from equiv import registry
 from equiv import tolerance_fold as tb
-from equiv.known import ROUTE_KNOWN as KNOWN
+from equiv.known import ROUTE_KNOWN
 from equiv.known import route_excluded as excluded
-from equiv.routes import ROUTES
+from equiv.routes import ROUTES as ALL_ROUTES
 from equiv.routes.states import KINDS, fold_states
 from equiv.strategies import default_profile
 from equiv.tolerance import ToleranceError, assert_close
+
+# the torch routes and their findings (the other tool families have their own test files)
+ROUTES = {n: r for n, r in ALL_ROUTES.items() if r.module == "equiv.routes.torch_fold"}
+KNOWN = [d for d in ROUTE_KNOWN if set(d.implementations) & set(ROUTES)]
 
 # Examples per (route, layer, kind): the folders take milliseconds; inductor compiles every state
 # (seconds each on the CPU), so it draws one state per layer and kind under ci.
