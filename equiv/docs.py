@@ -102,7 +102,7 @@ SECTIONS = (   # kind, heading, what the section's entries are, how one renders
      "and a witness that runs as a strict xfail (`tests/test_known.py`).", _layer),
     ("route", "Folding routes",
      "Conversion and folding routes (`equiv.routes`) on states drawn as trained networks have them; each "
-     "witness runs as a strict xfail (`tests/test_routes_torch.py`).", _route),
+     "witness runs as a strict xfail (`tests/test_routes_*.py`).", _route),
     ("parallel", "Data-parallel divergences",
      "Documented, strict xfail in `tests/test_parallel.py`.", _parallel),
     ("parallel_behaviour", "Data-parallel behaviours",

@@ -111,7 +111,7 @@ def render(conventions, known):
         if d.advice:
             out += [f"What to do: {d.advice}", ""]
     out += parallel_section()
-    out += ["## Folding routes (documented, strict xfail in tests/test_routes_torch.py)", "",
+    out += ["## Folding routes (documented, strict xfail in tests/test_routes_*.py)", "",
             "Conversion and folding routes (`equiv.routes`) on states drawn as trained networks have them.", ""]
     for d in ROUTE_KNOWN:
         out += [f"### {d.id}", "", f"- routes: {', '.join(d.implementations)}", f"- layers: {', '.join(d.layers)}",

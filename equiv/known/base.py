@@ -98,7 +98,7 @@ class RouteDivergence(Finding):
     """A conversion or folding route's divergence from the oracle (``equiv.routes``), written as
     ``Divergence`` on the route's drawn states (``equiv.routes.states.FoldState``): the region of states
     where it shows (the route properties leave it out) and a witness state that runs as a strict xfail
-    (tests/test_routes_torch.py). ``implementations``: route names; ``layers``: "conv", "linear"."""
+    (tests/test_routes_*.py). ``implementations``: route names; ``layers``: "conv", "linear"."""
     kind: ClassVar[str] = "route"
     layers: tuple
     region: Callable          # FoldState -> bool

@@ -56,3 +56,29 @@ ROUTES = {r.name: r for r in [
           _PIN, ("conv",), _TORCH, "inductor_freezing", runs=("linear",), example_budget="compile"),
 ]}
 
+
+# --- ONNX folders (equiv.routes.onnx_fold): the graph built with onnx.helper, run by onnxruntime's CPU
+# provider; none of them folds a Gemm (measured: BatchNormalization stays after it)
+_ONNX = "equiv.routes.onnx_fold"
+_ONNX_SOURCE = "ONNX Conv → BatchNormalization; Gemm → BatchNormalization (onnx.helper, opset 17)"
+_ORT_PIN = "onnxruntime==1.32.0"
+_ORT = ("onnxruntime", "onnx")
+_LEVEL = ("onnxruntime.InferenceSession(model, SessionOptions(graph_optimization_level={}), "
+          "CPUExecutionProvider); the model it saves to optimized_model_filepath")
+_ONNX_HALF = ("float32", "float16")
+
+ROUTES.update({r.name: r for r in [
+    Route("onnx.node+ort_basic", _ONNX_SOURCE, _LEVEL.format("ORT_ENABLE_BASIC"), _ORT_PIN, ("conv",), _ONNX,
+          "ort_basic", _ONNX_HALF, runs=("linear",), requires=_ORT),
+    Route("onnx.node+ort_extended", _ONNX_SOURCE, _LEVEL.format("ORT_ENABLE_EXTENDED"), _ORT_PIN, ("conv",), _ONNX,
+          "ort_extended", _ONNX_HALF, runs=("linear",), requires=_ORT),
+    Route("onnx.node+ort_all", _ONNX_SOURCE, _LEVEL.format("ORT_ENABLE_ALL"), _ORT_PIN, ("conv",), _ONNX,
+          "ort_all", _ONNX_HALF, runs=("linear",), requires=_ORT),
+    Route("onnx.node+onnxoptimizer", _ONNX_SOURCE, "onnxoptimizer.optimize(model, ['fuse_bn_into_conv'])",
+          "onnxoptimizer==0.4.2", ("conv",), _ONNX, "onnxoptimizer_fuse", _ONNX_HALF, runs=("linear",),
+          requires=_ORT + ("onnxoptimizer",)),
+    Route("onnx.node+onnxslim", _ONNX_SOURCE, "onnxslim.slim(model)", "onnxslim==0.1.98", ("conv",), _ONNX,
+          "onnxslim_slim", _ONNX_HALF, runs=("linear",), requires=_ORT + ("onnxslim",)),
+    Route("onnx.node+onnxsim", _ONNX_SOURCE, "onnxsim.simplify(model)", "onnxsim==0.8.1", ("conv",), _ONNX,
+          "onnxsim_simplify", _ONNX_HALF, runs=("linear",), requires=_ORT + ("onnxsim",)),
+]})
