@@ -114,9 +114,10 @@ ROUTES = [
                 "of the output is NaN, where the oracle gives −466 … 417 and the same graph under ORT_DISABLE_ALL "
                 "stays within 0.010× its bound (the fused graph's other channels: 0.014× the folded bound). The "
                 "fold is Initializer arithmetic in "
-                "the initializers' own type: onnxruntime/core/optimizer/conv_bn_fusion.cc:86-89, bn_var->add(epsilon), "
-                "sqrt, bn_scale->div(*bn_var), conv_W->scale_by_axis(*bn_scale, 1), and the bias at :92-94 (read "
-                "at microsoft/onnxruntime@047055a). A Gemm → BatchNormalization is not fused at any level "
+                "the initializers' own type: onnxruntime/core/optimizer/conv_bn_fusion.cc:86-89, bn_var.add(epsilon), "
+                "sqrt, bn_scale.div(bn_var), conv_W.scale_by_axis(bn_scale, 1), and the bias at :92-94, on any "
+                "floating-point initializers (:44-48; read at microsoft/onnxruntime@562bf69, whose initializer names "
+                "are those 1.32.0 writes). A Gemm → BatchNormalization is not fused at any level "
                 "(SatisfyCondition matches Conv only)"),
         region=fold_intermediates_overflow,
         witness=_FP16_WITNESS,

@@ -4,12 +4,14 @@ arrays as initializers in its dtype), and each route hands it to one tool and re
 ``Made``, the model the tool made and the onnxruntime CPU session that runs it.
 
 onnxruntime's graph optimization levels fold at session creation: ORT_ENABLE_BASIC and above run
-ConvBNFusion (onnxruntime/core/optimizer/conv_bn_fusion.cc; read at microsoft/onnxruntime@047055a):
-epsilon taken as float (:22), then var + eps, sqrt, scale / sqrt, W scaled per output channel (:86-89)
-and the bias (b − mean)·s + B (:92-94; without a bias B − mean·s, :96-97), each an Initializer operation
-in the initializers' own type (float16 included: measured, the folded float16 Conv is left between
-Casts to float32). Its SatisfyCondition matches Conv only: a Gemm → BatchNormalization stays two nodes
-at every level (measured). The model a level makes is the one ``optimized_model_filepath`` saves.
+ConvBNFusion (onnxruntime/core/optimizer/conv_bn_fusion.cc, read at microsoft/onnxruntime@562bf69, whose
+initializer names ConvBnFusion_W_ and ConvBnFusion_BN_B_ are the ones 1.32.0 writes): epsilon taken as
+float (:23), any floating-point initializers (:44-48), then var + eps, sqrt, scale / sqrt, W scaled per
+output channel (:86-89) and the bias (b − mean)·s + B (:92-94; without a bias B − mean·s, :96-97), each
+an Initializer operation in the initializers' own type (float16 included: measured, the fused float16
+Conv is left between Casts to float32). Its SatisfyCondition matches Conv only: a Gemm →
+BatchNormalization stays two nodes at every level (measured). The model a level makes is the one
+``optimized_model_filepath`` saves.
 
 onnxoptimizer 0.4.2's fuse_bn_into_conv (onnxoptimizer/passes/fuse_bn_into_conv.h:104-160) does not
 compute the fold: it replaces BatchNormalization by a constant subgraph in front of the Conv
@@ -19,10 +21,9 @@ the Casts it inserts; the source read in the vendored copy of onnxsim 0.8.1's sd
 third_party/onnx-optimizer, VERSION_NUMBER 0.4.2). onnxsim 0.8.1 has its own copy of the pass
 (onnxsim/passes/fuse_bn_into_conv.h): float and double folded numerically (ModifyConvNumeric, :113),
 float16 by the same constant subgraph (:259-339), whose constants onnxsim then folds into float16
-initializers.
-onnxslim 0.1.98 folds in NumPy, in the initializers' dtype (onnxslim/core/pattern/fusion/convbn.py:53,
-bn_scale / np.sqrt(bn_running_var + bn_eps); W·s at :64, (b − mean)·s + bias at :65). None of the three
-folds a Gemm.
+initializers. onnxslim 0.1.98 folds in NumPy, in the initializers' dtype (onnxslim/core/pattern/fusion/convbn.py:53,
+bn_scale / np.sqrt(bn_running_var + bn_eps); W·s at :64, (b − mean)·s + bias at :65). None of the
+four folds a Gemm.
 
 The tools' models run under ORT_DISABLE_ALL, so that onnxruntime folds nothing of its own; the
 unfolded reference ("eager") is the source graph under ORT_DISABLE_ALL.
