@@ -38,7 +38,8 @@ ADAPTER, PATH, PARALLEL, LENET, ROUTE = "adapter", "path", "parallel", "lenet", 
 
 # framework import name -> the extra of pyproject.toml that installs it
 EXTRA = {"torch": "torch", "tensorflow": "tf", "jax": "jax", "flax": "jax", "equinox": "jax", "haiku": "jax",
-         "mxnet": "mxnet", "onnxruntime": "onnx", "tinygrad": "tinygrad", "mlx": "mlx", "paddle": "paddle",
+         "mxnet": "mxnet", "onnxruntime": "onnx", "onnx": "onnx", "onnxoptimizer": "onnx",
+         "onnxslim": "onnx", "onnxsim": "onnx", "tinygrad": "tinygrad", "mlx": "mlx", "paddle": "paddle",
          "mindspore": "mindspore", "keras": "tf"}
 # what an extra needs beyond pip: tinygrad's CPU device compiles its kernels with clang
 SYSTEM = {"tinygrad": "apt-get install -y clang"}

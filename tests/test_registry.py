@@ -52,6 +52,7 @@ def test_install_commands():
     assert registry.install_command("tf.mirrored", registry.PARALLEL) == 'pip install "bn-equiv[tf]"'
     assert registry.install_command("equinox.ema", registry.LENET) == 'pip install "bn-equiv[jax]"'
     assert registry.install_command("torch.builtin+fx_fuse", registry.ROUTE) == 'pip install "bn-equiv[torch]"'
+    assert registry.install_command("onnx.node+onnxslim", registry.ROUTE) == 'pip install "bn-equiv[onnx]"'
     # the same name is an adapter and a BN-LeNet, a data-parallel implementation and a net
     assert registry.entry("torch.builtin").module == "equiv.adapters.torch_builtin"
     assert registry.entry("torch.builtin", registry.LENET).module == "equiv.lenet.torch_net"

@@ -16,6 +16,10 @@ from equiv.routes.states import KINDS, fold_states
 from equiv.strategies import default_profile
 from equiv.tolerance import ToleranceError, assert_close
 
+# the torch routes and their findings (the other tool families have their own test files)
+ROUTES = {n: r for n, r in ALL_ROUTES.items() if r.module == "equiv.routes.torch_fold"}
+KNOWN = [d for d in ROUTE_KNOWN if set(d.implementations) & set(ROUTES)]
+
 # Examples per (route, layer, kind): the folders take milliseconds; inductor compiles every state
 # (seconds each on the CPU), so it draws one state per layer and kind under ci.
 EXAMPLES = {"dev": 4, "ci": 4, "thorough": 50, "mutation": 10}

@@ -1,7 +1,9 @@
 """ONNX's documented findings: the BatchNormalization node (onnx.node and its paths) and torch.builtin's
-ONNX exports, what they compute and what the exporters write."""
-from equiv.known._regions import _eps_float32, _f32_gap, everywhere
-from equiv.known.base import Divergence, ExportFinding
+ONNX exports, what they compute and what the exporters write; the ONNX folding routes (equiv.routes:
+onnxruntime's optimization levels, onnxslim, onnxsim)."""
+from equiv.known._regions import _eps_float32, _f32_gap, everywhere, fold_intermediates_overflow
+from equiv.known.base import Divergence, ExportFinding, RouteDivergence
+from equiv.routes.states import FoldState
 from equiv.strategies import Case
 
 FINDINGS = [
@@ -84,3 +86,69 @@ FINDINGS = [
                 "inference forward, folded or not (lockstep tolerance 6.9e-5). A float64 export cannot run: "
                 "onnxruntime's CPU provider has no double Conv.")),
 ]
+
+# --- folding routes (equiv.routes.onnx_fold) ---------------------------------------------
+_ORT_LEVELS = ("onnx.node+ort_basic", "onnx.node+ort_extended", "onnx.node+ort_all")
+_FP16_WITNESS = FoldState(layer="conv", kind="dead_large_gamma", dtype="float16", seed=0, bias=True)
+_WHY = ("the fold computes its per-channel scale in the model's precision: in a float16 graph, "
+        "gamma / sqrt(var + eps) of a dead channel (running variance 0, eps 1e-5: 1/sqrt = 316) overflows at "
+        "|gamma| ≥ 207, and W·s at |W|·|s| ≥ 65504, although the unfolded graph, whose output "
+        "(z − mean)·s + beta is small, stays finite (as torch's folders: torch-fold-conv-fp16-scale-overflow). "
+        "onnxoptimizer 0.4.2's fuse_bn_into_conv does not overflow here: it leaves the fold to the runtime as a "
+        "constant subgraph, which onnxruntime's CPU provider computes in float32 behind the Casts it inserts "
+        "(0.0070× the folded bound on the witness). float32 is within bound. Witness: float16 Conv(3 → 4, 3×3) → "
+        "BatchNormalization, channel 0 dead (running variance 0) with gamma 896 (s = 2.83e5): ")
+_ADVICE = ("fold a float16 model in float32 and cast the folded initializers to float16 afterwards (or run "
+           "onnxoptimizer's fuse_bn_into_conv, which leaves the arithmetic to the runtime), or keep BatchNormalization "
+           "unfolded on channels whose |gamma|/sqrt(var + eps) exceeds 6e4")
+
+ROUTES = [
+    RouteDivergence(
+        id="onnxruntime-fold-conv-fp16-scale-overflow",
+        implementations=_ORT_LEVELS,
+        layers=("conv",),
+        reason=("onnxruntime 1.32.0's ConvBNFusion, which ORT_ENABLE_BASIC, ORT_ENABLE_EXTENDED and ORT_ENABLE_ALL "
+                "run at session creation: " + _WHY + "the fused Conv's weights of channel 0 are ±inf and its bias "
+                "−inf (the float16 initializers ConvBnFusion_W_W and ConvBnFusion_BN_B_beta of the model saved to "
+                "optimized_model_filepath; ORT_ENABLE_ALL reorders them to NCHWc float32, still ±inf), so channel 0 "
+                "of the output is NaN, where the oracle gives −466 … 417 and the same graph under ORT_DISABLE_ALL "
+                "stays within 0.010× its bound (the fused graph's other channels: 0.014× the folded bound). The "
+                "fold is Initializer arithmetic in "
+                "the initializers' own type: onnxruntime/core/optimizer/conv_bn_fusion.cc:86-89, bn_var.add(epsilon), "
+                "sqrt, bn_scale.div(bn_var), conv_W.scale_by_axis(bn_scale, 1), and the bias at :92-94, on any "
+                "floating-point initializers (:44-48; read at microsoft/onnxruntime@562bf69, whose initializer names "
+                "are those 1.32.0 writes). A Gemm → BatchNormalization is not fused at any level "
+                "(SatisfyCondition matches Conv only)"),
+        region=fold_intermediates_overflow,
+        witness=_FP16_WITNESS,
+        advice=_ADVICE + "; or create the session with ORT_DISABLE_ALL for a float16 model"),
+    RouteDivergence(
+        id="onnxslim-fold-conv-fp16-scale-overflow",
+        implementations=("onnx.node+onnxslim",),
+        layers=("conv",),
+        reason=("onnxslim 0.1.98's Conv-BatchNormalization fusion (onnxslim.slim): " + _WHY + "the folded weights "
+                "y_weight of channel 0 are ±inf and y_bias −inf, channel 0 of the output NaN where the oracle gives "
+                "−466 … 417 and the unfolded graph stays within 0.010× its bound. The fold is NumPy on the float16 "
+                "initializers: onnxslim/core/pattern/fusion/convbn.py:53, bn_var_rsqrt = bn_scale / "
+                "np.sqrt(bn_running_var + bn_eps), conv_w at :64, conv_b = (bias − mean)·bn_var_rsqrt + bn_bias at "
+                ":65"),
+        region=fold_intermediates_overflow,
+        witness=_FP16_WITNESS,
+        advice=_ADVICE),
+    RouteDivergence(
+        id="onnxsim-fold-conv-fp16-scale-overflow",
+        implementations=("onnx.node+onnxsim",),
+        layers=("conv",),
+        reason=("onnxsim 0.8.1 (onnxsim.simplify): " + _WHY + "onnxsim has its own copy of "
+                "fuse_bn_into_conv (onnxsim/passes/fuse_bn_into_conv.h, from onnx-optimizer 0.4.2), which folds "
+                "float and double numerically (ModifyConvNumeric, :113) but for float16 falls back (:259) to "
+                "onnxoptimizer's constant subgraph (Cast(eps) :302, Add :307, Sqrt :312, Div :316, Mul by W :339), "
+                "and then folds that subgraph's constants into float16 initializers: the "
+                "Conv's weights of channel 0 are ±inf, channel 0 of the output NaN where the oracle gives −466 … 417 "
+                "and the unfolded graph stays within 0.010× its bound; simplify's own check still returns True"),
+        region=fold_intermediates_overflow,
+        witness=_FP16_WITNESS,
+        advice=_ADVICE),
+]
+
+FINDINGS += ROUTES

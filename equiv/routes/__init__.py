@@ -1,5 +1,6 @@
 """Conversion and deployment routes: a tool that rewrites a trained model before it is shipped, here
-by folding BatchNorm into the convolution or linear layer before it, in the model's own precision.
+by folding BatchNorm into the convolution or linear layer before it, in the model's own precision, or
+by converting the model to another runtime (TFLite, jax2tf).
 
 A route is data (``Route``: the source layers, the tool and its version pin, what it folds, the
 dtypes it runs, how to install it) plus a small function in a module of this package, one module per
@@ -7,7 +8,7 @@ tool family, that takes the eval-mode model (layer → BatchNorm) and returns th
 of it; ``equiv.registry`` resolves a route's name (``load_route``, install command, whether it can run here).
 tests/test_routes_*.py hold each route's folded output to the float64 oracle
 (reference/conv_bn.py) under the folded layer's bound (equiv/tolerance_fold.py), and to the
-unfolded model under the sum of both bounds. Findings: equiv/known/torch.py, tf.py (ROUTE_KNOWN).
+unfolded model under the sum of both bounds. Findings: equiv/known/torch.py, onnx.py, tf.py (ROUTE_KNOWN).
 """
 from dataclasses import dataclass
 
@@ -69,4 +70,30 @@ ROUTES.update({r.name: r for r in [
           "mutable=['batch_stats']", "tf.function(jax.experimental.jax2tf.convert(apply), autograph=False)",
           "jax==0.10.2, flax==0.12.8, tensorflow-cpu==2.21.0", (), _TF, "jax2tf", runs=("bn",),
           requires=("jax", "flax", "tensorflow")),
+]})
+
+# --- ONNX folders (equiv.routes.onnx_fold): the graph built with onnx.helper, run by onnxruntime's CPU
+# provider; none of them folds a Gemm (measured: BatchNormalization stays after it)
+_ONNX = "equiv.routes.onnx_fold"
+_ONNX_SOURCE = "ONNX Conv → BatchNormalization; Gemm → BatchNormalization (onnx.helper, opset 17)"
+_ORT_PIN = "onnxruntime==1.32.0"
+_ORT = ("onnxruntime", "onnx")
+_LEVEL = ("onnxruntime.InferenceSession(model, SessionOptions(graph_optimization_level={}), "
+          "CPUExecutionProvider); the model it saves to optimized_model_filepath")
+_ONNX_HALF = ("float32", "float16")
+
+ROUTES.update({r.name: r for r in [
+    Route("onnx.node+ort_basic", _ONNX_SOURCE, _LEVEL.format("ORT_ENABLE_BASIC"), _ORT_PIN, ("conv",), _ONNX,
+          "ort_basic", _ONNX_HALF, runs=("linear",), requires=_ORT),
+    Route("onnx.node+ort_extended", _ONNX_SOURCE, _LEVEL.format("ORT_ENABLE_EXTENDED"), _ORT_PIN, ("conv",), _ONNX,
+          "ort_extended", _ONNX_HALF, runs=("linear",), requires=_ORT),
+    Route("onnx.node+ort_all", _ONNX_SOURCE, _LEVEL.format("ORT_ENABLE_ALL"), _ORT_PIN, ("conv",), _ONNX,
+          "ort_all", _ONNX_HALF, runs=("linear",), requires=_ORT),
+    Route("onnx.node+onnxoptimizer", _ONNX_SOURCE, "onnxoptimizer.optimize(model, ['fuse_bn_into_conv'])",
+          "onnxoptimizer==0.4.2", ("conv",), _ONNX, "onnxoptimizer_fuse", _ONNX_HALF, runs=("linear",),
+          requires=_ORT + ("onnxoptimizer",)),
+    Route("onnx.node+onnxslim", _ONNX_SOURCE, "onnxslim.slim(model)", "onnxslim==0.1.98", ("conv",), _ONNX,
+          "onnxslim_slim", _ONNX_HALF, runs=("linear",), requires=_ORT + ("onnxslim",)),
+    Route("onnx.node+onnxsim", _ONNX_SOURCE, "onnxsim.simplify(model)", "onnxsim==0.8.1", ("conv",), _ONNX,
+          "onnxsim_simplify", _ONNX_HALF, runs=("linear",), requires=_ORT + ("onnxsim",)),
 ]})
