@@ -114,3 +114,63 @@ def test_readme_commands_run_as_written_in_a_tox_env():
         if posargs:
             assert "-m" in words and "main" in words, f"{command}: options reach `equiv check` in the main job only"
             build_parser().parse_args(["check", *shlex.split(posargs)])   # exits 2 on an unknown option
+
+
+PLACEHOLDER = re.compile(r"\b(?:[A-Z][A-Z0-9]*|package\.module:\w+)\b")   # SRC, DST, M, ENV, CMD, E2, ...
+
+
+def _documented_commands():
+    """(file, command) for every command the README, CONTRIBUTING and the docs pages give: the lines of
+    their ```sh blocks and their inline `equiv ...` / `tox ...` spans, optional [parts] dropped."""
+    pages = [README, ROOT / "CONTRIBUTING.md", *sorted(DOCS.rglob("*.md"))]
+    for page in pages:
+        text = page.read_text()
+        spans = _commands(text) + re.findall(r"`((?:equiv|tox)\s[^`]+)`", text)
+        for command in spans:
+            yield page.relative_to(ROOT), re.sub(r"\s*\[[^\]]*\]", "", command).strip()
+
+
+def _names_resolve(words):
+    from equiv import registry
+    from equiv.lenet import current_label
+    for i, w in enumerate(words[:-1]):
+        if w in ("--impls", "--adapters", "--bn-equiv-impls"):
+            for name in words[i + 1].split(","):
+                assert ":" in name or registry.is_known(name) or registry.is_known(name, registry.PARALLEL) or \
+                    registry.is_known(current_label(name), registry.LENET), f"{' '.join(words)}: {name} is unknown"
+
+
+def test_every_documented_command_is_one_the_tools_take():
+    """Each `equiv` command the README, CONTRIBUTING and the docs give parses with the command line as it is
+    (its subcommand and options exist, its names are registered), and each `tox` one names an env or label
+    of tox.ini (an `equiv` after `tox exec -e ENV --` parses too); commands with placeholders (SRC, ENV) are
+    templates, skipped."""
+    import contextlib
+    import io
+
+    from equiv.cli import build_parser
+    envs, labels = _tox_names()
+    envs |= {"report"} | {f"check-{e}" for e in envs}
+    checked = 0
+    for page, command in _documented_commands():
+        words = shlex.split(command)
+        if PLACEHOLDER.search(command.replace("--", " ")) or words[0] not in ("equiv", "tox"):
+            continue
+        if words[0] == "tox":
+            args, _, rest = command.partition(" -- ")
+            words = shlex.split(args)
+            for flag, known in (("-e", envs), ("-m", labels)):
+                if flag in words:
+                    assert words[words.index(flag) + 1] in known, f"{page}: {command}: tox.ini has no such env"
+            words = shlex.split(rest) if words[1:2] == ["exec"] else []
+            if not words or words[0] != "equiv":
+                checked += 1
+                continue
+        try:   # a bare `equiv replay` in prose names the command: it must exist (its --help exits 0)
+            with contextlib.redirect_stdout(io.StringIO()):
+                build_parser().parse_args(words[1:] + (["--help"] if len(words) == 2 else []))
+        except SystemExit as e:
+            assert e.code == 0, f"{page}: `{command}` is not a command equiv takes"
+        _names_resolve(words)
+        checked += 1
+    assert checked > 100, checked

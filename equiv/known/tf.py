@@ -148,8 +148,8 @@ FINDINGS = [
     # --- the book's BN-LeNet code, beyond its BN layers -----------------------------------
     BookNote(
         id="book-tf-lr-0.5", implementations=("tf.keras", "tf.scratch"),
-        reason=("the book trains its TensorFlow tab with lr 0.5, the others with 0.1; `equiv train --lr` takes "
-                "either, the band compares lr 0.1 runs and lists the lr 0.5 runs apart.")),
+        reason=("the book trains its TensorFlow tab with lr 0.5, the others with 0.1; `equiv train --lr 0.5` "
+                "(or 0.1) takes either, the band compares lr 0.1 runs and lists the lr 0.5 runs apart.")),
 ]
 
 
