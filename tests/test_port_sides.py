@@ -94,6 +94,7 @@ def test_target_ported_from_the_oracle_computes_what_the_oracle_computes(dst_pai
     built = _built(dst, p, eps)
     b = B(case.channels, case.ndim, dtype=case.dtype, new_batch_weight=built.new_batch_weight, eps=built.eps)
     b.set_state(**p.vectors(s))
+    _holds_what_the_plan_writes(b, dst, p.apply(s), case.dtype)
     x = case.batch(STEPS)
     y_ref = ref.batch_norm_infer(x, s["gamma"], s["beta"], s["running_mean"], s["running_var"], eps=eps)
     bound = tol.infer_forward(x, s["gamma"], s["beta"], s["running_mean"], s["running_var"], eps, case.dtype)
@@ -116,6 +117,30 @@ def test_target_ported_from_the_oracle_computes_what_the_oracle_computes(dst_pai
         b.set_state(**q.vectors(s))
         tol.assert_close(f"{dst} inference after porting from {src}, eps folded", b.forward_infer(x), y_ref,
                          2 * bound)
+
+
+def _holds_what_the_plan_writes(b, dst, written, dtype):
+    """Where the target keeps more than the four vectors (hidden averages, a counter, a first-time flag:
+    DEBIAS_STATE), the adapter's framework state holds, by the plan's names, what the plan writes."""
+    if dst not in DEBIAS_STATE:
+        return
+    if dst == "haiku":            # "params/batch_norm/scale", "state/batch_norm/~/mean_ema/hidden", ...
+        def held(name):
+            kind, *module, leaf = name.split("/")
+            return getattr(b, kind)["/".join(module)][leaf]
+    else:                         # Equinox: the adapter's weight, bias, a, b and first (the counter or flag)
+        keys = dict(zip(STATE_NAMES[dst], ("weight", "bias", "a", "b")))
+        keys.update(dict.fromkeys(DEBIAS_STATE[dst].get("counter", ()) + DEBIAS_STATE[dst].get("first", ()), "first"))
+
+        def held(name):
+            return b.held[keys[name]]
+    u = tol.UNIT_ROUNDOFF[dtype]
+    for name, v in written.items():
+        h = np.asarray(held(name))
+        if isinstance(v, (bool, int)):
+            assert h.item() == v, f"{dst} holds {name} = {h.item()}, the plan writes {v}"
+        else:
+            tol.assert_close(f"{dst} holds {name}", h.ravel(), v, 2 * u * np.abs(v))
 
 
 # --- the source side: the oracle plays the target ------------------------------------------------
