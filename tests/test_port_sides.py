@@ -24,7 +24,7 @@ import pytest
 import reference as ref
 from equiv import registry, setting_of
 from equiv import tolerance as tol
-from equiv.conventions import DEBIAS_STATE, DECLARED, STATE_NAMES
+from equiv.conventions import ARGUMENTS, DEBIAS_STATE, DECLARED, STATE_NAMES
 from equiv.known import excluded
 from equiv.port import PORTABLE, ROLES, plan
 from equiv.pytest_plugin import selected
@@ -61,6 +61,11 @@ def _case(layer, A, seed):
 
 def _plan(src, dst, dst_eps=None):
     return plan(src, dst, DECLARED[src].momentum_for(W), EPS, dst_eps)
+
+
+def _target_eps(dst):
+    """The eps the target keeps in the folded plan: its default, or a quarter of EPS where that is EPS."""
+    return DECLARED[dst].default_eps if DECLARED[dst].default_eps != EPS else EPS / 4
 
 
 # --- the target side: the oracle plays the source ------------------------------------------------
@@ -109,8 +114,8 @@ def test_target_ported_from_the_oracle_computes_what_the_oracle_computes(dst_pai
         after.train(b, case.batch(step), w, eps, p.running_var, f"{dst} step {step - STEPS} after porting")
 
     # the target's own eps kept, the difference folded into the running variance: inference unchanged
-    e_dst = DECLARED[dst].default_eps
-    if e_dst != eps and np.all(s["running_var"] + eps - e_dst >= 0):
+    e_dst = _target_eps(dst)
+    if np.all(s["running_var"] + eps - e_dst >= 0):
         q = _plan(src, dst, dst_eps=e_dst)
         built = _built(dst, q, e_dst)
         b = B(case.channels, case.ndim, dtype=case.dtype, new_batch_weight=built.new_batch_weight, eps=built.eps)
@@ -119,24 +124,25 @@ def test_target_ported_from_the_oracle_computes_what_the_oracle_computes(dst_pai
                          2 * bound)
 
 
+def _held(layer, obj, name):
+    """The framework state entry ``name`` (the plan's name) of a Haiku or Equinox adapter ``obj``."""
+    if layer == "haiku":          # "params/batch_norm/scale", "state/batch_norm/~/mean_ema/hidden", ...
+        kind, *module, leaf = name.split("/")
+        return np.asarray(getattr(obj, kind)["/".join(module)][leaf])
+    # Equinox: the adapter's weight, bias, a, b and first (the counter or the first-time flag)
+    keys = dict(zip(STATE_NAMES[layer], ("weight", "bias", "a", "b")))
+    keys.update(dict.fromkeys(DEBIAS_STATE[layer].get("counter", ()) + DEBIAS_STATE[layer].get("first", ()), "first"))
+    return np.asarray(obj.held[keys[name]])
+
+
 def _holds_what_the_plan_writes(b, dst, written, dtype):
     """Where the target keeps more than the four vectors (hidden averages, a counter, a first-time flag:
     DEBIAS_STATE), the adapter's framework state holds, by the plan's names, what the plan writes."""
     if dst not in DEBIAS_STATE:
         return
-    if dst == "haiku":            # "params/batch_norm/scale", "state/batch_norm/~/mean_ema/hidden", ...
-        def held(name):
-            kind, *module, leaf = name.split("/")
-            return getattr(b, kind)["/".join(module)][leaf]
-    else:                         # Equinox: the adapter's weight, bias, a, b and first (the counter or flag)
-        keys = dict(zip(STATE_NAMES[dst], ("weight", "bias", "a", "b")))
-        keys.update(dict.fromkeys(DEBIAS_STATE[dst].get("counter", ()) + DEBIAS_STATE[dst].get("first", ()), "first"))
-
-        def held(name):
-            return b.held[keys[name]]
     u = tol.UNIT_ROUNDOFF[dtype]
     for name, v in written.items():
-        h = np.asarray(held(name))
+        h = _held(dst, b, name)
         if isinstance(v, (bool, int)):
             assert h.item() == v, f"{dst} holds {name} = {h.item()}, the plan writes {v}"
         else:
@@ -163,8 +169,27 @@ def _trained_source(src):
         oracle = Oracle(case, case.running_mean, case.running_var)
         for step in range(STEPS):
             oracle.train(a, case.batch(step), w, eps, DECLARED[src].running_var, f"{src} step {step + 1}")
-        _TRAINED[src] = case, p.src_arguments, a.get_state(), oracle
+        _TRAINED[src] = case, p.src_arguments, _read_as_the_plan_says(a, p, case.dtype), oracle
     return _TRAINED[src]
+
+
+def _read_as_the_plan_says(a, p, dtype):
+    """The source's four vectors through the adapter; where it stores hidden averages under its state
+    names (Equinox mode="batch"), read from its framework state as the plan's text says,
+    name / (1 − momentum^counter), and checked against what the adapter reads."""
+    s, src = a.get_state(), p.src
+    extra = DEBIAS_STATE.get(src, {})
+    if STATE_NAMES[src][2:] != extra.get("hidden"):
+        return s
+    assert all(" / (1 − " in e.value for e in p.state[2:4]), [e.value for e in p.state[2:4]]
+    decay = p.src_arguments[ARGUMENTS[src]["momentum"]]
+    n = int(_held(src, a, extra["counter"][0]))
+    read = {r: _held(src, a, name).astype(np.float64).ravel() / (1 - decay ** n)
+            for r, name in zip(ROLES[2:], STATE_NAMES[src][2:])}
+    u = tol.UNIT_ROUNDOFF[dtype]
+    for r, v in read.items():
+        tol.assert_close(f"{src} {r} read as the plan says", v, s[r], 4 * u * np.abs(s[r]))
+    return {**s, **read}
 
 
 def _reads(dst, written, w, batch=None):
@@ -203,8 +228,7 @@ def test_source_state_written_by_the_plan_is_what_the_oracle_says_the_target_hol
     u = tol.UNIT_ROUNDOFF[case.dtype]
     bounds = dict(gamma=u * np.abs(case.gamma), beta=u * np.abs(case.beta), running_mean=oracle.slack * dm,
                   running_var=oracle.slack * dv)
-    e_dst = DECLARED[dst].default_eps
-    for dst_eps in (None, e_dst) if e_dst != EPS else (None,):
+    for dst_eps in (None, _target_eps(dst)):
         p = _plan(src, dst, dst_eps)
         w, eps = p.setting.new_batch_weight, p.setting.eps
         assert (p.src_arguments, w, eps) == (arguments, W, EPS)
