@@ -41,3 +41,16 @@ def test_workflows_pass_actionlint():
     r = subprocess.run([actionlint, "-no-color", *workflows], cwd=ROOT, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, f"actionlint found problems:\n{r.stdout}{r.stderr}"
+
+
+def test_the_workflow_matrix_runs_every_tox_env():
+    """.github/workflows/tests.yml's matrix is tox.ini's envlist but isa-restricted (a job of its own)."""
+    import configparser
+    import re
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(ROOT / "tox.ini")
+    envs = {e.strip() for e in ini["tox"]["envlist"].split(",")}
+    text = (ROOT / ".github" / "workflows" / "tests.yml").read_text()
+    matrix = re.search(r"env: \[([^\]]*)\]", text).group(1)
+    assert {e.strip() for e in matrix.split(",")} == envs - {"isa-restricted"}
+    assert "tox -e isa-restricted" in text
