@@ -87,9 +87,23 @@ def no_affine_gradients(A):
     return "none" if dgamma is None and dbeta is None else "given"
 
 
+def synchronized_variance(A):
+    """The batch variance of synchronized=True on one device, read from the running variance after one step
+    at new-batch weight 1 on float64 data at |mean|/std = 1e7 (E[x²] − E[x]² loses ~1e-16·1e14 of it):
+    "two-pass" (within 1e-6, relatively) or "E[x²] − E[x]²"."""
+    a = _fresh(A, {"synchronized": True}, weight=1.0)
+    if a is None:
+        return "n/a"
+    x = _batch(1e7, 0, (16, 3))
+    a.train_step(x, np.zeros_like(x))
+    var = x.var(axis=0) * (x.shape[0] / (x.shape[0] - 1) if a.conventions.running_var == "unbiased" else 1.0)
+    return "two-pass" if np.abs(a.get_state()["running_var"] / var - 1).max() < 1e-6 else "E[x²] − E[x]²"
+
+
 OPTION_PROBES = {
     "cumulative_weights": cumulative_weights,
     "momentum_switch": momentum_switch,
     "set_false_inference": set_false_inference,
     "no_affine_gradients": no_affine_gradients,
+    "synchronized_variance": synchronized_variance,
 }

@@ -32,8 +32,15 @@ OPTIONS = {o.name: o for o in [
     }, ("batch_stats", "running_stats", "state_after_calls")),
     Option("affine", True, {
         False: "no affine parameters: gamma 1 and beta 0, no parameter gradients",
+        "no_scale": "no gamma (Keras scale=False): gamma 1 and no gamma gradient; beta as given",
+        "no_center": "no beta (Keras center=False): beta 0 and no beta gradient; gamma as given",
     }, ("train_forward", "infer_forward", "gradients", "affine_invariance", "output_moments", "dx_sums_zero",
         "batch_permutation", "state_after_calls")),
+    Option("synchronized", False, {
+        True: "synchronized batch statistics (Keras synchronized=True) on one device: the same statistics "
+              "as without it, the batch's own",
+    }, ("train_forward", "gradients", "output_moments", "dx_sums_zero", "batch_permutation", "batch_stats",
+        "running_stats", "state_after_calls")),
     Option("track_running_stats", True, {
         False: "no running statistics (given to the constructor): batch statistics in training and "
                "inference, no state changes",
@@ -108,6 +115,16 @@ def infers_with_batch(options):
 
 def affine(options):
     return value(options, "affine") is True
+
+
+def has_gamma(options):
+    """Whether the layer has gamma (a scale parameter with its gradient); without it gamma is 1."""
+    return value(options, "affine") in (True, "no_center")
+
+
+def has_beta(options):
+    """Whether the layer has beta (an offset parameter with its gradient); without it beta is 0."""
+    return value(options, "affine") in (True, "no_scale")
 
 
 def not_applicable(prop, options):

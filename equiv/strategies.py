@@ -143,8 +143,10 @@ class Case:
             r = lambda a: round_to(a, self.dtype)  # noqa: E731
             gamma = rng.choice([-1.0, 1.0], size=c) * self.pow10(rng.uniform(-1, 1, size=c))
             beta = rng.standard_normal(c) * self.pow10(rng.uniform(-1, 1, size=c))
-            if self.options.get("affine", True) is False:   # no affine parameters: gamma 1, beta 0
-                gamma, beta = np.ones(c), np.zeros(c)
+            if self.options.get("affine", True) in (False, "no_scale"):   # no gamma: gamma 1
+                gamma = np.ones(c)
+            if self.options.get("affine", True) in (False, "no_center"):  # no beta: beta 0
+                beta = np.zeros(c)
             self.arrays = dict(
                 gamma=r(gamma),
                 beta=r(beta),

@@ -23,8 +23,11 @@ give μ̄ = μ; the variance still misses the spread of the batch means (the sec
 the estimators differently (the first).
 
 Without affine parameters (``affine=False``) gamma is 1 and beta 0, and there are no parameter
-gradients. Without running statistics (``track_running_stats=False``) the batch statistics
-normalize in inference mode too, and no call changes any state.
+gradients. Without gamma alone (``affine="no_scale"``, Keras' ``scale=False``) gamma is 1 and there
+is no gamma gradient; without beta alone (``"no_center"``, ``center=False``) beta is 0 and there is
+no beta gradient. Synchronized statistics on one device (``synchronized=True``) are the batch's own.
+Without running statistics (``track_running_stats=False``) the batch statistics normalize in
+inference mode too, and no call changes any state.
 """
 import numpy as np
 

@@ -18,10 +18,19 @@ made with ``keras.ops`` (equiv/backends/keras.py, ``backend = "tensorflow"``). T
 Keras alone, so that the Keras backend paths
 (``tf.keras+jax``, ``+torch``, ``+numpy``: equiv/paths/keras_paths.py) wrap this adapter in a
 process without TensorFlow, replacing ``_gradients``.
+
+Layer options (equiv.options): ``affine`` False, "no_scale", "no_center" (``center``/``scale`` False:
+the layer makes no such variable, batch_normalization.py:242-261, and applies 1 and 0), and
+``synchronized=True`` (TensorFlow backend only, batch_normalization.py:184-188). The paths take none.
+Measured beyond the options (tests/test_options_keras.py): a list ``axis`` is refused (``int(axis)``,
+:182), ``renorm=True`` is taken (:207-231) and is not batch normalization in training, and the mixed
+dtype policies keep float32 variables and compute in float32 (:345-348), rounding the output to float16
+or bfloat16.
 """
 import keras
+import numpy as np
 
-from equiv.backends.keras import KerasLayerAdapter, LayerPool, native_shape
+from equiv.backends.keras import KerasLayerAdapter, LayerPool, native_shape, to_nchw, to_nhwc
 from equiv.conventions import DECLARED
 from equiv.core import Unsupported
 
@@ -30,6 +39,7 @@ class KerasBuiltin(KerasLayerAdapter):
     name, framework = "tf.keras", "keras"
     conventions = DECLARED[name]
     dtypes = ("float64", "float32", "float16", "bfloat16")
+    supported_options = {"affine": (False, "no_scale", "no_center"), "synchronized": (True,)}
 
     def build(self, momentum, eps):
         if keras.backend.backend() != self.backend:
@@ -41,13 +51,29 @@ class KerasBuiltin(KerasLayerAdapter):
         # A built layer from the pool (as tf.scratch: building costs more than the calls), given the
         # setting as the constructor keeps it: ``self.momentum = float(momentum)``, ``self.epsilon =
         # float(epsilon)`` (keras/src/layers/normalization/batch_normalization.py:191-192).
-        self.layer = _pool.take(self, (self.backend, self.dtype, self.ndim, self.num_features), self._new_layer)
+        key = (self.backend, self.dtype, self.ndim, self.num_features, tuple(sorted(self.options.items())))
+        self.layer = _pool.take(self, key, self._new_layer)
         self.layer.momentum, self.layer.epsilon = float(momentum), float(eps)
 
     def _new_layer(self):
-        layer = keras.layers.BatchNormalization(dtype=self.dtype)
+        affine = self.options.get("affine", True)
+        layer = keras.layers.BatchNormalization(dtype=self.dtype, center=affine in (True, "no_scale"),
+                                                scale=affine in (True, "no_center"),
+                                                synchronized=self.options.get("synchronized", False))
         layer.build(native_shape(self.ndim, self.num_features))
         return layer
+
+    def _vars(self):   # without center or scale the layer has no beta or gamma (None)
+        return {k: v for k, v in super()._vars().items() if v is not None}
+
+    def get_state(self):
+        c = self.num_features   # gamma 1 and beta 0 where the layer has none, as it applies them
+        return {"gamma": np.ones(c), "beta": np.zeros(c), **{k: self._numpy(v) for k, v in self._vars().items()}}
+
+    def train_step(self, x, dy):
+        y, dx, dgamma, dbeta = self._gradients(self._tensor(to_nhwc(x)), self._tensor(to_nhwc(dy)))
+        grad = (lambda g: None if g is None else self._numpy(g))   # noqa: E731
+        return to_nchw(self._numpy(y)), to_nchw(self._numpy(dx)), grad(dgamma), grad(dbeta)
 
     def _gradients(self, x, dy):
         from equiv.backends.tf import tape_gradients  # TensorFlow, on its backend only

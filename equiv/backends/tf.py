@@ -26,12 +26,15 @@ def tensor(a, dtype):
 
 def tape_gradients(layer, x, dy):
     """(y, dx, dgamma, dbeta) of ``layer(x, training=True)`` and the backward of sum(y·dy): dy is
-    the upstream gradient of y."""
+    the upstream gradient of y. A layer without gamma or beta (None: Keras' scale or center False) has
+    no such gradient (None)."""
+    params = [p for p in (layer.gamma, layer.beta) if p is not None]
     with tf.GradientTape() as tape:
         tape.watch(x)
         y = layer(x, training=True)
-    dx, dgamma, dbeta = tape.gradient(y, [x, layer.gamma, layer.beta], output_gradients=dy)
-    return y, dx, dgamma, dbeta
+    dx, *grads = tape.gradient(y, [x, *params], output_gradients=dy)
+    grads = iter(grads)
+    return (y, dx, *(None if p is None else next(grads) for p in (layer.gamma, layer.beta)))
 
 
 class KerasLayerAdapter(_keras.KerasLayerAdapter):

@@ -1,7 +1,7 @@
 """Keras 3's documented findings on its jax, torch and numpy backends (the tf.keras+<backend> paths)."""
 
-from equiv.known._regions import _FORWARD, _fast_variance_loses
-from equiv.known.base import Divergence
+from equiv.known._regions import _FORWARD, _fast_variance_loses, under
+from equiv.known.base import Divergence, OptionDivergence
 from equiv.strategies import Case
 
 FINDINGS = [
@@ -46,3 +46,30 @@ FINDINGS = [
         witness_property="train_forward",
         advice="on Keras' torch or numpy backend centre data far from zero mean before BatchNormalization"),
 ]
+
+# --- layer options (equiv.options) on tf.keras ------------------------------------------------
+OPTIONS = [
+    OptionDivergence(
+        id="keras-synchronized-fast-variance-one-device",
+        implementations=("tf.keras",),
+        properties=_FORWARD + ("batch_stats", "running_stats", "state_after_calls"),
+        reason=("BatchNormalization(synchronized=True) on one device, outside any tf.distribute strategy, "
+                "still takes the synchronized moments: tf.distribute.get_replica_context() is the default "
+                "replica context, not None (keras/src/backend/tensorflow/nn.py:1516-1518), so the layer "
+                "all-reduces (over one replica) Σx, Σx² and the count and takes var = max(E[x²] − E[x]², 0) "
+                "(nn.py:1536-1539; keras 3.15.1), not tf.nn.moments' two-pass variance of synchronized=False "
+                "(:1547-1548; the variance pinned by tests/test_tf_findings.py::"
+                "test_keras_synchronized_uses_the_fast_variance_even_without_a_strategy): the variance loses "
+                "~u·(|mean|/std)², as tf-sync-fast-variance-offset under MirroredStrategy. The docstring says "
+                "only \"Only applicable with the TensorFlow backend\" "
+                "(keras/src/layers/normalization/batch_normalization.py:90). Witness (float32, 16 rows, "
+                "|mean|/std ≈ 1e3): training output off by 0.092, 102× the bound (synchronized=False: 0.039 of "
+                "the bound)"),
+        region=under({"synchronized": True}, _fast_variance_loses),
+        witness=Case(dtype="float32", shape=(16, 2), seed=0, log10_scale=0.0, log10_offset=3.0,
+                     constant_channel=False, eps=1e-5, new_batch_weight=1.0, options={"synchronized": True}),
+        witness_property="train_forward",
+        advice="leave synchronized=False on one device, or centre data far from zero mean before the layer"),
+]
+
+FINDINGS += OPTIONS
