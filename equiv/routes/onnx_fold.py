@@ -1,9 +1,9 @@
 """Routes of the ONNX folders: the eval-mode model is an ONNX graph built directly with onnx.helper
 (Conv → BatchNormalization or Gemm → BatchNormalization, inference mode, opset 17, the FoldState's
 arrays as initializers in its dtype), and each route hands it to one tool and returns what runs:
-``Made``, the model the tool made and the onnxruntime CPU session that runs it.
+``Made``, the model the tool made and the onnxruntime InferenceSession (CPU) that runs it.
 
-onnxruntime's graph optimization levels fold at session creation: ORT_ENABLE_BASIC and above run
+onnxruntime's graph optimization levels fold while the InferenceSession is built: ORT_ENABLE_BASIC and above run
 ConvBNFusion (onnxruntime/core/optimizer/conv_bn_fusion.cc, read at microsoft/onnxruntime@562bf69, whose
 initializer names ConvBnFusion_W_ and ConvBnFusion_BN_B_ are the ones 1.32.0 writes): epsilon taken as
 float (:23), any floating-point initializers (:44-48), then var + eps, sqrt, scale / sqrt, W scaled per
@@ -47,7 +47,7 @@ LEVELS = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.Gr
 @dataclass
 class Made:
     model: object        # the ModelProto the tool made (for an onnxruntime level: the one it saves)
-    session: object      # the onnxruntime CPU session that runs it
+    runner: object       # the onnxruntime InferenceSession (CPU) that runs it
 
 
 def build(state):
@@ -70,8 +70,8 @@ def build(state):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=10)
 
 
-def session(model, level="disable"):
-    """A one-thread CPU session of ``model`` at an optimization level, and the model it optimized to."""
+def load(model, level="disable"):
+    """A one-thread CPU InferenceSession of ``model`` at an optimization level, and the model it optimized to."""
     so = ort.SessionOptions()
     so.graph_optimization_level = LEVELS[level]
     so.intra_op_num_threads = so.inter_op_num_threads = 1
@@ -85,8 +85,8 @@ def session(model, level="disable"):
 def run(made, state):
     """The output of a Made (or of a source ModelProto, unoptimized) on the state's input, as float64."""
     if not isinstance(made, Made):
-        made = session(made)
-    y = made.session.run(None, {"x": state.x.astype(NP[state.dtype])})[0]
+        made = load(made)
+    y = made.runner.run(None, {"x": state.x.astype(NP[state.dtype])})[0]
     return np.asarray(y, dtype=np.float64)
 
 
@@ -96,29 +96,29 @@ def has_batch_norm(made):
 
 
 def ort_basic(model):
-    return session(model, "basic")
+    return load(model, "basic")
 
 
 def ort_extended(model):
-    return session(model, "extended")
+    return load(model, "extended")
 
 
 def ort_all(model):
-    return session(model, "all")
+    return load(model, "all")
 
 
 def onnxoptimizer_fuse(model):
     import onnxoptimizer
-    return session(onnxoptimizer.optimize(model, ["fuse_bn_into_conv"]))
+    return load(onnxoptimizer.optimize(model, ["fuse_bn_into_conv"]))
 
 
 def onnxslim_slim(model):
     import onnxslim
-    return session(onnxslim.slim(model))
+    return load(onnxslim.slim(model))
 
 
 def onnxsim_simplify(model):
     import onnxsim
     simplified, ok = onnxsim.simplify(model)
     assert ok, "onnxsim's own check of the simplified model failed"
-    return session(simplified)
+    return load(simplified)
