@@ -109,7 +109,8 @@ ROUTES = [
         layers=("conv",),
         reason=("onnxruntime 1.32.0's ConvBNFusion, which ORT_ENABLE_BASIC, ORT_ENABLE_EXTENDED and ORT_ENABLE_ALL "
                 "run while the InferenceSession is built: " + _WHY + "the fused Conv's weights of channel 0 are ±inf "
-                "and its bias −inf (the float16 initializers ConvBnFusion_W_W and ConvBnFusion_BN_B_beta of the model saved to "
+                "and its bias −inf (the float16 initializers ConvBnFusion_W_W and ConvBnFusion_BN_B_beta of the model "
+                "saved to "
                 "optimized_model_filepath; ORT_ENABLE_ALL reorders them to NCHWc float32, still ±inf), so channel 0 "
                 "of the output is NaN, where the oracle gives −466 … 417 and the same graph under ORT_DISABLE_ALL "
                 "stays within 0.010× its bound (the fused graph's other channels: 0.014× the folded bound). The "
