@@ -78,12 +78,18 @@ def by_id(finding_id, kind=None):
 BY_CONVENTION = {("variance", "fast"): "flax-fast-variance-offset"}
 
 
+def _names(adapter):
+    """The names whose findings apply to an adapter (a name or a class): its own, and a path's base's
+    (a path inherits its base's regions)."""
+    from equiv.paths import PATHS
+    name = adapter if isinstance(adapter, str) else adapter.name
+    return {name, PATHS[name].base} if name in PATHS else {name}
+
+
 def divergences(adapter, property_name=None):
     """The documented divergences of an adapter (a registered name, or a class: an external one gets
     those its declared conventions imply, ``BY_CONVENTION``)."""
-    from equiv.paths import PATHS
-    name = adapter if isinstance(adapter, str) else adapter.name
-    names = {name, PATHS[name].base} if name in PATHS else {name}   # a path inherits its base's regions
+    names = _names(adapter)
     found = [d for d in KNOWN if names & set(d.implementations)]
     if not isinstance(adapter, str) and getattr(adapter, "external", False):
         ids = {i for (field, value), i in BY_CONVENTION.items() if getattr(adapter.conventions, field) == value}
@@ -124,8 +130,6 @@ def option_divergences(adapter, property_name, options):
     the layer options ``options``."""
     if not options:
         return []
-    from equiv.paths import PATHS
-    name = adapter if isinstance(adapter, str) else adapter.name
-    names = {name, PATHS[name].base} if name in PATHS else {name}
+    names = _names(adapter)
     return [d for d in OPTION_KNOWN if names & set(d.implementations) and property_name in d.properties
             and all(options.get(k) == v for k, v in d.region.setting.items())]

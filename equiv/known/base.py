@@ -112,7 +112,6 @@ class RouteDivergence(Finding):
     layers: tuple
     region: Callable          # FoldState -> bool
     witness: Any              # a FoldState in the region
-    witness_check: str = "folded"   # what fails on the witness: the folded output against the oracle
 
 
 @dataclass(frozen=True, kw_only=True)
