@@ -11,14 +11,13 @@ measured there with jax2tf too: up to 44× the training bound and 70× the runni
 and 2.3×, 8.9× against JAX, the two XLA builds reducing differently); with the two-pass variance
 (use_fast_variance=False) every kind is drawn."""
 import pytest
-from hypothesis import assume, given, settings
 
 from equiv import registry
 from equiv.routes import ROUTES
 from equiv.routes.states import KINDS, fold_states
-from equiv.strategies import default_profile
 from equiv.tolerance import assert_close, infer_forward, running_stats, train_forward
 from reference.batch_norm import batch_norm_infer, batch_norm_train, update_running_stats
+from tests.route_helpers import within_bound
 
 NAME = "flax.linen+jax2tf"
 EXAMPLES = {"dev": 1, "ci": 1, "thorough": 20, "mutation": 3}
@@ -67,14 +66,4 @@ CASES = [(mode, kind) for mode, kinds in (("infer", KINDS), ("train", TRAIN_KIND
 
 @pytest.mark.parametrize("mode,kind", CASES, ids=["-".join(c) for c in CASES])
 def test_jax2tf_within_bound(mode, kind):
-    profile = default_profile()
-    seen = []
-
-    @settings(settings.get_profile(profile), max_examples=EXAMPLES.get(profile, 1))
-    @given(state=fold_states("conv", kind))
-    def check(state):
-        assume(state.representable())
-        seen.append(CHECKS[mode](state))
-
-    check()
-    assert seen, "no state ran"
+    within_bound(fold_states("conv", kind), CHECKS[mode], EXAMPLES, 1)

@@ -6,16 +6,15 @@ converter folds (no MUL, ADD, SUB, RSQRT left in the flatbuffer) and the unfolde
 not, eager Keras against it under the unfolded bound, and the two under the sum; that the state's eps
 survives; the documented findings' witnesses (equiv.known.ROUTE_KNOWN) as strict xfails."""
 import pytest
-from hypothesis import assume, given, settings
 
 from equiv import registry
 from equiv import tolerance_fold as tb
 from equiv.known import ROUTE_KNOWN
 from equiv.routes import ROUTES
 from equiv.routes.states import KINDS, FoldState, fold_states
-from equiv.strategies import default_profile
 from equiv.tolerance import ToleranceError, assert_close, infer_forward
 from reference.batch_norm import batch_norm_infer
+from tests.route_helpers import within_bound
 
 NAME = "tf.keras+tflite"
 ROUTE = ROUTES[NAME]
@@ -64,17 +63,8 @@ CASES = [(layer, kind, dtype) for layer in ROUTE.layers for kind in KINDS for dt
 
 @pytest.mark.parametrize("layer,kind,dtype", CASES, ids=["-".join(c) for c in CASES])
 def test_tflite_within_bound(layer, kind, dtype):
-    profile = default_profile()
-    seen = []
-
-    @settings(settings.get_profile(profile), max_examples=EXAMPLES.get(profile, 1))
-    @given(state=fold_states("conv" if layer == "bn" else layer, kind, (dtype,)))
-    def check(state):
-        assume(state.representable() and known(layer, state) is None)
-        seen.append(check_route(state, layer))
-
-    check()
-    assert seen, "no state ran"
+    within_bound(fold_states("conv" if layer == "bn" else layer, kind, (dtype,)),
+                 lambda state: check_route(state, layer), EXAMPLES, 1, skip=lambda state: known(layer, state))
 
 
 def test_tflite_keeps_the_given_eps():

@@ -5,16 +5,15 @@ against each other under the sum; that each route folds what it declares (no Bat
 for inductor, no BatchNorm kernel in the generated code); the documented findings' witnesses
 (equiv.known.ROUTE_KNOWN) as strict xfails."""
 import pytest
-from hypothesis import assume, given, settings
 
 from equiv import registry
 from equiv import tolerance_fold as tb
 from equiv.known import ROUTE_KNOWN
 from equiv.known import route_excluded as excluded
 from equiv.routes import ROUTES as ALL_ROUTES
-from equiv.routes.states import KINDS, fold_states
-from equiv.strategies import default_profile
-from equiv.tolerance import ToleranceError, assert_close
+from equiv.routes.states import fold_states
+from equiv.tolerance import assert_close
+from tests.route_helpers import assert_witness_in_region, need, route_cases, within_bound, witness_params
 
 # the torch routes and their findings (the other tool families have their own test files)
 ROUTES = {n: r for n, r in ALL_ROUTES.items() if r.module == "equiv.routes.torch_fold"}
@@ -24,15 +23,6 @@ KNOWN = [d for d in ROUTE_KNOWN if set(d.implementations) & set(ROUTES)]
 # (seconds each on the CPU), so it draws one state per layer and kind under ci.
 EXAMPLES = {"dev": 4, "ci": 4, "thorough": 50, "mutation": 10}
 COMPILE_EXAMPLES = {"dev": 1, "ci": 1, "thorough": 10, "mutation": 2}
-# the torch routes and their findings (other tools' routes have their own tests/test_routes_*.py)
-ROUTES = {n: r for n, r in ALL_ROUTES.items() if r.module == "equiv.routes.torch_fold"}
-KNOWN = [d for d in ROUTE_KNOWN if set(d.implementations) & set(ROUTES)]
-
-
-def _need(route):
-    if not registry.framework_installed(route.name, registry.ROUTE):
-        hint = registry.install_command(route.name, registry.ROUTE)
-        pytest.skip(f"{route.name} needs {', '.join(route.requires)}: {hint}")
 
 
 def check_route(route, state):
@@ -54,46 +44,31 @@ def check_route(route, state):
             assert_close(f"{route.name} {state.layer} vs eager", y_route, y_eager, bound + unfolded))
 
 
-# a layer a route runs without folding it (inductor's Linear) is checked on two kinds only
-UNFOLDED_KINDS = ("ordinary", "dead_large_gamma")
-CASES = [(name, layer, kind) for name, r in ROUTES.items() for layer in r.layers
-         for kind in (KINDS if layer in r.folds else UNFOLDED_KINDS)]
+CASES = route_cases(ROUTES)
 
 
 @pytest.mark.parametrize("name,layer,kind", CASES, ids=["-".join(c) for c in CASES])
 def test_route_within_bound(name, layer, kind):
     route = ROUTES[name]
-    _need(route)
+    need(route)
     budget = COMPILE_EXAMPLES if route.example_budget == "compile" else EXAMPLES
-    profile = default_profile()
-    seen = []
-
-    @settings(settings.get_profile(profile), max_examples=budget.get(profile, 4))
-    @given(state=fold_states(layer, kind, route.dtypes))
-    def check(state):
-        assume(state.representable() and excluded(name, state) is None)
-        seen.append(check_route(route, state))
-
-    check()
-    assert seen, "no state ran"
+    within_bound(fold_states(layer, kind, route.dtypes), lambda state: check_route(route, state), budget, 4,
+                 skip=lambda state: excluded(name, state))
 
 
-WITNESSES = [pytest.param(d, name, id=f"{d.id}-{name}",
-                          marks=pytest.mark.xfail(strict=True, raises=ToleranceError, reason=d.id))
-             for d in KNOWN for name in d.implementations if d.witness.layer in ROUTES[name].layers]
+WITNESSES = witness_params(KNOWN, ROUTES)
 
 
 @pytest.mark.parametrize("d", KNOWN, ids=[d.id for d in KNOWN])
 def test_known_route_witness_in_region(d):
-    assert d.region(d.witness), "the witness lies outside its own region"
-    assert d.witness.representable(), "the witness's oracle output must fit the dtype"
+    assert_witness_in_region(d)
     assert any(d.witness.layer in ROUTES[n].layers for n in d.implementations)
 
 
 @pytest.mark.parametrize("d,name", WITNESSES)
 def test_known_route_divergence_witness(d, name):
     """Strict xfail: out of its bound against the oracle on the witness (a fixed release turns it red)."""
-    _need(ROUTES[name])
+    need(ROUTES[name])
     check_route(ROUTES[name], d.witness)
 
 
@@ -102,6 +77,6 @@ def test_inductor_freezing_folds_the_float16_conv_witness_within_bound():
     the conv state on which the float16 folders overflow (torch-fold-conv-fp16-scale-overflow) folds
     finite and within the folded bound."""
     route = ROUTES["torch.builtin+inductor_freezing"]
-    _need(route)
+    need(route)
     witness = next(d.witness for d in KNOWN if d.id == "torch-fold-conv-fp16-scale-overflow")
     assert check_route(route, witness)[0] <= 1.0

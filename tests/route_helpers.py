@@ -1,0 +1,54 @@
+"""Shared pieces of the folding-route tests (one test file per tool family: tests/test_routes_*.py)."""
+import pytest
+from hypothesis import assume, given, settings
+
+from equiv import registry
+from equiv.routes.states import KINDS
+from equiv.strategies import default_profile
+from equiv.tolerance import ToleranceError
+
+# a layer a route runs without folding it (inductor's Linear, onnx's Gemm) is checked on two kinds only
+UNFOLDED_KINDS = ("ordinary", "dead_large_gamma")
+
+
+def need(route):
+    """Skip, with the registry's install hint, where the route's tools are not installed."""
+    if not registry.framework_installed(route.name, registry.ROUTE):
+        hint = registry.install_command(route.name, registry.ROUTE)
+        pytest.skip(f"{route.name} needs {', '.join(route.requires)}: {hint}")
+
+
+def route_cases(routes):
+    """(name, layer, kind) per route and layer: every kind where it folds, UNFOLDED_KINDS where not."""
+    return [(name, layer, kind) for name, r in routes.items() for layer in r.layers
+            for kind in (KINDS if layer in r.folds else UNFOLDED_KINDS)]
+
+
+def within_bound(states, check, examples, default, skip=lambda state: None):
+    """Run ``check`` on representable states drawn from ``states`` that ``skip`` leaves (it names the
+    finding that covers a state, or None), as many as ``examples`` gives the Hypothesis profile
+    (``default`` for a profile it does not name); at least one must run."""
+    profile = default_profile()
+    seen = []
+
+    @settings(settings.get_profile(profile), max_examples=examples.get(profile, default))
+    @given(state=states)
+    def run(state):
+        assume(state.representable() and skip(state) is None)
+        seen.append(check(state))
+
+    run()
+    assert seen, "no state ran"
+
+
+def witness_params(known, routes):
+    """A strict xfail (raises ToleranceError) per finding and implementing route whose layers hold the witness's."""
+    return [pytest.param(d, name, id=f"{d.id}-{name}",
+                         marks=pytest.mark.xfail(strict=True, raises=ToleranceError, reason=d.id))
+            for d in known for name in d.implementations if d.witness.layer in routes[name].layers]
+
+
+def assert_witness_in_region(d):
+    """The finding's witness lies in its own region and its oracle output fits the dtype."""
+    assert d.region(d.witness), "the witness lies outside its own region"
+    assert d.witness.representable(), "the witness's oracle output must fit the dtype"
