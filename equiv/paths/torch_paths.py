@@ -50,8 +50,8 @@ def _compiled_module_call():
     return torch.compile(lambda module, x: module(x), fullgraph=True, dynamic=True)
 
 
-class _Compiled(torch.nn.Module):
-    """The layer, called through torch.compile; state, mode and gradients are the layer's own."""
+class _Wrapped(torch.nn.Module):
+    """The layer as the submodule ``inner``; what the wrapper lacks is read on the layer."""
 
     def __init__(self, module):
         super().__init__()
@@ -62,6 +62,10 @@ class _Compiled(torch.nn.Module):
             return super().__getattr__(name)
         except AttributeError:
             return getattr(self._modules["inner"], name)
+
+
+class _Compiled(_Wrapped):
+    """The layer, called through torch.compile; state, mode and gradients are the layer's own."""
 
     def forward(self, x):
         return _compiled_module_call()(self.inner, x)
@@ -188,20 +192,10 @@ def export(base):
 
 
 # --- torch.nn.functional.batch_norm ----------------------------------------------------------
-class _Functional(torch.nn.Module):
+class _BatchNormCall(_Wrapped):
     """The layer's own tensors through ``torch.nn.functional.batch_norm(x, running_mean, running_var,
     weight, bias, training, momentum, eps)``: the call a functional model makes. It updates the given
     buffers in place and counts nothing (num_batches_tracked stays), so it takes a float momentum only."""
-
-    def __init__(self, module):
-        super().__init__()
-        self.inner = module
-
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self._modules["inner"], name)
 
     def forward(self, x):
         m = self.inner
@@ -218,5 +212,5 @@ def functional(base):
 
         def build(self, momentum, eps):
             super().build(momentum, eps)
-            self.module = _Functional(self.module)
+            self.module = _BatchNormCall(self.module)
     return Functional
