@@ -54,3 +54,20 @@ def test_the_workflow_matrix_runs_every_tox_env():
     matrix = re.search(r"env: \[([^\]]*)\]", text).group(1)
     assert {e.strip() for e in matrix.split(",")} == envs - {"isa-restricted"}
     assert "tox -e isa-restricted" in text
+
+
+def test_no_module_defines_a_top_level_name_twice():
+    """A second class or function of the same name at a module's top level replaces the first for every
+    caller that looks it up when it runs (a second `_Functional` in equiv/paths/torch_paths.py once turned
+    the functional_call path into an F.batch_norm call); ruff does not see it when the first is used before
+    the second is defined."""
+    import ast
+    twice = []
+    for path in sorted((ROOT / "equiv").rglob("*.py")) + sorted((ROOT / "reference").rglob("*.py")):
+        seen = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if node.name in seen:
+                    twice.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+                seen.add(node.name)
+    assert not twice, f"defined twice: {twice}"
