@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from equiv import readme
+from equiv.findings import behaviour_entry, layer_entry, parallel_entry, route_entry
 
 # findings page -> (title, the first part of the adapter names it holds)
 FRAMEWORKS = {
@@ -63,31 +64,6 @@ def pages_of(kind, f):
     return {page_of(n) for n in f.implementations}
 
 
-def _layer(d):
-    out = [f"### {d.id}", "", f"- implementations: {', '.join(f'`{a}`' for a in d.implementations)}",
-           f"- properties affected: {', '.join(d.properties)}",
-           f"- witness: `{d.witness!r}` fails `{d.witness_property}`", "", d.reason, ""]
-    return out + ([f"What to do: {d.advice}", ""] if d.advice else [])
-
-
-def _route(d):
-    out = [f"### {d.id}", "", f"- routes: {', '.join(f'`{a}`' for a in d.implementations)}",
-           f"- layers: {', '.join(d.layers)}", f"- witness: `{d.witness!r}`", "", d.reason, ""]
-    return out + ([f"What to do: {d.advice}", ""] if d.advice else [])
-
-
-def _parallel(d):
-    out = [f"### {d.id}", "", f"- implementations: {', '.join(f'`{a}`' for a in d.implementations)}",
-           f"- witness: `{d.witness.case!r}` split {list(d.witness.sizes)}", "", d.reason, ""]
-    return out + ([f"What to do: {d.advice}", ""] if d.advice else [])
-
-
-def _parallel_behaviour(f):
-    out = [f"### {f.id}", "", f"- implementations: {', '.join(f'`{a}`' for a in f.implementations)}",
-           f"- test: `{f.test}`", "", f.reason, ""]
-    return out + ([f"What to do: {f.advice}", ""] if f.advice else [])
-
-
 def _net(fs):
     out = ["| finding | implementation | dtype | data | first divergence (step, kind, layer) |",
            "|---|---|---|---|---|"]
@@ -101,18 +77,18 @@ def _net(fs):
 SECTIONS = (   # kind, heading, what the section's entries are, how one renders
     ("layer", "Divergences from the oracle",
      "Documented, each with the region of inputs where it shows (the properties leave it out and say so) "
-     "and a witness that runs as a strict xfail (`tests/test_known.py`).", _layer),
+     "and a witness that runs as a strict xfail (`tests/test_known.py`).", layer_entry),
     ("option", "Under layer options",
      "Divergences that show only with a layer option (`equiv.options`) set; each witness runs as a strict "
-     "xfail (`tests/test_options_torch.py`).", _layer),
+     "xfail (`tests/test_options_torch.py`).", layer_entry),
     ("route", "Folding routes",
      "Conversion and folding routes (`equiv.routes`) on states drawn as trained networks have them; each "
-     "witness runs as a strict xfail (`tests/test_routes_*.py`).", _route),
+     "witness runs as a strict xfail (`tests/test_routes_*.py`).", route_entry),
     ("parallel", "Data-parallel divergences",
-     "Documented, strict xfail in `tests/test_parallel.py`.", _parallel),
+     "Documented, strict xfail in `tests/test_parallel.py`.", parallel_entry),
     ("parallel_behaviour", "Data-parallel behaviours",
      "What a BatchNorm replicated over processes does that one device does not; each pinned by the test named.",
-     _parallel_behaviour),
+     behaviour_entry),
     ("export", "Exporters", "What an exporter writes for the layer, pinned with its graph and versions by "
      "`tests/test_onnx_findings.py`.", lambda f: [f"- **{f.id}**: {f.reason}", ""]),
     ("net", "BN-LeNet: whole-network divergences",

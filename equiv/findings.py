@@ -61,6 +61,40 @@ def divergence_phrase(known):
             f"{n['network']} of the whole BN-LeNet, `NET_FINDINGS`)")
 
 
+def _names(names):
+    return ", ".join(f"`{n}`" for n in names)
+
+
+def _advice(d):
+    return [f"What to do: {d.advice}", ""] if d.advice else []
+
+
+def layer_entry(d):
+    """Markdown lines of a layer's documented divergence (a ``Divergence`` or ``OptionDivergence``):
+    the one rendering findings.md and the docs' findings pages share."""
+    return [f"### {d.id}", "", f"- implementations: {_names(d.implementations)}",
+            f"- properties affected: {', '.join(d.properties)}",
+            f"- witness: `{d.witness!r}` fails `{d.witness_property}`", "", d.reason, ""] + _advice(d)
+
+
+def route_entry(d):
+    """Markdown lines of a route's documented divergence (``RouteDivergence``)."""
+    return [f"### {d.id}", "", f"- routes: {_names(d.implementations)}", f"- layers: {', '.join(d.layers)}",
+            f"- witness: `{d.witness!r}`", "", d.reason, ""] + _advice(d)
+
+
+def parallel_entry(d, heading="###"):
+    """Markdown lines of a documented data-parallel divergence (``ParallelDivergence``)."""
+    return [f"{heading} {d.id}", "", f"- implementations: {_names(d.implementations)}",
+            f"- witness: `{d.witness.case!r}` split {list(d.witness.sizes)}", "", d.reason, ""] + _advice(d)
+
+
+def behaviour_entry(f, heading="###"):
+    """Markdown lines of a data-parallel behaviour (``ParallelFinding``), with the test that pins it."""
+    return [f"{heading} {f.id}", "", f"- implementations: {_names(f.implementations)}", f"- test: `{f.test}`", "",
+            f.reason, ""] + _advice(f)
+
+
 def parallel_section():
     """Markdown lines: every registered data-parallel implementation's conventions as declared
     (``equiv.parallel.conventions``: each held to the probes' measurement by
@@ -80,19 +114,12 @@ def parallel_section():
         out.append(f"| {name} | {ENGINE[name]} | {BASE[name]} | " + " | ".join(str(row[n]) for n in names) + " |")
     out += ["", "### Data-parallel divergences (documented, strict xfail in tests/test_parallel.py)", ""]
     for d in PARALLEL_KNOWN:
-        c = d.witness.case
-        out += [f"#### {d.id}", "", f"- implementations: {', '.join(d.implementations)}",
-                f"- witness: `{c!r}` split {list(d.witness.sizes)}", "", d.reason, ""]
-        if d.advice:
-            out += [f"What to do: {d.advice}", ""]
+        out += parallel_entry(d, "####")
     out += ["### Data-parallel behaviours (`equiv.known.PARALLEL_FINDINGS`)", "",
             "What a BatchNorm replicated over processes does that one device does not, measured on the "
             "framework's distributed engine; each witness is pinned by the test named.", ""]
     for f in PARALLEL_FINDINGS:
-        out += [f"#### {f.id}", "", f"- implementations: {', '.join(f.implementations)}", f"- test: `{f.test}`", "",
-                f.reason, ""]
-        if f.advice:
-            out += [f"What to do: {f.advice}", ""]
+        out += behaviour_entry(f, "####")
     return out
 
 
@@ -113,29 +140,16 @@ def render(conventions, known):
             out += [f"### {field}", "", split, "", advice, ""]
     out += ["## Divergences from the oracle (documented, strict xfail)", ""]
     for d in known:
-        out += [f"### {d.id}", "",
-                f"- implementations: {', '.join(d.implementations)}",
-                f"- properties affected: {', '.join(d.properties)}",
-                f"- witness: `{d.witness!r}` fails `{d.witness_property}`", "",
-                d.reason, ""]
-        if d.advice:
-            out += [f"What to do: {d.advice}", ""]
+        out += layer_entry(d)
     out += parallel_section()
     out += ["## Under layer options (documented, strict xfail in tests/test_options_torch.py)", "",
             "Divergences that show only with a layer option (`equiv.options`) set.", ""]
     for d in OPTION_KNOWN:
-        out += [f"### {d.id}", "", f"- implementations: {', '.join(d.implementations)}",
-                f"- properties affected: {', '.join(d.properties)}",
-                f"- witness: `{d.witness!r}` fails `{d.witness_property}`", "", d.reason, ""]
-        if d.advice:
-            out += [f"What to do: {d.advice}", ""]
+        out += layer_entry(d)
     out += ["## Folding routes (documented, strict xfail in tests/test_routes_*.py)", "",
             "Conversion and folding routes (`equiv.routes`) on states drawn as trained networks have them.", ""]
     for d in ROUTE_KNOWN:
-        out += [f"### {d.id}", "", f"- routes: {', '.join(d.implementations)}", f"- layers: {', '.join(d.layers)}",
-                f"- witness: `{d.witness!r}`", "", d.reason, ""]
-        if d.advice:
-            out += [f"What to do: {d.advice}", ""]
+        out += route_entry(d)
     out += ["## Exporters (ONNX)", "", "What an exporter writes for the layer, pinned with its graph and versions "
             "by `tests/test_onnx_findings.py`.", ""]
     out += [f"- **{f.id}**: {f.reason}" for f in EXPORT_FINDINGS]
