@@ -160,12 +160,12 @@ def test_export_program_changes_the_layers_own_buffers(mode):
 def test_functional_call_runs_through_torch_func_functional_call():
     """torch.builtin+functional_call wraps the layer in torch_paths._Functional, which calls
     torch.func.functional_call with explicit tensors (not the F.batch_norm wrapper of the options)."""
-    pytest.importorskip("torch", reason="install it with: pip install torch==2.13.0")
     from equiv.paths import torch_paths
     a = registry.load("torch.builtin+functional_call")(3, 2, dtype="float64", new_batch_weight=0.1, eps=1e-5)
     assert type(a.module) is torch_paths._Functional and set(a.module.tensors) >= {"weight", "bias"}
 
 
+@torch_only
 def test_functional_call_updates_the_explicit_buffers_in_place():
     """Finding: torch.func.functional_call(module, tensors, (x,)) in training mode writes the new
     running statistics (and num_batches_tracked + 1) into the tensors passed in, in place, and leaves
