@@ -97,3 +97,17 @@ ROUTES.update({r.name: r for r in [
     Route("onnx.node+onnxsim", _ONNX_SOURCE, "onnxsim.simplify(model)", "onnxsim==0.8.1", ("conv",), _ONNX,
           "onnxsim_simplify", _ONNX_HALF, runs=("linear",), requires=_ORT + ("onnxsim",)),
 ]})
+
+
+@dataclass(frozen=True)
+class NotRun:
+    """A route tool that does not install or run here, with the measured reason (never dropped silently)."""
+    tool: str         # "executorch"
+    route: str        # the route it would be: "torch.builtin+executorch_xnnpack"
+    tried: str        # what was tried: "pip install executorch==1.2.0 next to torch==2.13.0"
+    reason: str       # what happened, measured: the resolver's or the import's own words, shortened
+    measured: str     # the date and machine: "2026-12-07, x86-64 Linux, Python 3.11"
+
+
+# Filled by the tool families' modules' authors as they measure; rendered in the docs' routes page.
+NOT_RUN: dict = {}
