@@ -152,8 +152,36 @@ def own_example(docs):
             "that holds `mybn.py`:\n\n```sh\n" + "\n".join(commands) + "\n```\n\n")
 
 
+def routes_table(docs):
+    """One row per conversion or folding route (equiv.routes): the tool and its pin, where the model lands,
+    what it folds, what survives and what does not, the dtypes run, the findings (linked to their page)."""
+    from equiv.known import ROUTE_KNOWN
+    from equiv.routes import ROUTES
+    out = ["", "", "| route | pin | lands in | folds into | keeps | loses | dtypes | findings |",
+           "|---|---|---|---|---|---|---|---|"]
+    for n, r in ROUTES.items():
+        ids = [f"[{d.id}](findings/{page_of(n)}.md)" for d in ROUTE_KNOWN if n in d.implementations]
+        out.append(f"| `{n}` | {r.pin} | {r.lands or 'its own framework'} | "
+                   f"{', '.join(r.folds) or '—'} | {', '.join(r.keeps)} | {', '.join(r.lost) or '—'} | "
+                   f"{', '.join(r.dtypes)} | {', '.join(ids) or '—'} |")
+    out += ["", "What each route runs, on what:", ""]
+    out += [f"- `{n}`: `{r.tool}`, on {r.source}" for n, r in ROUTES.items()]
+    return "\n".join(out) + "\n\n"
+
+
+def routes_not_run(docs):
+    """One row per route tool that does not install or run here (equiv.routes.NOT_RUN), with the reason."""
+    from equiv.routes import NOT_RUN
+    if not NOT_RUN:
+        return "\n\nNone: every route tool named by the routes above installs and runs here.\n\n"
+    out = ["", "", "| tool | route | what was tried | what happened (measured) | measured on |",
+           "|---|---|---|---|---|"]
+    out += [f"| {t.tool} | `{t.route}` | {t.tried} | {t.reason} | {t.measured} |" for t in NOT_RUN.values()]
+    return "\n".join(out) + "\n\n"
+
+
 # the marked pieces that only docs pages have: name -> function of the docs folder
-PAGE_GENERATORS = {"own-example": own_example}
+PAGE_GENERATORS = {"own-example": own_example, "routes": routes_table, "routes-not-run": routes_not_run}
 
 
 def render(text, docs):

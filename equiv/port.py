@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from equiv.conventions import ARGUMENTS, COUNTERS, DEBIAS_STATE, DECLARED, STATE_NAMES, STATE_SHAPES
 from equiv.porting import Setting, setting_of, translate
+from equiv.routes import ROUTES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -70,6 +71,7 @@ class Plan:
     continues: bool                  # continued training in the target computes what the source's would
     state: tuple[Entry, ...]         # every state entry of the target
     numbers: tuple[str, ...]         # what changes in the numbers, and why
+    routes: tuple[str, ...] = ()     # the routes (equiv.routes) that carry a model from src to dst's framework
 
     def vectors(self, state: Mapping[str, ArrayLike]) -> dict[str, Any]:
         """The four per-channel vectors (gamma, beta, running mean and var, as ``Adapter.get_state``
@@ -114,6 +116,9 @@ class Plan:
         out += ["", f"Continued training in {self.dst}: " + (
             f"computes what {self.src}'s would (same estimator, same eps)." if self.continues else
             "differs from the source's as said above; inference after porting computes what the source's does.")]
+        if self.routes:
+            out += ["", "Or convert the whole model (docs/routes.md: what survives each route, its findings):"]
+            out += [f"  - {r}: keeps {', '.join(ROUTES[r].keeps)}" for r in self.routes]
         return "\n".join(out) + "\n"
 
 
@@ -208,7 +213,14 @@ def plan(src: str, dst: str, momentum: float | None = None, eps: float | None = 
         notes.append(f"shape: {src} stores each vector as {shapes[0]}, {dst} as {shapes[1]}: reshape (the values "
                      "stay in channel order)")
     return Plan(src, dst, setting, translate(setting, src), dst_args, fold, cd.running_var,
-                cs.running_var == cd.running_var and not fold, state, tuple(notes))
+                cs.running_var == cd.running_var and not fold, state, tuple(notes), routes_between(src, dst))
+
+
+def routes_between(src: str, dst: str) -> tuple[str, ...]:
+    """The routes from layer ``src`` that land in the framework of layer ``dst`` (another framework)."""
+    from equiv.adapters import ADAPTERS
+    to = ADAPTERS[dst][2]
+    return tuple(n for n, r in ROUTES.items() if r.source_adapter == src and r.lands == to != ADAPTERS[src][2])
 
 
 _WHY = {

@@ -84,6 +84,13 @@ def layer_page(name: str) -> str:
                 f"<a href='../pick-two.html#{name}/{PORTABLE[PORTABLE.index(name) - 1]}'>pick-two.html</a>."]
     else:
         out += [f"Not covered by `equiv port`: {not_covered()[name]}."]
+    from equiv.routes import ROUTES
+    routes = {n: r for n, r in ROUTES.items() if r.source_adapter == name}
+    if routes:
+        out += ["", "## Routes", "", "The conversion and folding routes that start from this layer "
+                "([what each keeps and loses, and its findings](../routes.md)):", ""]
+        out += [f"- `{n}`: lands in {r.lands or 'its own framework'}; keeps {', '.join(r.keeps)}"
+                for n, r in routes.items()]
     return "\n".join(out) + "\n"
 
 

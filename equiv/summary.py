@@ -1,7 +1,8 @@
 """The report's answers, before its matrices: per implementation and execution path, one line
 "computes what the oracle computes except …" (from the check results, the measured or declared
-conventions and the documented divergences), and per pair of built-in layers, what differs
-(equiv.port.differences: the declared conventions and defaults)."""
+conventions and the documented divergences); per pair of built-in layers, what differs
+(equiv.port.differences: the declared conventions and defaults); per conversion or folding route,
+where the model lands, what survives and what does not (equiv.routes, its findings)."""
 import html
 
 from equiv.conventions import DECLARED
@@ -61,23 +62,48 @@ def pair_lines(names):
             for i, a in enumerate(layers) for b in layers[i + 1:]]
 
 
+def route_lines():
+    """[(name, text, [finding ids])] per conversion or folding route (equiv.routes): where the model lands,
+    what survives and what does not, and its documented findings (equiv.known.ROUTE_KNOWN)."""
+    from equiv.known import ROUTE_KNOWN
+    from equiv.routes import ROUTES
+    out = []
+    for name, r in ROUTES.items():
+        where = f"lands in {r.lands}" if r.lands else "stays in its framework"
+        folds = f", folds BatchNorm into {' and '.join(r.folds)}" if r.folds else ""
+        text = f"{r.pin}: {where}{folds}; keeps {', '.join(r.keeps)}"
+        text += f"; loses {', '.join(r.lost)}" if r.lost else ""
+        ids = [d.id for d in ROUTE_KNOWN if name in d.implementations]
+        out.append((name, text + (f"; findings: {', '.join(ids)}" if ids else "; no finding"), ids))
+    return out
+
+
 def lines(names, records, known):
-    return implementation_lines(names, records, known), pair_lines(names)
+    return implementation_lines(names, records, known), pair_lines(names), route_lines()
+
+
+ROUTES_INTRO = ("Each conversion or folding route (`equiv.routes`; tested by `tests/test_routes_*.py`, not by "
+                "`equiv check`): where the model lands, what survives and what does not:")
+
+
+def route_markdown(routes, link=lambda i: i):
+    return [f"- **{n}**: {_linked(t, ids, link)}" for n, t, ids in routes]
 
 
 def markdown(short):
-    impl, pairs = short
+    impl, pairs, routes = short
     out = ["## In short", "", "Each implementation and execution path against the oracle (for the same "
            "new-batch weight and eps):", ""]
     out += [f"- **{n}**: {_linked(t, ids, lambda i: f'[{i}](#{i})')}" for n, t, ids in impl]
     if pairs:
         out += ["", "Between the built-in layers (what differs; `equiv port A B` says what to do):", ""]
         out += [f"- **{a} / {b}**: {t}" for a, b, t in pairs]
+    out += ["", "## Routes", "", ROUTES_INTRO, ""] + route_markdown(routes, lambda i: f"[{i}](#{i})")
     return out + [""]
 
 
 def html_parts(short):
-    impl, pairs = short
+    impl, pairs, routes = short
     e = html.escape
     out = ["<h2>In short</h2><p>Each implementation and execution path against the oracle (for the same "
            "new-batch weight and eps):</p><ul>"]
@@ -86,6 +112,8 @@ def html_parts(short):
     if pairs:
         out += ["<p>Between the built-in layers (what differs; <code>equiv port A B</code> says what to do):</p><ul>"]
         out += [f"<li><b>{e(a)} / {e(b)}</b>: {e(t)}</li>" for a, b, t in pairs] + ["</ul>"]
+    out += [f"<h2>Routes</h2><p>{e(ROUTES_INTRO).replace('`', '')}</p><ul>"]
+    out += [f"<li><b>{e(n)}</b>: {_linked(e(t), ids, _anchor)}</li>" for n, t, ids in routes] + ["</ul>"]
     return out
 
 

@@ -30,3 +30,14 @@ def fashion_mnist():
         pytest.skip(f"Fashion-MNIST not installed ({str(e).splitlines()[0]}); "
                     "install it with: apt-get install dataset-fashion-mnist")
     return d["train_x"], d["train_y"].astype(np.int64)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many drawn states each route test left out, and by which finding (tests/route_helpers.py)."""
+    from tests.route_helpers import LEFT_OUT
+    rows = {t: c for t, c in LEFT_OUT.items() if set(c) - {"ran"}}
+    if rows:
+        terminalreporter.section("route states left out of the properties (a finding's region, or not representable)")
+        for t, c in sorted(rows.items()):
+            out = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k != "ran")
+            terminalreporter.write_line(f"{t}: ran {c['ran']}; left out: {out}")

@@ -148,3 +148,17 @@ def test_page_shows_the_pair_of_its_url_fragment_in_headless_chromium(tmp_path):
         assert f'data-pair="{pair}"' in dom, dom[-500:]
         shown = dom[dom.index("<pre id=\"plan\">"):]
         assert html.escape(all_plans()[pair].text(), quote=False) in shown
+
+
+def test_a_plan_names_the_routes_that_carry_a_whole_model_to_the_targets_framework():
+    from equiv.adapters import ADAPTERS
+    from equiv.routes import ROUTES
+    p = plan("flax.linen", "tf.keras")
+    assert p.routes == ("flax.linen+jax2tf",)
+    assert "Or convert the whole model" in p.text() and "  - flax.linen+jax2tf: keeps inference" in p.text()
+    # a folder stays in its framework: no plan names it; a converter is named in every plan it can serve
+    named = {r for p in all_plans().values() for r in p.routes}
+    for n, r in ROUTES.items():
+        targets = [d for d in PORTABLE if ADAPTERS[d][2] == r.lands]
+        serves = r.source_adapter in PORTABLE and targets and r.lands != ADAPTERS[r.source_adapter][2]
+        assert (n in named) == bool(serves), n

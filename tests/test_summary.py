@@ -22,7 +22,7 @@ RECORDS = {"torch.builtin": _record("torch.builtin", {"running_var": "unbiased",
 
 
 def test_each_implementation_gets_one_line():
-    impl, pairs = summary.lines(list(RECORDS), RECORDS, KNOWN)
+    impl, pairs, _ = summary.lines(list(RECORDS), RECORDS, KNOWN)
     text = {n: t for n, t, _ in impl}
     assert set(text) == set(RECORDS)
     assert "an unbiased running variance" in text["torch.builtin"]
@@ -40,12 +40,28 @@ def test_each_implementation_gets_one_line():
 
 
 def test_each_pair_of_built_in_layers_says_what_differs():
-    _, pairs = summary.lines(list(RECORDS), RECORDS, KNOWN)
+    _, pairs, _ = summary.lines(list(RECORDS), RECORDS, KNOWN)
     assert [(a, b) for a, b, _ in pairs] == [("torch.builtin", "tf.keras"), ("torch.builtin", "haiku"),
                                              ("tf.keras", "haiku")]
     line = dict(((a, b), t) for a, b, t in pairs)[("torch.builtin", "tf.keras")]
     assert "momentum weighs the new batch in torch.builtin, the old value in tf.keras" in line
     assert "default eps 1e-05 vs 0.001" in line and "running var unbiased vs biased" in line
+
+
+def test_each_route_says_where_it_lands_what_survives_and_its_findings():
+    from equiv.known import ROUTE_KNOWN
+    from equiv.routes import ROUTES, SURVIVES
+    routes = {n: (t, i) for n, t, i in summary.route_lines()}
+    assert set(routes) == set(ROUTES)
+    text, ids = routes["torch.builtin+fuse_conv_bn_eval"]
+    assert "stays in its framework, folds BatchNorm into conv" in text
+    assert "keeps inference; loses training mode, eps, momentum" in text
+    assert ids == [d.id for d in ROUTE_KNOWN if "torch.builtin+fuse_conv_bn_eval" in d.implementations] and ids
+    assert all(i in text for i in ids)
+    text, ids = routes["flax.linen+jax2tf"]
+    assert "lands in tensorflow" in text and f"keeps {', '.join(SURVIVES)}" in text and "loses" not in text
+    for n, r in ROUTES.items():   # every route keeps inference, and what it keeps is a declared survivor
+        assert "inference" in r.keeps and set(r.keeps) <= set(SURVIVES), n
 
 
 def test_report_answers_before_its_matrices(tmp_path):
@@ -60,6 +76,9 @@ def test_report_answers_before_its_matrices(tmp_path):
     md = (tmp_path / "out" / "report.md").read_text()
     assert md.index("## In short") < md.index("## Properties")
     assert "- **torch.builtin / tf.keras**: momentum weighs" in md
+    assert md.index("## In short") < md.index("## Routes") < md.index("## Properties")
+    assert "- **tf.keras+tflite**: " in md and "[tflite-fold-bias-cancels](#tflite-fold-bias-cancels)" in md
+    assert '<a id="tflite-fold-bias-cancels"></a>' in md   # the route finding the link points to
     page = (tmp_path / "out" / "report.html").read_text()
     assert page.index("<h2>In short</h2>") < page.index("<h2>Properties")
     assert "<b>torch.builtin</b>: computes what the oracle computes except: its" not in page   # torch: w itself

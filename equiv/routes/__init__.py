@@ -12,6 +12,11 @@ unfolded model under the sum of both bounds. Findings: equiv/known/torch.py, onn
 """
 from dataclasses import dataclass
 
+# What a route can keep of a BatchNorm: its inference numbers (within the bound, findings aside), a training
+# mode (batch statistics and gradients), the eps and momentum it was built with, its running-variance
+# estimator, and its state (running statistics updated by training)
+SURVIVES = ("inference", "training mode", "eps", "momentum", "running-variance estimator", "running statistics")
+
 
 @dataclass(frozen=True)
 class Route:
@@ -26,6 +31,14 @@ class Route:
     runs: tuple = ()      # layers it is run on without folding them (measured: it keeps BatchNorm)
     requires: tuple = ("torch",)   # the modules it imports (the registry derives the install command)
     example_budget: str = ""   # "compile": the smaller example budget of compiled paths
+    lands: str = ""       # the runtime the model lands in, by its import name ("torch", "onnxruntime",
+    #                       "tflite", "tensorflow"); "" = the source's own (a folder)
+    keeps: tuple = ("inference",)   # what survives, measured by the route's tests (SURVIVES)
+
+    @property
+    def lost(self):
+        """What does not survive the route (SURVIVES minus ``keeps``)."""
+        return tuple(k for k in SURVIVES if k not in self.keeps)
 
     @property
     def source_adapter(self):
@@ -65,11 +78,12 @@ ROUTES.update({r.name: r for r in [
           "BatchNormalization alone (NHWC)",
           "tf.lite.TFLiteConverter.from_keras_model(model).convert() (float16: optimizations = [Optimize.DEFAULT], "
           "supported_types = [tf.float16]), run by tf.lite.Interpreter", "tensorflow-cpu==2.21.0, keras==3.15.1",
-          ("conv", "linear"), _TF, "tflite", ("float32", "float16"), runs=("bn",), requires=("tensorflow", "keras")),
+          ("conv", "linear"), _TF, "tflite", ("float32", "float16"), runs=("bn",), requires=("tensorflow", "keras"),
+          lands="tflite"),
     Route("flax.linen+jax2tf", "flax.linen.BatchNorm (NHWC): inference, and a training step with "
           "mutable=['batch_stats']", "tf.function(jax.experimental.jax2tf.convert(apply), autograph=False)",
           "jax==0.10.2, flax==0.12.8, tensorflow-cpu==2.21.0", (), _TF, "jax2tf", runs=("bn",),
-          requires=("jax", "flax", "tensorflow")),
+          requires=("jax", "flax", "tensorflow"), lands="tensorflow", keeps=SURVIVES),
 ]})
 
 # --- ONNX folders (equiv.routes.onnx_fold): the graph built with onnx.helper, run by onnxruntime's CPU
