@@ -165,7 +165,10 @@ def routes_table(docs):
                    f"{', '.join(r.folds) or '—'} | {', '.join(r.keeps)} | {', '.join(r.lost) or '—'} | "
                    f"{', '.join(r.dtypes)} | {', '.join(ids) or '—'} |")
     out += ["", "What each route runs, on what:", ""]
-    out += [f"- `{n}`: `{r.tool}`, on {r.source}" for n, r in ROUTES.items()]
+    whole = ("; and on the whole BN-LeNet ({}), its logits within the lockstep bound "
+             "(tests/test_lenet_routes.py)")
+    out += [f"- `{n}`: `{r.tool}`, on {r.source}" + (whole.format(", ".join(r.nets)) if r.nets else "")
+            for n, r in ROUTES.items()]
     return "\n".join(out) + "\n\n"
 
 

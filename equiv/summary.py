@@ -73,6 +73,7 @@ def route_lines():
         folds = f", folds BatchNorm into {' and '.join(r.folds)}" if r.folds else ""
         text = f"{r.pin}: {where}{folds}; keeps {', '.join(r.keeps)}"
         text += f"; loses {', '.join(r.lost)}" if r.lost else ""
+        text += f"; BN-LeNet ({', '.join(r.nets)}) through it within the lockstep bound" if r.nets else ""
         ids = [d.id for d in ROUTE_KNOWN if name in d.implementations]
         out.append((name, text + (f"; findings: {', '.join(ids)}" if ids else "; no finding"), ids))
     return out

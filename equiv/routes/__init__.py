@@ -34,6 +34,7 @@ class Route:
     lands: str = ""       # the runtime the model lands in, by its import name ("torch", "onnxruntime",
     #                       "tflite", "tensorflow"); "" = the source's own (a folder)
     keeps: tuple = ("inference",)   # what survives, measured by the route's tests (SURVIVES)
+    nets: tuple = ()      # the BN-LeNets (equiv.lenet.NETS labels) it is run on whole (tests/test_lenet_routes.py)
 
     @property
     def lost(self):
@@ -62,12 +63,13 @@ ROUTES = {r.name: r for r in [
           _PIN, ("linear",), _TORCH, "fuse_eval", _HALF),
     Route("torch.builtin+ao_fuse_modules", f"{_CONV}; {_LINEAR}",
           "torch.ao.quantization.fuse_modules(model.eval(), [['0', '1']])", _PIN, ("conv", "linear"), _TORCH,
-          "ao_fuse_modules", _HALF),
+          "ao_fuse_modules", _HALF, nets=("torch.builtin",)),
     Route("torch.builtin+fx_fuse", f"{_CONV}; {_LINEAR}", "torch.fx.experimental.optimization.fuse(model.eval())",
-          _PIN, ("conv", "linear"), _TORCH, "fx_fuse", _HALF),
+          _PIN, ("conv", "linear"), _TORCH, "fx_fuse", _HALF, nets=("torch.builtin",)),
     Route("torch.builtin+inductor_freezing", f"{_CONV}; {_LINEAR}",
           "torch.compile(model.eval()) under torch._inductor.config.freezing = True and torch.no_grad(), CPU",
-          _PIN, ("conv",), _TORCH, "inductor_freezing", runs=("linear",), example_budget="compile"),
+          _PIN, ("conv",), _TORCH, "inductor_freezing", runs=("linear",), example_budget="compile",
+          nets=("torch.builtin",)),
 ]}
 
 

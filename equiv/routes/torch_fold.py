@@ -1,5 +1,6 @@
 """Routes of the torch folders: each a few lines that hand the eval-mode model (layer → BatchNorm,
-an ``nn.Sequential`` of two modules named "0" and "1") to the tool and return what it makes.
+an ``nn.Sequential`` of two modules named "0" and "1"; or a whole ``nn.Sequential`` such as BN-LeNet,
+tests/test_lenet_routes.py) to the tool and return what it makes.
 
 The folding code they run (torch 2.13.0): torch/nn/utils/fusion.py, fuse_conv_bn_weights
 (``rsqrt(var + eps)`` at :91, W·(gamma·rsqrt) at :98, (b − mean)·rsqrt·gamma + beta at :101) and
@@ -18,6 +19,7 @@ constant sub/mul/add into the convolution's frozen weight and bias (counters["in
 import numpy as np
 import torch
 
+_BN = torch.nn.modules.batchnorm._BatchNorm
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -58,8 +60,13 @@ def fuse_eval(model):
 
 
 def ao_fuse_modules(model):
+    """fuse_modules given every (layer, BatchNorm) pair of adjacent children, as a user lists them: ["0", "1"]
+    for the route's two-module model, ["conv1", "bn1"], ... for BN-LeNet."""
     from torch.ao.quantization import fuse_modules
-    return fuse_modules(model, [["0", "1"]], inplace=False)
+    children = list(model.named_children())
+    pairs = [[a, b] for (a, m), (b, n) in zip(children, children[1:])
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and isinstance(n, _BN)]
+    return fuse_modules(model, pairs, inplace=False)
 
 
 def fx_fuse(model):
