@@ -8,62 +8,105 @@ in the dtype, K·depth·growth(256)·u, plus the reference's float64 sums). Fold
 trades the BatchNorm's roundings on the activation (subtract the mean, scale by rsqrt(var + eps)·γ, add
 β) for as many in the weights and bias (rsqrt, γ·rsqrt, W·scale, (b − mean)·scale + β), each of
 relative size u where the running statistics are those of a trained net (no dead channel: the
-single-layer route tests draw those, tests/test_routes_*.py). Against eager torch: the sum of both."""
+single-layer route tests draw those, tests/test_routes_*.py). A route that stores the weights in float16
+and computes in float32 (TFLite's float16 quantization) adds one rounding to float16 per weight, a
+relative u16 per layer: K·depth·u16 more. Against eager: the sum of both bounds."""
+import numpy as np
 import pytest
 
 from equiv import registry
+from equiv.dtypes import UNIT_ROUNDOFF
 from equiv.routes import ROUTES
 
-torch = pytest.importorskip("torch", reason="BN-LeNet through the torch routes needs torch: pip install torch")
-
 BATCH = 96
-NET_ROUTES = sorted(n for n, r in ROUTES.items() if "torch.builtin" in r.nets)
+NET_ROUTES = sorted((n, label) for n, r in ROUTES.items() for label in r.nets)
 
 
-@pytest.fixture(scope="module")
-def trained():
-    """(x, the reference's inference logits, the eval-mode torch.builtin BN-LeNet in float32 holding the
-    reference's parameters and running statistics after four steps, its eager logits)."""
+def _reference(label):
+    """(x, the reference's inference logits, params, state) after four training steps."""
     from equiv import lenet
     from equiv.lenet import synthetic
-    from equiv.lenet import torch_net as tn
     from reference import lenet as ref
     x, y = synthetic(BATCH, 1)
-    conv = lenet.CONVENTIONS["torch.builtin"]
+    conv = lenet.CONVENTIONS[label]
     params, state = ref.init_params(1), ref.init_state()
     for i in range(0, 64, 16):
         _, grads, state, _ = ref.loss_and_grads(params, state, x[i:i + 16], y[i:i + 16], **conv)
         params = ref.sgd_step(params, grads, 0.1)
-    logits, _, _ = ref.forward(params, state, x, training=False, **conv)
+    return x, ref.forward(params, state, x, training=False, **conv)[0], params, state
+
+
+def _bound(weights_dtype="float32"):
+    from equiv.lenet import lockstep
+    extra = lockstep.K * lockstep.DEPTH * UNIT_ROUNDOFF["float16"] if weights_dtype == "float16" else 0.0
+    return lockstep.tolerance("float32", BATCH) + extra
+
+
+def torch_net(label):
+    """(x, reference logits, the eval-mode float32 torch net, its eager logits, run(model) -> logits)."""
+    torch = pytest.importorskip("torch", reason="install it with: pip install torch")
+    from equiv.lenet import torch_net as tn
+    x, logits, params, state = _reference(label)
     net = tn.build("builtin", "float32", "cpu")
     tn.load_params(net, params)
     tn._set_state(net, state)
     net.eval()
-    return x, logits, net, _logits(net, x)
+
+    def run(model):
+        with torch.no_grad():
+            return model(torch.tensor(x, dtype=torch.float32)).to(torch.float64).numpy()
+    return x, logits, net, run(net), run
 
 
-def _logits(model, x):
-    with torch.no_grad():
-        return model(torch.tensor(x, dtype=torch.float32)).to(torch.float64).numpy()
+def keras_net(label):
+    """(NHWC x, reference logits, the Keras model of the float32 tf BN-LeNet's built layers, its eager logits)."""
+    keras = pytest.importorskip("keras", reason="install it with: pip install tensorflow-cpu")
+    pytest.importorskip("tensorflow", reason="install it with: pip install tensorflow-cpu")
+    from equiv.lenet import tf_net as tn
+    x, logits, params, state = _reference(label)
+    net = tn.build("builtin", "float32", "cpu")
+    tn.load_params(net, params)
+    tn._set_state(net, state)
+    X = x.transpose(0, 2, 3, 1).astype(np.float32)
+    inp = h = keras.Input((28, 28, 1), batch_size=BATCH, dtype="float32")
+    for name in net.names:
+        h = net.layers[name](h, training=False) if name.startswith("bn") else net.layers[name](h)
+    model = keras.Model(inp, h)
+    return X, logits, model, np.asarray(net.forward(X, training=False)[0], dtype=np.float64)
 
 
 def test_every_route_that_takes_a_net_is_run_here():
-    assert NET_ROUTES == ["torch.builtin+ao_fuse_modules", "torch.builtin+fx_fuse", "torch.builtin+inductor_freezing"]
+    assert [n for n, _ in NET_ROUTES] == ["tf.keras+tflite", "torch.builtin+ao_fuse_modules",
+                                         "torch.builtin+fx_fuse", "torch.builtin+inductor_freezing"]
 
 
-@pytest.mark.parametrize("name", NET_ROUTES)
-def test_bn_lenet_through_the_route_within_the_lockstep_bound(name, trained):
+@pytest.mark.parametrize("name", [n for n, label in NET_ROUTES if label == "torch.builtin"])
+def test_torch_bn_lenet_through_the_route_within_the_lockstep_bound(name):
     from equiv.lenet import lockstep
+    _, logits, net, eager, run = torch_net("torch.builtin")
     from equiv.routes import torch_fold as tf
-    x, logits, net, eager = trained
-    tol = lockstep.tolerance("float32", BATCH)
     made = registry.load_route(name)(net)
-    out = _logits(made, x)
+    out, tol = run(made), _bound()
     if isinstance(made, tf.Frozen):   # inductor folds the convolutions' BatchNorms, keeps the Linears' (1-D)
         assert any("batch_norm" in c for c in made.code), "inductor folded the Linear → BatchNorm1d too"
     else:
         assert not tf.has_batch_norm(made), f"{name} left a BatchNorm module in BN-LeNet"
     assert lockstep.rel_error(eager, logits) <= tol
-    assert lockstep.rel_error(out, logits) <= tol, f"{name}: logits off the reference by " \
-                                                   f"{lockstep.rel_error(out, logits):.3g} > {tol:.3g}"
+    assert lockstep.rel_error(out, logits) <= tol, f"{name}: logits off by {lockstep.rel_error(out, logits):.3g}"
     assert lockstep.rel_error(out, eager) <= 2 * tol
+
+
+@pytest.mark.parametrize("dtype", ROUTES["tf.keras+tflite"].dtypes)
+def test_keras_bn_lenet_through_tflite_within_the_lockstep_bound(dtype):
+    """TFLite folds every BatchNorm (no MUL, ADD, SUB, RSQRT left); float16 quantization stores the folded
+    weights as float16 behind DEQUANTIZE and computes in float32."""
+    from equiv.lenet import lockstep
+    X, logits, model, eager = keras_net("tf.keras")
+    lite = registry.load_route("tf.keras+tflite")(model, dtype)
+    out, tol = np.asarray(lite(X), dtype=np.float64), _bound(dtype)
+    assert lite.folded(), f"TFLite left BatchNorm arithmetic in BN-LeNet: {sorted(set(lite.ops))}"
+    assert ("DEQUANTIZE" in lite.ops) == (dtype == "float16")
+    assert lockstep.rel_error(eager, logits) <= _bound()
+    err = lockstep.rel_error(out, logits)
+    assert err <= tol, f"tflite {dtype}: logits off by {err:.3g}"
+    assert lockstep.rel_error(out, eager) <= tol + _bound()

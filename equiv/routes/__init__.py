@@ -81,7 +81,7 @@ ROUTES.update({r.name: r for r in [
           "tf.lite.TFLiteConverter.from_keras_model(model).convert() (float16: optimizations = [Optimize.DEFAULT], "
           "supported_types = [tf.float16]), run by tf.lite.Interpreter", "tensorflow-cpu==2.21.0, keras==3.15.1",
           ("conv", "linear"), _TF, "tflite", ("float32", "float16"), runs=("bn",), requires=("tensorflow", "keras"),
-          lands="tflite"),
+          lands="tflite", nets=("tf.keras",)),
     Route("flax.linen+jax2tf", "flax.linen.BatchNorm (NHWC): inference, and a training step with "
           "mutable=['batch_stats']", "tf.function(jax.experimental.jax2tf.convert(apply), autograph=False)",
           "jax==0.10.2, flax==0.12.8, tensorflow-cpu==2.21.0", (), _TF, "jax2tf", runs=("bn",),
