@@ -2,7 +2,8 @@
 the oracle: ``center``/``scale`` False (the ``affine`` option: False, "no_scale", "no_center"),
 the mixed dtype policies (``synchronized=True`` on one device: its variance is pinned by
 tests/test_tf_findings.py, its output by the witness below); and what the oracle cannot express,
-pinned: a list ``axis`` (refused), ``renorm=True`` (taken; not batch normalization in training). The
+pinned: a list ``axis`` (refused), ``renorm=True`` (taken; not batch normalization in training: batch
+renormalization, held to its oracle, reference/renorm.py, under equiv/tolerance_renorm.py). The
 documented divergences of tf.keras under options (equiv.known.OPTION_KNOWN) run as strict xfails. Lines
 cited are keras/src/layers/normalization/batch_normalization.py (BN) and
 keras/src/backend/tensorflow/nn.py (NN) of keras 3.15.1."""
@@ -90,6 +91,74 @@ def test_renorm_is_taken_and_is_not_batch_normalization_in_training():
     yi = layer(tf.constant(x), training=False).numpy()
     np.testing.assert_allclose(yi, ref.batch_norm_infer(x, np.ones(2), np.zeros(2), layer.moving_mean.numpy(),
                                                         layer.moving_variance.numpy(), eps=1e-5), rtol=1e-12)
+
+
+RENORM_CLIPS = {"unclipped": {}, "clipped": {"rmax": 1.5, "rmin": 1 / 1.5, "dmax": 0.5}}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape", [(16, 3), (4, 3, 3, 3)], ids=["NC", "NHWC"])
+@pytest.mark.parametrize("clip", list(RENORM_CLIPS))
+def test_renorm_is_batch_renormalization(clip, shape, dtype):
+    """renorm=True against the oracle of batch renormalization (reference/renorm.py, Ioffe 2017) over three
+    training steps on batches of other means and scales, under the bounds of equiv/tolerance_renorm.py:
+    the output (r, d from renorm_mean/renorm_stddev: BN:489-512; y = γ·(x̂·r + d) + β: BN:366-381, 517-547),
+    the gradients with r and d constant (stop_gradient, BN:537-538), and both pairs of moving averages:
+    renorm_mean/renorm_stddev with renorm_momentum, moving_mean/moving_stddev with momentum (BN:549-583),
+    moving_variance = relu(σ² − eps) (BN:585-588). The paper keeps one pair (its α); Keras two."""
+    from equiv import tolerance_renorm as tr
+    from reference import renorm as rr
+    eps, m, rm, c = 1e-3, 0.9, 0.8, shape[-1]
+    layer = keras.layers.BatchNormalization(renorm=True, renorm_clipping=RENORM_CLIPS[clip] or None,
+                                            momentum=m, renorm_momentum=rm, epsilon=eps, dtype=dtype)
+    layer.build((None,) + shape[1:])
+    gamma, beta = np.array([0.5, 2.0, -1.5]), np.array([0.1, -0.3, 2.0])
+    layer.gamma.assign(gamma.astype(dtype))
+    layer.beta.assign(beta.astype(dtype))
+    mu_r, sd_r, mu_m, sd_m = np.zeros(c), np.ones(c), np.zeros(c), np.ones(c)
+    ratios = []
+    for step, (scale, offset) in enumerate([(2.0, 1.0), (0.5, -0.7), (3.0, 2.5)]):
+        x = tf.cast(tf.constant(_x(shape, seed=10 + step, scale=scale, offset=offset)), dtype)
+        xr = tf.cast(x, tf.float64).numpy()
+        dy = _x(shape, seed=20 + step, scale=1.0, offset=0.0)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * tf.cast(dy, dtype))
+        dx, dgamma, dbeta = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        ry, mean, var, r, d = rr.batch_renorm_train(xr, gamma, beta, mu_r, np.maximum(sd_r, np.sqrt(eps)), eps=eps,
+                                                    axis=-1, **RENORM_CLIPS[clip])
+        rdx, rdg, rdb = rr.batch_renorm_backward(xr, gamma, dy, r, d, eps=eps, axis=-1)
+        x_hat = ref.batch_norm_train(xr, np.ones(c), np.zeros(c), eps=eps, axis=-1)[0]
+        red = tuple(range(len(shape) - 1))
+        sums = ((dy * x_hat).sum(axis=red), dy.sum(axis=red))
+        b_dx, b_dg, b_db = tr.gradients(xr, gamma, dy, mu_r, sd_r, r, d, eps, dtype, -1, dx=rdx, sums=sums)
+        ratios += [tol.assert_close(f"step {step} y", y.numpy(), ry,
+                                    tr.train_forward(xr, gamma, beta, mu_r, sd_r, r, d, eps, dtype, -1)),
+                   tol.assert_close(f"step {step} dx", dx.numpy(), rdx, b_dx),
+                   tol.assert_close(f"step {step} dgamma", dgamma.numpy(), rdg, b_dg),
+                   tol.assert_close(f"step {step} dbeta", dbeta.numpy(), rdb, b_db)]
+        n = xr.size // c
+        (new_mu_r, new_sd_r), (new_mu_m, new_sd_m) = (
+            rr.update_renorm_stats(mu, sd, mean, var, eps=eps, new_batch_weight=1 - w)
+            for mu, sd, w in ((mu_r, sd_r, rm), (mu_m, sd_m, m)))
+        for name, old_mu, new_mu, old_sd, new_sd, w in (("renorm", mu_r, new_mu_r, sd_r, new_sd_r, 1 - rm),
+                                                        ("moving", mu_m, new_mu_m, sd_m, new_sd_m, 1 - m)):
+            b_mu = tol.running_stats(xr, old_mu, np.ones(c), new_mu, np.ones(c), w, dtype, -1)[0]
+            b_sd = tr.moving_std(xr, old_sd, new_sd, w, eps, dtype, -1)
+            ratios += [tol.assert_close(f"step {step} {name}_mean", getattr(layer, f"{name}_mean").numpy(), new_mu,
+                                        b_mu),
+                       tol.assert_close(f"step {step} {name}_stddev", getattr(layer, f"{name}_stddev").numpy(),
+                                        new_sd, b_sd)]
+        ratios.append(tol.assert_close(f"step {step} moving_variance", layer.moving_variance.numpy(),
+                                       np.maximum(new_sd_m ** 2 - eps, 0.0),
+                                       tr.variance_from_std(new_sd_m, tr.moving_std(xr, sd_m, new_sd_m, 1 - m, eps,
+                                                                                    dtype, -1), eps, dtype)))
+        assert n > 1
+        mu_r, sd_r, mu_m, sd_m = new_mu_r, new_sd_r, new_mu_m, new_sd_m
+    if clip == "clipped":   # the clipping bites on these batches (else the two settings test the same)
+        assert np.any(np.abs(r) == 1.5) or np.any(np.abs(d) == 0.5) or np.any(np.isclose(r, 1 / 1.5))
+    assert max(ratios) <= 1.0
 
 
 @pytest.mark.parametrize("policy,low", [("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")])
