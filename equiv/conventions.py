@@ -114,6 +114,15 @@ DECLARED: dict[str, Conventions] = {
                       default_eps=1e-5, channel_axis=1, variance="two-pass", stats_update="forward",
                       default_mode="inference", mode_switch="cell.set_train(True) / set_train(False)",
                       batch_of_one="beta"),
+    # chainer/links/normalization/batch_normalization.py (7.8.1): decay=0.9, eps=2e-5 (:195), the mode is
+    # chainer.config.train (:319, True by default); chainer/functions/normalization/batch_normalization.py:
+    # two-pass x.var (:87-88), the update (:62-65) with adjust = m/max(m − 1, 1) (:52): unbiased
+    "chainer.links": C(momentum_is="old_weight", default_momentum=0.9, running_var="unbiased",
+                       default_eps=2e-5, channel_axis=1, variance="two-pass", stats_update="forward",
+                       default_mode="training",
+                       mode_switch="chainer.using_config('train', True/False): process-wide chainer.config.train, "
+                                   "True by default",
+                       batch_of_one="beta"),
 }
 
 # Named presets an external implementation may declare (``equiv.external``): the conventions of
@@ -147,6 +156,7 @@ ARGUMENTS: dict[str, dict[str, str | None]] = {
     "mlx.builtin": dict(momentum="momentum", eps="eps", axis=None),
     "paddle.builtin": dict(momentum="momentum", eps="epsilon", axis=None),   # layout: data_format="NCHW"
     "mindspore.nn": dict(momentum="momentum", eps="eps", axis=None),   # data_format="NHWC": GPU only
+    "chainer.links": dict(momentum="decay", eps="eps", axis=None),   # axis: the axes reduced over, not the channel
 }
 
 # Where each built-in layer keeps its batch-norm state (gamma, beta, running mean, running
@@ -165,6 +175,7 @@ STATE_NAMES: dict[str, tuple[str, str, str, str]] = {
     "mlx.builtin": ("weight", "bias", "running_mean", "running_var"),
     "paddle.builtin": ("weight", "bias", "_mean", "_variance"),
     "mindspore.nn": ("gamma", "beta", "moving_mean", "moving_variance"),
+    "chainer.links": ("gamma", "beta", "avg_mean", "avg_var"),
 }
 
 # Beside those four vectors, the state of the layers that debias (Conventions.debias), as a ported
@@ -196,4 +207,7 @@ OPTION_DECLARED: dict[str, dict[str, str]] = {
     # scale/center (242-261); synchronized=True takes E[x²] − E[x]² on one device too
     # (keras/src/backend/tensorflow/nn.py:1516-1539)
     "tf.keras": dict(no_affine_gradients="none", synchronized_variance="E[x²] − E[x]²"),
+    # chainer/links/normalization/batch_normalization.py (7.8.1): finetune=True weighs the k-th call 1/k
+    # (325-327); without use_gamma/use_beta no such parameter exists (217-228)
+    "chainer.links": dict(cumulative_weights="1/k", no_affine_gradients="none"),
 }

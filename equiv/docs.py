@@ -24,6 +24,7 @@ FRAMEWORKS = {
     "mindspore": ("MindSpore", ("mindspore",)),
     "tinygrad": ("tinygrad", ("tinygrad",)),
     "mlx": ("MLX", ("mlx",)),
+    "chainer": ("Chainer", ("chainer",)),
 }
 # execution paths that run on another framework than their base adapter's (equiv/paths)
 PATH_PAGES = {"onnx": "onnx", "onnx_dynamo": "onnx", "jax": "keras", "torch": "keras", "numpy": "keras"}

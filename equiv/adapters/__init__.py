@@ -24,6 +24,7 @@ ADAPTERS = {
     "mlx.builtin": ("equiv.adapters.mlx_builtin", "MLXBuiltin", "mlx"),
     "paddle.builtin": ("equiv.adapters.paddle_builtin", "PaddleBuiltin", "paddle"),
     "mindspore.nn": ("equiv.adapters.mindspore_nn", "MindSporeNN", "mindspore"),
+    "chainer.links": ("equiv.adapters.chainer_bn", "ChainerBN", "chainer"),
 }
 
 # Adapters built on Keras 3 run on the Keras backend TensorFlow; the other backends are paths.
