@@ -207,6 +207,12 @@ OPTION_DECLARED: dict[str, dict[str, str]] = {
     # scale/center (242-261); synchronized=True takes E[x²] − E[x]² on one device too
     # (keras/src/backend/tensorflow/nn.py:1516-1539)
     "tf.keras": dict(no_affine_gradients="none", synchronized_variance="E[x²] − E[x]²"),
+    # flax/linen/normalization.py (flax 0.12.8): no scale/bias param without use_scale/use_bias (208-224);
+    # force_float32_reductions=False skips the float32 promotion (111-114); flax/nnx/nn/normalization.py:
+    # scale/bias None (316-327), no force_float32_reductions
+    "flax.linen": dict(no_affine_gradients="none", float16_reductions="float16"),
+    "flax.linen.two_pass": dict(no_affine_gradients="none", float16_reductions="float16"),
+    "flax.nnx": dict(no_affine_gradients="none"),
     # chainer/links/normalization/batch_normalization.py (7.8.1): finetune=True weighs the k-th call 1/k
     # (325-327); without use_gamma/use_beta no such parameter exists (217-228)
     "chainer.links": dict(cumulative_weights="1/k", no_affine_gradients="none"),

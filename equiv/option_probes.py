@@ -100,10 +100,24 @@ def synchronized_variance(A):
     return "two-pass" if np.abs(a.get_state()["running_var"] / var - 1).max() < 1e-6 else "E[x²] − E[x]²"
 
 
+def float16_reductions(A):
+    """The dtype float16 statistics are reduced in under force_float32_reductions=False, read from the
+    training output of ±300 (mean 0, std 300): "float32" (±1) or "float16" (x², (x − mean)²
+    overflow it: the variance is inf and the output 0 or NaN)."""
+    options = {"force_float32_reductions": False}
+    if unsupported(A, options) or "float16" not in A.dtypes:
+        return "n/a"
+    a = A(1, 2, dtype="float16", new_batch_weight=0.1, options=options)
+    a.set_state(gamma=np.ones(1), beta=np.zeros(1), running_mean=np.zeros(1), running_var=np.ones(1))
+    x = np.array([[300.0], [-300.0]])
+    return "float32" if np.allclose(a.forward_train(x), [[1.0], [-1.0]], atol=1e-2) else "float16"
+
+
 OPTION_PROBES = {
     "cumulative_weights": cumulative_weights,
     "momentum_switch": momentum_switch,
     "set_false_inference": set_false_inference,
     "no_affine_gradients": no_affine_gradients,
     "synchronized_variance": synchronized_variance,
+    "float16_reductions": float16_reductions,
 }

@@ -47,6 +47,11 @@ OPTIONS = {o.name: o for o in [
         "set_false": "track_running_stats set to False on the built layer: as documented, batch statistics "
                      "in training and inference, no state changes",
     }, ("train_forward", "batch_stats", "infer_forward", "running_stats", "state_after_calls")),
+    Option("force_float32_reductions", True, {
+        False: "statistics reduced in the layer's dtype, not promoted to float32 (Flax "
+               "force_float32_reductions=False): the same batch normalization, bounded by the dtype it computes in",
+    }, ("train_forward", "batch_stats", "infer_forward", "running_stats", "gradients", "affine_invariance",
+        "output_moments", "dx_sums_zero", "batch_permutation", "state_after_calls")),
 ]}
 
 

@@ -28,6 +28,14 @@ is no gamma gradient; without beta alone (``"no_center"``, ``center=False``) bet
 no beta gradient. Synchronized statistics on one device (``synchronized=True``) are the batch's own.
 Without running statistics (``track_running_stats=False``) the batch statistics normalize in
 inference mode too, and no call changes any state.
+
+Statistics reduced in the layer's own dtype (Flax's ``force_float32_reductions=False``) change nothing
+in the math: the oracle is batch normalization as ever, and only the bounds, the compute dtype's, say
+how close a layer must come.
+
+Several feature axes (Flax's ``axis=(1, 2)`` on (N, H, W, C)): one mean and variance per feature, an
+index into the feature axes, over every other axis; gamma and beta have the features' shape. It is
+batch normalization with the feature axes flattened into one channel axis.
 """
 import numpy as np
 
@@ -122,3 +130,17 @@ def batch_norm_untracked(x: "ArrayLike", gamma: "ArrayLike", beta: "ArrayLike", 
     """The output of a layer without running statistics, in training and in inference mode alike:
     normalized by the batch's own statistics (and no state changes)."""
     return batch_norm_train(x, gamma, beta, eps=eps, axis=axis)[0]
+
+
+def batch_norm_train_features(x: "ArrayLike", gamma: "ArrayLike", beta: "ArrayLike", *, eps: float,
+                              feature_axes: "tuple[int, ...]") -> "tuple[Float64Array, Float64Array, Float64Array]":
+    """Training forward with several feature axes: (y, mean, biased var), the statistics and gamma, beta
+    of the features' shape (the axes in increasing order), reduced over every other axis."""
+    x = np.asarray(x, dtype=np.float64)
+    feat = sorted(a % x.ndim for a in feature_axes)
+    shape = tuple(x.shape[a] for a in feat)
+    moved = np.moveaxis(x, feat, range(x.ndim - len(feat), x.ndim))    # features last, in order
+    flat = moved.reshape(-1, int(np.prod(shape)))
+    y, mean, var = batch_norm_train(flat, np.ravel(gamma), np.ravel(beta), eps=eps, axis=1)
+    y = np.moveaxis(y.reshape(moved.shape), range(x.ndim - len(feat), x.ndim), feat)
+    return y, mean.reshape(shape), var.reshape(shape)

@@ -68,6 +68,10 @@ def test_what_each_value_means_to_the_oracle():
                                                                 {"track_running_stats": False})
     assert "does not change" in opt.not_applicable(PROPERTIES["gradients"], {"momentum": "cumulative"})
     assert opt.not_applicable(PROPERTIES["running_stats"], {"momentum": "cumulative"}) is None
+    # reductions in the layer's dtype change nothing in the math, only the precision it is computed in
+    low = {"force_float32_reductions": False}
+    assert opt.weight_at(low, 0.1, 2) == 0.1 and opt.tracks(low) and opt.affine(low) and not opt.infers_with_batch(low)
+    assert opt.not_applicable(PROPERTIES["running_stats"], low) is None
     assert len(opt.settings()) == sum(len(o.values) for o in opt.OPTIONS.values())
     for o in opt.OPTIONS.values():
         assert set(o.properties) <= set(PROPERTIES), o.name

@@ -82,3 +82,38 @@ def test_without_running_statistics_the_batch_normalizes_in_both_modes():
     y = opt.batch_norm_untracked(x, [2.0], [0.5], eps=0.0)
     np.testing.assert_allclose(y, [[-1.5], [2.5]], rtol=1e-15)
     assert np.array_equal(y, ref.batch_norm_train(x, [2.0], [0.5], eps=0.0)[0])
+
+
+def test_several_feature_axes_reduce_over_the_others():
+    # (2, 2, 2), features axes 1 and 2: each of the 4 features has the 2 values along axis 0
+    x = np.array([[[0.0, 1.0], [2.0, 3.0]], [[2.0, 5.0], [4.0, 7.0]]])
+    gamma, beta = np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[0.5, 0.0], [0.0, -1.0]])
+    y, mean, var = opt.batch_norm_train_features(x, gamma, beta, eps=0.0, feature_axes=(1, 2))
+    np.testing.assert_allclose(mean, [[1.0, 3.0], [3.0, 5.0]], rtol=1e-15)
+    np.testing.assert_allclose(var, [[1.0, 4.0], [1.0, 4.0]], rtol=1e-15)
+    # x̂ = ∓1 in every feature: y = ∓gamma + beta
+    np.testing.assert_allclose(y[:, 0, 0], [-0.5, 1.5], rtol=1e-15)
+    np.testing.assert_allclose(y[:, 0, 1], [-2.0, 2.0], rtol=1e-15)
+    np.testing.assert_allclose(y[:, 1, 0], [-3.0, 3.0], rtol=1e-15)
+    np.testing.assert_allclose(y[:, 1, 1], [-5.0, 3.0], rtol=1e-15)
+    # the axes' order and sign do not matter
+    y2, mean2, _ = opt.batch_norm_train_features(x, gamma, beta, eps=0.0, feature_axes=(-1, 1))
+    np.testing.assert_array_equal(mean2, mean)
+    np.testing.assert_array_equal(y2, y)
+
+
+def test_one_feature_axis_is_batch_norm():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 3, 2, 5)) * 2 + 1
+    gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
+    y, mean, var = opt.batch_norm_train_features(x, gamma, beta, eps=1e-5, feature_axes=(1,))
+    ry, rmean, rvar = ref.batch_norm_train(x, gamma, beta, eps=1e-5, axis=1)
+    np.testing.assert_allclose(y, ry, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose((mean, var), (rmean, rvar), rtol=1e-14)
+    # two feature axes: each (H, W) position its own channel, as the per-position loop computes it
+    y, mean, var = opt.batch_norm_train_features(x, np.ones((2, 5)), np.zeros((2, 5)), eps=1e-5, feature_axes=(2, 3))
+    for h in range(2):
+        for w in range(5):
+            v = x[:, :, h, w].ravel()
+            np.testing.assert_allclose(y[:, :, h, w], (x[:, :, h, w] - v.mean()) / np.sqrt(v.var() + 1e-5), rtol=1e-13)
+            np.testing.assert_allclose((mean[h, w], var[h, w]), (v.mean(), v.var()), rtol=1e-13)

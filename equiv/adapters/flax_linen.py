@@ -8,6 +8,12 @@ float32, as Flax keeps them. Variables live in ``self.variables``; each call is
 a jitted ``module.apply`` with the mode given as ``use_running_average`` and
 ``mutable=['batch_stats']``, as a Flax training loop does.
 
+Layer options (equiv.options): ``affine`` False, "no_scale", "no_center" as ``use_scale`` /
+``use_bias`` False: the layer makes no such parameter (flax/linen/normalization.py:208-224,
+``_normalize``) and applies 1 and 0; ``force_float32_reductions`` False: the statistics are reduced in
+the layer's dtype (``_compute_stats``, :111-114) and the running statistics kept in ``param_dtype``
+(:358-375, here the case's dtype). Measured beyond the options: tests/test_options_flax.py.
+
 The jitted functions take the module without its momentum and epsilon (``_static``, the
 part of the jit cache key) and those two as arguments, and put them back into the module
 (``clone``) inside the trace: the same ``module.apply`` of the same layer, with momentum and
@@ -19,7 +25,9 @@ from functools import partial
 
 import flax.linen as nn
 import jax
+import numpy as np
 
+from equiv import options as opt
 from equiv.backends.jax import DTYPES, array, new_layer, numpy, sample, stats_dtype
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
@@ -51,7 +59,7 @@ def _step(static, momentum, epsilon, variables, x, dy):
         y, new = module.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
                               use_running_average=False, mutable=["batch_stats"])
         return y, new["batch_stats"]
-    y, vjp, stats = jax.vjp(f, x, variables["params"], has_aux=True)
+    y, vjp, stats = jax.vjp(f, x, variables.get("params", {}), has_aux=True)
     return (y, *vjp(dy), stats)
 
 
@@ -59,6 +67,7 @@ class FlaxLinen(Adapter):
     name, framework = "flax.linen", "flax"
     conventions = DECLARED[name]
     dtypes = ("float64", "float32", "float16", "bfloat16")
+    supported_options = {"affine": (False, "no_scale", "no_center"), "force_float32_reductions": (False,)}
     use_fast_variance = True
 
     def build(self, momentum, eps):
@@ -68,7 +77,9 @@ class FlaxLinen(Adapter):
         # an ulp of 1 off w; report the weight the layer really applies, as the Keras adapter does.
         self.new_batch_weight = self.conventions.new_batch_weight(momentum)
         self.module = nn.BatchNorm(momentum=momentum, epsilon=eps, dtype=dt, param_dtype=dt,
-                                   use_fast_variance=self.use_fast_variance)
+                                   use_fast_variance=self.use_fast_variance, use_scale=opt.has_gamma(self.options),
+                                   use_bias=opt.has_beta(self.options),
+                                   force_float32_reductions=self.float32_reductions)
         self.jit = (_static(self.module), momentum, eps)   # the leading arguments of the jitted calls
         self._variables = None
 
@@ -84,18 +95,25 @@ class FlaxLinen(Adapter):
     def variables(self, v):
         self._variables = v
 
+    @property
+    def float32_reductions(self):
+        return opt.value(self.options, "force_float32_reductions")
+
     def _x(self, x):
         return array(x, self.dtype, nhwc=True)
 
     def set_state(self, gamma, beta, running_mean, running_var):
-        p, s = self.dtype, stats_dtype(self.dtype)
-        self.variables = {"params": {"scale": array(gamma, p), "bias": array(beta, p)},
-                          "batch_stats": {"mean": array(running_mean, s),
-                                          "var": array(running_var, s)}}
+        p, o = self.dtype, self.options   # only the parameters the layer has
+        s = stats_dtype(p) if self.float32_reductions else p   # without: the running statistics in param_dtype
+        params = {**({"scale": array(gamma, p)} if opt.has_gamma(o) else {}),
+                  **({"bias": array(beta, p)} if opt.has_beta(o) else {})}
+        self.variables = {"params": params, "batch_stats": {"mean": array(running_mean, s),
+                                                            "var": array(running_var, s)}}
 
     def get_state(self):
-        v = self.variables
-        return dict(gamma=numpy(v["params"]["scale"]), beta=numpy(v["params"]["bias"]),
+        v, c = self.variables, self.num_features   # gamma 1 and beta 0 where the layer has none
+        p = {k: numpy(a) for k, a in v.get("params", {}).items()}
+        return dict(gamma=p.get("scale", np.ones(c)), beta=p.get("bias", np.zeros(c)),
                     running_mean=numpy(v["batch_stats"]["mean"]), running_var=numpy(v["batch_stats"]["var"]))
 
     def _train(self, x):
@@ -119,7 +137,8 @@ class FlaxLinen(Adapter):
     def train_step(self, x, dy):
         y, dx, dparams, self.variables["batch_stats"] = _step(*self.jit, self.variables, self._x(x),
                                                               array(dy, self.dtype, nhwc=True))
-        return numpy(y, nchw=True), numpy(dx, nchw=True), numpy(dparams["scale"]), numpy(dparams["bias"])
+        grad = (lambda k: numpy(dparams[k]) if k in dparams else None)   # noqa: E731 (none without it)
+        return numpy(y, nchw=True), numpy(dx, nchw=True), grad("scale"), grad("bias")
 
 
 class FlaxLinenTwoPass(FlaxLinen):

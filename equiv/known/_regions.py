@@ -191,3 +191,25 @@ def under(setting, region=everywhere):
         return all(case.options.get(k) == v for k, v in setting.items()) and region(case, prop)
     holds.setting, holds.whole = dict(setting), region is everywhere
     return holds
+
+
+def _low_precision_fast_variance(case, prop):
+    """float16/bfloat16 reduced in their own dtype (Flax force_float32_reductions=False): E[x²] − E[x]²
+    loses the variance as float32's does, by the same rule: max |mean|/sqrt(var + eps) > 3 (output,
+    gradients) or |mean|/std > 1 (running statistics)."""
+    if case.dtype not in ("float16", "bfloat16"):
+        return False
+    return _offset_ratio(case, prop, True) > 3.0 if prop in _FORWARD else _offset_ratio(case, prop, False) > 1.0
+
+
+def _fp16_square_overflows(case, prop):
+    """float16 reduced in float16: x² or (x − mean)² beyond its range (|x| or |x − mean| ≥ 256) in some
+    batch (for affine_invariance also a·x + b, as the property draws it)."""
+    if case.dtype != "float16":
+        return False
+    xs = [case.batch(i) for i in range(case.steps)]
+    if prop == "affine_invariance":
+        a, b = affine_draw(case)
+        xs.append(a * case.x + b)
+    red = _red(case)
+    return max(float(np.maximum(np.abs(x), np.abs(x - x.mean(axis=red, keepdims=True))).max()) for x in xs) >= 256.0

@@ -6,9 +6,12 @@ from equiv.known._regions import (
     _decay,
     _fast_variance_loses,
     _flax_fp16_dx_cotangent_overflows,
+    _fp16_square_overflows,
+    _low_precision_fast_variance,
     _offset_ratio,
+    under,
 )
-from equiv.known.base import BookNote, Divergence, NetFinding, ParallelDivergence, ParallelFinding
+from equiv.known.base import BookNote, Divergence, NetFinding, OptionDivergence, ParallelDivergence, ParallelFinding
 from equiv.strategies import Case, ParallelCase
 
 FINDINGS = [
@@ -237,3 +240,47 @@ FINDINGS = [
                 "in the other tabs (tests/test_lockstep_jax.py builds the chapter's nn.Sequential and measures the "
                 "(784, 120) kernel). equiv's JAX net uses padding='VALID', the network of the other tabs.")),
 ]
+
+# --- layer options (equiv.options) on flax.linen ----------------------------------------------
+_NO_F32 = {"force_float32_reductions": False}
+OPTIONS = [
+    OptionDivergence(
+        id="flax-no-float32-reductions-fast-variance",
+        implementations=("flax.linen",),
+        properties=_FORWARD + ("running_stats", "state_after_calls", "batch_stats"),
+        reason=("with force_float32_reductions=False _compute_stats skips the float32 promotion "
+                "(flax/linen/normalization.py:111-114; flax 0.12.8) and the default fast variance E[x²] − E[x]² "
+                "(:139-142) runs in float16/bfloat16, losing ~u·(|mean|/std)² of the variance with their u "
+                "(2^-11, 2^-8), as float32 loses its own (flax-fast-variance-offset); with the default (True) "
+                "they are reduced in float32 and pass up to |mean|/std ≈ 300. Measured (16 × 2, 3 seeds): "
+                "training output beyond the bound from |mean|/std ≈ 11 (bfloat16) and ≈ 100 (float16), dx "
+                "alike; region: the float32 rule (> 3 for the output and gradients, > 1 for the statistics). "
+                "Witness (bfloat16, |mean|/std ≈ 90): the variance vanishes and the output is off by 656, 111× "
+                "the bound (force_float32_reductions=True: 0.0018 of it; float16 on the same data: 580×, dx NaN); "
+                "flax.linen.two_pass passes there (0.0018)"),
+        region=under(_NO_F32, _low_precision_fast_variance),
+        witness=Case(dtype="bfloat16", shape=(16, 2), seed=0, log10_scale=0.0, log10_offset=2.0,
+                     constant_channel=False, eps=1e-5, new_batch_weight=1.0, options=_NO_F32),
+        witness_property="train_forward",
+        advice="leave force_float32_reductions=True (the default) with float16/bfloat16 input, or set "
+               "use_fast_variance=False"),
+    OptionDivergence(
+        id="flax-no-float32-reductions-fp16-square-overflow",
+        implementations=("flax.linen", "flax.linen.two_pass"),
+        properties=_FORWARD + ("running_stats", "state_after_calls", "batch_stats"),
+        reason=("with force_float32_reductions=False the squares of the variance are taken in float16 "
+                "(flax/linen/normalization.py:111-114, _abs_sq at :139 or :145-146): x² (fast variance) or "
+                "(x − mean)² (use_fast_variance=False) ≥ 65520 for |x| or |x − mean| ≥ 256 is inf, the "
+                "variance inf, rsqrt 0 and the output beta (or NaN where E[x]² overflows too); float32 "
+                "reductions (the default) pass. Witness (float16, std ≈ 100, max |x| 656): the training output "
+                "is 0, off by 0.755, 59× the bound, for both (force_float32_reductions=True: 0.09 of it); dx "
+                "27× the bound"),
+        region=under(_NO_F32, _fp16_square_overflows),
+        witness=Case(dtype="float16", shape=(16, 2), seed=0, log10_scale=2.0, log10_offset=None,
+                     constant_channel=False, eps=1e-5, new_batch_weight=1.0, options=_NO_F32),
+        witness_property="train_forward",
+        advice="leave force_float32_reductions=True (the default) with float16 input whose values or deviations "
+               "reach 256"),
+]
+
+FINDINGS += OPTIONS
