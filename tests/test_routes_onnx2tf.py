@@ -165,3 +165,18 @@ def test_known_onnx2tf_witness(d, name):
 def test_known_onnx2tf_training_witness():
     need(ROUTES["onnx.node+onnx2tf"])
     check_training_node(next(d.witness for d in KNOWN if d.id == TRAINING))
+
+
+def test_onnx2tf_fetches_nothing(monkeypatch):
+    """A conv state's input is 4-D with 3 channels, where onnx2tf loads its calibration images: from the
+    file the route writes, with every socket connection refused (onnx2tf would fetch it from GitHub)."""
+    import socket
+    need(ROUTES["onnx.node+onnx2tf"])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"onnx2tf opened a connection: {args}")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    state = FoldState(layer="conv", kind="ordinary", dtype="float32", seed=0, bias=True)
+    assert state.x.shape[1] == 3
+    assert max(check_route(ROUTES["onnx.node+onnx2tf"], state, "conv")) <= 1
