@@ -1,6 +1,7 @@
 """TensorFlow's documented findings: tf.keras and the book's tf.scratch (and their paths),
 MirroredStrategy (tf.mirrored.sync), the whole BN-LeNet (tf.keras, tf.scratch, tf.mirrored,
-tf.mirrored.sync), the book's TensorFlow tab and the TFLite converter route (equiv.routes: tf.keras+tflite)."""
+tf.mirrored.sync), the book's TensorFlow tab, the TFLite converter route (equiv.routes: tf.keras+tflite)
+and the onnx2tf routes (onnx.node+onnx2tf, torch.builtin+onnx2tf)."""
 import numpy as np
 
 from equiv.known._regions import _FORWARD, _red, global_offset_ratio
@@ -200,4 +201,71 @@ ROUTES = [
                "channel) before float16 quantization"),
 ]
 
-FINDINGS += ROUTES
+# --- onnx2tf (equiv.routes.tf_targets): ONNX → tf_keras, SavedModel, TFLite ---------------------------
+_ONNX2TF = ("onnx.node+onnx2tf", "torch.builtin+onnx2tf")
+ONNX2TF = [
+    RouteDivergence(
+        id="onnx2tf-tflite-fold-bias-cancels",
+        implementations=("onnx.node+onnx2tf",),
+        layers=("conv", "linear"),
+        reason=("onnx2tf 1.28.8 writes an ONNX BatchNormalization as tf.nn.batch_normalization with the node's "
+                "statistics as constants (onnx2tf/ops/BatchNormalization.py:155-169), and TFLiteConverter (tensorflow "
+                "2.21.0) folds it as in tflite-fold-bias-cancels: b' = b·inv + (beta − mean·inv), two large terms "
+                "that cancel where b ≈ mean (a dead channel), not (b − mean)·inv + beta. The float32 flatbuffer is "
+                "outside the folded bound there, within the unfolded one; the tf_keras model and the SavedModel "
+                "(unfolded) are within bound. Witness: float32 Conv(3, 4, 3, stride 2, padding 1) → "
+                "BatchNormalization, channels 0 and 1 dead with large gamma: off by 5.10e-5, 10.4× the folded "
+                "bound (0.053× the unfolded one; 0.029× the sum of bounds against onnxruntime). float16 weights "
+                "(model_float16.tflite, computed in float32): within bound."),
+        region=lambda s: s.dtype == "float32" and s.bias and s.kind.startswith("dead"),
+        witness=FoldState(layer="conv", kind="dead_large_gamma", dtype="float32", seed=852565, bias=True, stride=2,
+                          padding=1),
+        advice="none needed for inference accuracy at the unfolded layers' level; fold yourself as "
+               "(b − mean)·s + beta before converting where a folded model is held to a tighter bound"),
+    RouteDivergence(
+        id="onnx2tf-torch-linear-fold-bias-cancels",
+        implementations=("torch.builtin+onnx2tf",),
+        layers=("linear",),
+        reason=("torch.onnx.export (torch 2.13.0, dynamo=False) leaves Linear → BatchNorm1d as Gemm → "
+                "BatchNormalization, which onnx2tf and TFLiteConverter fold as in onnx2tf-tflite-fold-bias-cancels "
+                "(b' = b·inv + (beta − mean·inv), cancelling where b ≈ mean). Conv2d → BatchNorm2d is folded by the "
+                "exporter's own constant folding, in torch, and the flatbuffer is within the folded bound (0.03× on "
+                "that finding's witness). Witness: float32 Linear(8, 4) → BatchNorm1d, channels 0 and 1 dead with "
+                "large gamma: 3.03× the folded bound (0.029× the sum of bounds against eager torch)."),
+        region=lambda s: s.dtype == "float32" and s.bias and s.kind.startswith("dead"),
+        witness=FoldState(layer="linear", kind="dead_large_gamma", dtype="float32", seed=5, bias=True),
+        advice="none needed at the unfolded layers' level; fold Linear → BatchNorm1d in torch first "
+               "(torch.nn.utils.fusion.fuse_linear_bn_eval) where a folded model is held to a tighter bound"),
+    RouteDivergence(
+        id="onnx2tf-fp16-bn-scale-clamped",
+        implementations=("onnx.node+onnx2tf",),
+        layers=("bn",),
+        reason=("onnx2tf's model_float16.tflite stores a BatchNormalization left alone as MUL and ADD with float16 "
+                "constants, clamped to ±65504 by TFLiteConverter as in tflite-fp16-bn-scale-clamped "
+                "(prepare_quantize_dynamic_range.cc, convertToFloat16Constant): a dead channel with a large gamma "
+                "(scale |gamma|/sqrt(var + eps) beyond 65504) is multiplied by 65504, finite and wrong. Witness: "
+                "BatchNormalization alone on a Conv(3, 4, 3) output, channel 1 dead with gamma −286.5 (scale "
+                "9.06e4): outputs off by up to 50.0 (oracle −140 … 174), 45.3× the bound; onnxruntime on the "
+                "float32 graph 0.14×."),
+        region=_tflite_fp16_scale_clamped,
+        witness=FoldState(layer="conv", kind="dead_large_gamma", dtype="float16", seed=0, bias=False),
+        advice="use model_float32.tflite, or clip |gamma|/sqrt(var + eps) below 65504 (or drop the dead channel) "
+               "before onnx2tf"),
+    RouteDivergence(
+        id="onnx2tf-training-node-inference",
+        implementations=("onnx.node+onnx2tf",),
+        layers=("bn_train",),
+        reason=("onnx2tf 1.28.8 reads a BatchNormalization's training_mode and does not use it "
+                "(onnx2tf/ops/BatchNormalization.py:91, \"# disuse\"): a training node (training_mode=1, three "
+                "outputs) becomes tf.nn.batch_normalization with the running statistics, its one output Y (:54); "
+                "the running mean and variance outputs are dropped, so the momentum and the running-variance "
+                "estimator go too. Every target (tf_keras, SavedModel, TFLite) normalizes a batch with the running "
+                "statistics: within the inference bound of the inference oracle, and off the training oracle. "
+                "Witness (layer \"bn_train\": BatchNormalization alone, training_mode=1, on a Conv(3, 4, 3) "
+                "output): off by 0.524, 2.3e5× the training bound, the same on all three targets. No warning."),
+        region=lambda s: True,
+        witness=FoldState(layer="conv", kind="ordinary", dtype="float32", seed=0, bias=True),
+        advice="convert the inference graph only; train in the source framework"),
+]
+
+FINDINGS += ROUTES + ONNX2TF

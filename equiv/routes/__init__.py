@@ -1,6 +1,6 @@
 """Conversion and deployment routes: a tool that rewrites a trained model before it is shipped, here
 by folding BatchNorm into the convolution or linear layer before it, in the model's own precision, or
-by converting the model to another runtime (TFLite, jax2tf).
+by converting the model to another runtime (TFLite, jax2tf, onnx2tf).
 
 A route is data (``Route``: the source layers, the tool and its version pin, what it folds, the
 dtypes it runs, how to install it) plus a small function in a module of this package, one module per
@@ -115,6 +115,27 @@ ROUTES.update({r.name: r for r in [
 ]})
 
 
+# --- into TensorFlow from other frameworks (equiv.routes.tf_targets): onnx2tf's tf_keras model and SavedModel
+# keep the BatchNorm (tf.nn.batch_normalization, constants); its TFLite flatbuffers fold it ("folds")
+_TARGETS = "equiv.routes.tf_targets"
+_ONNX2TF_PIN = "onnx2tf==1.28.8, tensorflow-cpu==2.21.0, tf-keras==2.21.0, ai-edge-litert==2.3.0, onnx==1.23.2"
+_ONNX2TF = ("onnx2tf", "tensorflow", "tf_keras", "ai_edge_litert", "onnx", "onnxruntime")
+_ONNX2TF_CALL = ("onnx2tf.convert(onnx_graph=model, not_use_onnxsim=True), offline: the tf_keras model, its SavedModel "
+                 "(tf.saved_model.load) and model_float32.tflite / model_float16.tflite (ai_edge_litert's Interpreter)")
+# a training node becomes an inference one (onnx2tf-training-node-inference): no training mode, momentum or state
+_ONNX2TF_KEEPS = ("inference", "eps")
+
+ROUTES.update({r.name: r for r in [
+    Route("onnx.node+onnx2tf", _ONNX_SOURCE + "; BatchNormalization alone", _ONNX2TF_CALL, _ONNX2TF_PIN,
+          ("conv", "linear"), _TARGETS, "onnx2tf", _ONNX_HALF, runs=("bn",), requires=_ONNX2TF, lands="tensorflow",
+          keeps=_ONNX2TF_KEEPS),
+    Route("torch.builtin+onnx2tf", f"{_CONV}; {_LINEAR}",
+          "torch.onnx.export(model.eval(), dynamo=False), then " + _ONNX2TF_CALL, f"{_PIN}, {_ONNX2TF_PIN}",
+          ("conv", "linear"), _TARGETS, "torch_onnx2tf", requires=_ONNX2TF + ("torch",), lands="tensorflow",
+          keeps=_ONNX2TF_KEEPS),
+]})
+
+
 @dataclass(frozen=True)
 class NotRun:
     """A route tool that does not install or run here, with the measured reason (never dropped silently)."""
@@ -127,3 +148,25 @@ class NotRun:
 
 # Filled by the tool families' modules' authors as they measure; rendered in the docs' routes page.
 NOT_RUN: dict = {}
+
+_MEASURED = "2026-12-07, x86-64 Linux, Python 3.11.7"
+NOT_RUN.update({t.route: t for t in [
+    NotRun("nobuco 0.17.0", "torch.builtin+nobuco",
+           "pip install nobuco==0.17.0 next to torch==2.13.0 and tensorflow-cpu==2.21.0 (keras 3.15.1, tf-keras "
+           "2.21.0); then next to tensorflow-cpu==2.15.1, keras==2.15.0 (numpy 1.26.4) and torchvision==0.28.0",
+           "it installs but does not import. nobuco needs Keras 2 as `keras`: `from keras.src.engine.keras_tensor "
+           "import KerasTensor` (nobuco/commons.py:3) raises \"ModuleNotFoundError: No module named "
+           "'keras.src.engine'\" under Keras 3, and tf-keras is imported as `tf_keras`, not `keras`; Keras 2 means "
+           "tensorflow-cpu<=2.15 (\"tensorflow-cpu==2.21.0 depends on keras>=3.12.0\", uv's resolver). Under 2.15.1 "
+           "it imports torchvision (nobuco/trace/trace.py:11), whose release for torch 2.13.0 on PyPI, 0.28.0, is a "
+           "CUDA build: \"RuntimeError: operator torchvision::nms does not exist\" (docs/findings/notes/pytorch.md). "
+           "Read, not run: its BatchNorm1d/2d converter (nobuco/node_converters/normalization.py:16-25) makes "
+           "keras.layers.BatchNormalization(momentum=1 − momentum, epsilon=eps) with the module's weights and "
+           "statistics: a trainable layer, torch's momentum translated to Keras' (old statistics weighted by it), "
+           "eps as given, and Keras' biased running variance where torch's is unbiased",
+           _MEASURED),
+    NotRun("onnx2tf 2.6.9", "onnx.node+onnx2tf",
+           "pip install onnx2tf==2.6.9 next to tensorflow-cpu==2.21.0 and torch==2.13.0",
+           "\"onnx2tf==2.6.9 depends on Python>=3.12\" (uv's resolver; unpinned, it picks 1.28.8, the last release for "
+           "Python 3.11, which the routes run; the pinned CPU torch wheel is cp311)", _MEASURED),
+]})
