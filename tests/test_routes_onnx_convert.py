@@ -1,0 +1,117 @@
+"""The tf2onnx route (equiv.routes.onnx_convert: tf.keras+tf2onnx) on states drawn as trained networks have
+them (equiv.routes.states): per layer (Conv2D or Dense → BatchNormalization, or BatchNormalization alone on
+the layer's output), kind of state and dtype (float32; float16: a float16 Keras model), the converted
+model in onnxruntime against the float64 oracle under the folded layer's bound where tf2onnx folds (a
+float32 Conv2D without a bias: no Mul, Add left) and the unfolded bound where it does not, eager Keras against it
+under the unfolded bound, and the two under the sum; that no BatchNormalization node is left; that the
+state's eps survives; that a training-mode trace converts to the batch statistics' forward, within the
+training bound, with the running statistics' updates dropped."""
+import numpy as np
+import pytest
+
+from equiv import registry
+from equiv.known import ROUTE_KNOWN
+from equiv.routes import ROUTES
+from equiv.routes.states import KINDS, FoldState, fold_states
+from equiv.tolerance import ToleranceError, assert_close, train_forward
+from reference.batch_norm import batch_norm_train
+from tests.route_helpers import oracle_and_bounds, within_bound
+
+NAME = "tf.keras+tf2onnx"
+ROUTE = ROUTES[NAME]
+# a conversion takes ~0.5 s: one state per (layer, kind, dtype) under ci
+EXAMPLES = {"dev": 1, "ci": 1, "thorough": 20, "mutation": 3}
+KNOWN = [d for d in ROUTE_KNOWN if NAME in d.implementations]
+
+pytestmark = pytest.mark.skipif(not registry.framework_installed(NAME, registry.ROUTE),
+                                reason=f"{NAME} needs {', '.join(ROUTE.requires)}: "
+                                       f"{registry.install_command(NAME, registry.ROUTE)}")
+
+
+def known(layer, state):
+    return next((d for d in KNOWN if layer in d.layers and d.region(state)), None)
+
+
+def folds(state, layer):
+    """Where tf2onnx folds (measured): a float32 Conv2D without a bias; with one, in float16 (a Cast between
+    the Conv and the Mul), and after a Dense, Mul and Add stay."""
+    return layer in ROUTE.folds and not state.bias and state.dtype == "float32"
+
+
+def check_route(state, layer):
+    """Convert and run; returns the (onnx/oracle, eager/oracle, onnx/eager) error/bound ratios."""
+    from equiv.routes import onnx_convert as oc
+    from equiv.routes import tf_convert as tc
+    model = tc.keras_model(state, layer, state.dtype)
+    converted = registry.load_route(NAME)(model)
+    y_onnx, y_eager = oc.run(converted, state, layer), tc.run_keras(model, state, layer)
+    y, unfolded, folded = oracle_and_bounds(state, layer)
+    assert "BatchNormalization" not in converted.ops, converted.ops
+    assert converted.folded() == folds(state, layer), f"{NAME} {layer} bias {state.bias}: ops {converted.ops}"
+    bound = folded if folds(state, layer) else unfolded
+    return (assert_close(f"{NAME} {layer} vs oracle", y_onnx, y, bound),
+            assert_close(f"eager keras {layer} vs oracle", y_eager, y, unfolded),
+            assert_close(f"{NAME} {layer} vs eager", y_onnx, y_eager, bound + unfolded))
+
+
+CASES = [(layer, kind, dtype) for layer in ROUTE.layers for kind in KINDS for dtype in ROUTE.dtypes]
+
+
+@pytest.mark.parametrize("layer,kind,dtype", CASES, ids=["-".join(c) for c in CASES])
+def test_tf2onnx_within_bound(layer, kind, dtype):
+    within_bound(fold_states("conv" if layer == "bn" else layer, kind, (dtype,)),
+                 lambda state: check_route(state, layer), EXAMPLES, 1,
+                 skip=lambda state: known(layer, state))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_tf2onnx_folds_a_conv_only_without_bias(bias):
+    """The transpose optimizer folds the Mul into a Conv without a bias (and the Add becomes its bias); a
+    Conv with a bias keeps Conv, Mul, Add."""
+    from equiv.routes import tf_convert as tc
+    state = FoldState(layer="conv", kind="ordinary", dtype="float32", seed=0, bias=bias)
+    ops = registry.load_route(NAME)(tc.keras_model(state, "conv")).ops
+    assert [op for op in ops if op != "Transpose"] == (["Conv", "Mul", "Add"] if bias else ["Conv"])
+
+
+def test_tf2onnx_keeps_the_given_eps():
+    """A dead channel (running variance 0) with eps 1e-5: the converted model is within bound of the
+    oracle with 1e-5 and far out of it with Keras' default 1e-3 (the folded scale is 10× apart)."""
+    from equiv.routes import onnx_convert as oc
+    from equiv.routes import tf_convert as tc
+    state = FoldState(layer="conv", kind="dead", dtype="float32", seed=0, bias=False)
+    converted = registry.load_route(NAME)(tc.keras_model(state, "conv"))
+    assert converted.folded()
+    y_onnx = oc.run(converted, state, "conv")
+    _, _, folded = oracle_and_bounds(state, "conv")
+    assert assert_close("tf2onnx vs oracle eps 1e-5", y_onnx, state.oracle(), folded) <= 1
+    default = FoldState(layer="conv", kind="dead", dtype="float32", seed=0, bias=False, eps=1e-3)
+    with pytest.raises(ToleranceError):
+        assert_close("tf2onnx vs oracle eps 1e-3", y_onnx, default.oracle(), folded)
+
+
+@pytest.mark.parametrize("kind", ["ordinary", "offset", "large_gamma"])
+def test_tf2onnx_training_trace_drops_the_running_statistics(kind):
+    """``from_function`` of ``model(x, training=True)``: the batch statistics' forward, within the training
+    bound of the oracle; no BatchNormalization node, one output (y): the moving mean and variance updates
+    (AssignVariableOp) are removed, so the momentum does not survive."""
+    from equiv.routes import onnx_convert as oc
+    from equiv.routes import tf_convert as tc
+    state = FoldState(layer="conv", kind=kind, dtype="float32", seed=1, bias=False)
+    converted = oc.tf2onnx_training(tc.keras_model(state, "bn"))
+    assert "BatchNormalization" not in converted.ops and "ReduceMean" in converted.ops, converted.ops
+    assert len(converted.model.graph.output) == 1
+    z = tc.bn_input(state)
+    y, _, _ = batch_norm_train(z, state.gamma, state.beta, eps=state.eps)
+    assert assert_close("tf2onnx training vs oracle", oc.run(converted, state, "bn"), y,
+                        train_forward(z, state.gamma, state.beta, state.eps, "float32")) <= 1
+    y_running = oracle_and_bounds(state, "bn")[0]
+    assert not np.allclose(oc.run(converted, state, "bn"), y_running, atol=1e-2), "ran the running statistics"
+
+
+@pytest.mark.parametrize("d", [pytest.param(d, id=d.id, marks=pytest.mark.xfail(strict=True, raises=ToleranceError,
+                                                                                 reason=d.id)) for d in KNOWN])
+def test_known_tf2onnx_witness(d):
+    """Strict xfail: out of its bound against the oracle on the witness (a fixed release turns it red)."""
+    assert d.region(d.witness) and d.witness.representable()
+    check_route(d.witness, "bn" if "bn" in d.layers else d.witness.layer)
