@@ -122,3 +122,24 @@ class NotRun:
 
 # Filled by the tool families' modules' authors as they measure; rendered in the docs' routes page.
 NOT_RUN: dict = {}
+
+_MEASURED = "2026-12-07, x86-64 Linux, Python 3.11"
+_ONNX2TORCH = ("pip install onnx2torch==1.5.15 next to torch==2.13.0 (+cpu), onnx==1.23.2: it requires torchvision "
+               "(1.5.15, 1.5.4, 1.3.0, 1.2.5 read: each lists it and imports it in nms.py and roialign.py), "
+               "which resolves to PyPI's torchvision==0.28.0, a CUDA build")
+_WHY = ("import onnx2torch fails: onnx2torch/node_converters/nms.py:11 imports torchvision, whose ops library "
+        "does not load next to the CPU torch: 'RuntimeError: operator torchvision::nms does not exist' "
+        "(torchvision/_meta_registrations.py:163; tox -e torchvision pins the same error). ")
+NOT_RUN.update({n.route: n for n in [
+    NotRun("onnx2torch", "torch.builtin+onnx2torch", _ONNX2TORCH + "; the ONNX file of torch.onnx.export "
+           "(dynamo=False, opset 17), module.eval() and training=TRAINING",
+           _WHY + "With torchvision stubbed in sys.modules, for a measurement only: the inference node becomes "
+           "torch.nn.BatchNorm2d with eps 9.999999747378752e-06 (the float32 attribute, not 1e-5), momentum "
+           "0.10000002384185791 (1 − the float32 0.9, batch_norm.py:58), running statistics as buffers, the "
+           "GraphModule returned in training mode (a call without .eval() uses batch statistics); outputs equal "
+           "to torch's after .eval(); the training-mode node (three outputs) raises NotImplementedError('BatchNorm "
+           "operation with mean/var output is not implemented', batch_norm.py:94)", _MEASURED),
+    NotRun("onnx2torch", "tf.keras+tf2onnx+onnx2torch", _ONNX2TORCH + "; the ONNX file of tf.keras+tf2onnx",
+           _WHY + "tf2onnx's graph holds no BatchNormalization node (Mul and Add of constants, or folded into the "
+           "Conv: equiv.routes.onnx_convert), so there is no BatchNorm for onnx2torch to make trainable", _MEASURED),
+]})
