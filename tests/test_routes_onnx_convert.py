@@ -115,3 +115,30 @@ def test_known_tf2onnx_witness(d):
     """Strict xfail: out of its bound against the oracle on the witness (a fixed release turns it red)."""
     assert d.region(d.witness) and d.witness.representable()
     check_route(d.witness, "bn" if "bn" in d.layers else d.witness.layer)
+
+
+def test_tf2onnx_bfloat16_becomes_float16():
+    """tf2onnx maps TensorFlow's bfloat16 to ONNX FLOAT16 (tf2onnx/tf_utils.py:76): a bfloat16 Keras
+    BatchNormalization alone converts to a graph whose input and output are float16 (its Mul and Add in
+    float32 between Casts), within the bfloat16 bound of the oracle and closer to it than eager Keras in
+    bfloat16; after a Conv2D or a Dense the layer's weights stay bfloat16 and onnxruntime refuses the graph."""
+    import onnx
+
+    from equiv.routes import onnx_convert as oc
+    from equiv.routes import tf_convert as tc
+    from equiv.tolerance import infer_forward
+    from reference.batch_norm import batch_norm_infer
+    state = FoldState(layer="conv", kind="ordinary", dtype="bfloat16", seed=0, bias=False)
+    model = tc.keras_model(state, "bn", "bfloat16")
+    converted = registry.load_route(NAME)(model)
+    graph = converted.model.graph
+    assert {v.type.tensor_type.elem_type for v in [*graph.input, *graph.output]} == {onnx.TensorProto.FLOAT16}
+    z = tc.bn_input(state)
+    y = batch_norm_infer(z, **state.bn, eps=state.eps)
+    bound = infer_forward(z, state.gamma, state.beta, state.running_mean, state.running_var, state.eps, "bfloat16")
+    ratio = assert_close("tf2onnx bfloat16 bn vs oracle", oc.run(converted, state, "bn"), y, bound)
+    assert ratio < assert_close("eager keras bfloat16 bn vs oracle", tc.run_keras(model, state, "bn"), y, bound)
+    for layer in ("conv", "linear"):
+        with pytest.raises(Exception, match="bfloat16"):
+            registry.load_route(NAME)(tc.keras_model(FoldState(layer=layer, kind="ordinary", dtype="bfloat16",
+                                                               seed=0, bias=True), layer, "bfloat16"))

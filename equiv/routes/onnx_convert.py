@@ -18,6 +18,10 @@ model. The given eps survives (it is in the constants: dead channels within boun
 float16 (a Keras model of dtype float16): the converted graph computes the BatchNormalization's Mul
 and Add in float32 between Casts, as Keras does, and the Conv2D or Dense in float16; the Cast between
 the Conv and the Mul keeps the optimizer from folding, so nothing is folded in float16.
+bfloat16 is not a dtype of the route: tf2onnx maps TensorFlow's bfloat16 to ONNX FLOAT16
+(tf2onnx/tf_utils.py:76, TF_TO_ONNX_DTYPE), so a bfloat16 BatchNormalization alone becomes a float16 graph
+(float16 input and output: more precise than bfloat16, range 65504), and after a Conv2D or a Dense,
+whose weights stay bfloat16, onnxruntime refuses the graph (measured; tests/test_routes_onnx_convert.py).
 
 What does not survive: the conversion is of an inference function. The running statistics, the
 momentum and the running-variance estimator are gone (constants in Mul and Add); a training-mode trace
