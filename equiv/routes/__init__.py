@@ -1,6 +1,6 @@
 """Conversion and deployment routes: a tool that rewrites a trained model before it is shipped, here
 by folding BatchNorm into the convolution or linear layer before it, in the model's own precision, or
-by converting the model to another runtime (TFLite, jax2tf).
+by converting the model to another runtime (TFLite, jax2tf, tf2onnx into onnxruntime).
 
 A route is data (``Route``: the source layers, the tool and its version pin, what it folds, the
 dtypes it runs, how to install it) plus a small function in a module of this package, one module per
