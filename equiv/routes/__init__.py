@@ -99,7 +99,8 @@ ROUTES.update({r.name: r for r in [
 ]})
 
 # --- ONNX converters (equiv.routes.onnx_convert): tf2onnx's Keras conversion, run by onnxruntime; what it
-# folds depends on the layer's bias (a Conv2D without one: folded; with one, and every Dense: Mul, Add kept)
+# folds depends on the layer's bias (a float32 Conv2D without one: folded; with one, in float16 and every
+# Dense: Mul, Add kept), and onnxruntime's default optimization level folds the Conv's Mul and Add
 ROUTES.update({r.name: r for r in [
     Route("tf.keras+tf2onnx", "keras.layers.Conv2D → BatchNormalization; Dense → BatchNormalization; "
           "BatchNormalization alone (NHWC)",
@@ -107,6 +108,12 @@ ROUTES.update({r.name: r for r in [
           "tf2onnx==1.17.0, tensorflow-cpu==2.21.0, keras==3.15.1, onnx==1.23.2, onnxruntime==1.32.0",
           ("conv",), "equiv.routes.onnx_convert", "tf2onnx_keras", ("float32", "float16"), runs=("linear", "bn"),
           requires=("tf2onnx", "tensorflow", "keras") + _ORT),
+    Route("tf.keras+tf2onnx+ort_all", "keras.layers.Conv2D → BatchNormalization; Dense → BatchNormalization; "
+          "BatchNormalization alone (NHWC)", "tf2onnx.convert.from_keras(model, input_signature, opset=17), run by "
+          "onnxruntime's default InferenceSession (CPU, ORT_ENABLE_ALL)",
+          "tf2onnx==1.17.0, tensorflow-cpu==2.21.0, keras==3.15.1, onnx==1.23.2, onnxruntime==1.32.0",
+          ("conv",), "equiv.routes.onnx_convert", "tf2onnx_keras_ort_all", ("float32", "float16"),
+          runs=("linear", "bn"), requires=("tf2onnx", "tensorflow", "keras") + _ORT),
 ]})
 
 

@@ -30,6 +30,14 @@ statistics' forward (ReduceMean, Sub, Mul, ...) with the moving-statistics updat
 tf2onnx/tf_loader.py:285-296, fix_freezing_errors, removes every AssignVariableOp (its warning names
 the node after the one it removed) and the graph's one output is y (tests/test_routes_onnx_convert.py).
 
+``tf.keras+tf2onnx+ort_all``: the same graph in an InferenceSession with onnxruntime's default
+ORT_ENABLE_ALL (the model it saves to optimized_model_filepath). Its ConvMulFusion and ConvAddFusion fold
+the Mul and the Add that tf2onnx left after a Conv with a bias, and after a float16 Conv: W·s and b·s
+(onnxruntime/core/optimizer/conv_mul_fusion.cc:64, :68), then b·s + (beta − mean·s)
+(conv_add_fusion.cc:57; read at microsoft/onnxruntime@047055a): every Conv2D → BatchNormalization is
+folded, as measured, and a float16 Conv runs in float32 between Casts. MatMul or Gemm, Mul, Add stay.
+Finding: tf2onnx-ort-fold-bias-cancels (equiv/known/onnx.py).
+
 onnx2torch does not import here (equiv.routes.NOT_RUN).
 """
 from equiv.routes import onnx_fold
@@ -67,6 +75,12 @@ def _spec(model):
 def tf2onnx_keras(model):
     """``tf2onnx.convert.from_keras`` of a Keras model: the Converted."""
     return _convert(model, _spec(model))
+
+
+def tf2onnx_keras_ort_all(model):
+    """The same graph in an InferenceSession at ORT_ENABLE_ALL, as onnxruntime's default session options build it."""
+    made = onnx_fold.load(tf2onnx_keras(model).model, "all")
+    return Converted(made.model, made.runner)
 
 
 def tf2onnx_training(model):
