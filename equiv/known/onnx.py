@@ -1,6 +1,6 @@
 """ONNX's documented findings: the BatchNormalization node (onnx.node and its paths) and torch.builtin's
 ONNX exports, what they compute and what the exporters write; the ONNX folding routes (equiv.routes:
-onnxruntime's optimization levels, onnxslim, onnxsim)."""
+onnxruntime's optimization levels, onnxslim, onnxsim) and converter routes (tf2onnx)."""
 from equiv.known._regions import _eps_float32, _f32_gap, everywhere, fold_intermediates_overflow
 from equiv.known.base import Divergence, ExportFinding, RouteDivergence
 from equiv.routes.states import FoldState
@@ -150,6 +150,30 @@ ROUTES = [
         region=fold_intermediates_overflow,
         witness=_FP16_WITNESS,
         advice=_ADVICE),
+    RouteDivergence(
+        id="tf2onnx-ort-fold-bias-cancels",
+        implementations=("tf.keras+tf2onnx+ort_all",),
+        layers=("conv",),
+        reason=("tf2onnx 1.17.0 converts Keras' BatchNormalization after a Conv2D with a bias to Mul by "
+                "s = gamma·rsqrt(var + eps) and Add of beta − mean·s (grappler's constfold of "
+                "tf.nn.batch_normalization, tensorflow/python/ops/nn_impl.py:1491-1497; its transpose optimizer folds "
+                "the Mul only into a Conv without a bias, tf2onnx/optimizer/transpose_optimizer.py:581), and "
+                "onnxruntime 1.32.0's default ORT_ENABLE_ALL folds both into the Conv: ConvMulFusion W·s and b·s "
+                "(onnxruntime/core/optimizer/conv_mul_fusion.cc:64, :68), ConvAddFusion b·s + (beta − mean·s) "
+                "(conv_add_fusion.cc:57; read at microsoft/onnxruntime@047055a): two large terms that cancel "
+                "where b ≈ mean (a dead channel: its output is its bias), not (b − mean)·s + beta. float32 error "
+                "u·s·(|b| + |mean|), outside the folded bound, inside the unfolded one (eager Keras and the graph "
+                "under ORT_DISABLE_ALL make the same cancellation at run time, 0.062× the unfolded bound). Witness: "
+                "float32 Conv2D(3, 4, 3, padding 1, bias) → BatchNormalization, channel 1 dead (running variance "
+                "1e-8, eps 1e-5, s = 295, b = −0.170281, mean = −0.170470): outputs of channel 1 off by 3.43e-6, "
+                "1.74× the folded bound (0.045× the unfolded one); 0.025× the sum of bounds against eager Keras. "
+                "float16 (a float16 Keras model: the Conv runs in float32 between Casts once folded): within bound; "
+                "the same cancellation as TFLite's (tflite-fold-bias-cancels, equiv/known/tf.py)"),
+        region=lambda s: s.dtype == "float32" and s.bias and s.kind.startswith("dead"),
+        witness=FoldState(layer="conv", kind="dead", dtype="float32", seed=32767, bias=True, padding=1),
+        advice="none needed for inference accuracy at the unfolded layers' level; where a folded model is held "
+               "to a tighter bound, build the Conv2D without a bias before BatchNormalization (tf2onnx then folds "
+               "it as (W·s, beta − mean·s)), or fold yourself as (b − mean)·s + beta"),
 ]
 
 FINDINGS += ROUTES

@@ -1,6 +1,6 @@
 """Conversion and deployment routes: a tool that rewrites a trained model before it is shipped, here
 by folding BatchNorm into the convolution or linear layer before it, in the model's own precision, or
-by converting the model to another runtime (TFLite, jax2tf, onnx2tf).
+by converting the model to another runtime (TFLite, jax2tf, tf2onnx into onnxruntime, onnx2tf).
 
 A route is data (``Route``: the source layers, the tool and its version pin, what it folds, the
 dtypes it runs, how to install it) plus a small function in a module of this package, one module per
@@ -114,6 +114,24 @@ ROUTES.update({r.name: r for r in [
           "onnxsim_simplify", _ONNX_HALF, runs=("linear",), requires=_ORT + ("onnxsim",)),
 ]})
 
+# --- ONNX converters (equiv.routes.onnx_convert): tf2onnx's Keras conversion, run by onnxruntime; what it
+# folds depends on the layer's bias (a float32 Conv2D without one: folded; with one, in float16 and every
+# Dense: Mul, Add kept), and onnxruntime's default optimization level folds the Conv's Mul and Add
+ROUTES.update({r.name: r for r in [
+    Route("tf.keras+tf2onnx", "keras.layers.Conv2D → BatchNormalization; Dense → BatchNormalization; "
+          "BatchNormalization alone (NHWC)",
+          "tf2onnx.convert.from_keras(model, input_signature, opset=17), run by onnxruntime (CPU, ORT_DISABLE_ALL)",
+          "tf2onnx==1.17.0, tensorflow-cpu==2.21.0, keras==3.15.1, onnx==1.23.2, onnxruntime==1.32.0",
+          ("conv",), "equiv.routes.onnx_convert", "tf2onnx_keras", ("float32", "float16"), runs=("linear", "bn"),
+          requires=("tf2onnx", "tensorflow", "keras") + _ORT),
+    Route("tf.keras+tf2onnx+ort_all", "keras.layers.Conv2D → BatchNormalization; Dense → BatchNormalization; "
+          "BatchNormalization alone (NHWC)", "tf2onnx.convert.from_keras(model, input_signature, opset=17), run by "
+          "onnxruntime's default InferenceSession (CPU, ORT_ENABLE_ALL)",
+          "tf2onnx==1.17.0, tensorflow-cpu==2.21.0, keras==3.15.1, onnx==1.23.2, onnxruntime==1.32.0",
+          ("conv",), "equiv.routes.onnx_convert", "tf2onnx_keras_ort_all", ("float32", "float16"),
+          runs=("linear", "bn"), requires=("tf2onnx", "tensorflow", "keras") + _ORT),
+]})
+
 
 # --- into TensorFlow from other frameworks (equiv.routes.tf_targets): onnx2tf's tf_keras model and SavedModel
 # keep the BatchNorm (tf.nn.batch_normalization, constants); its TFLite flatbuffers fold it ("folds")
@@ -169,4 +187,24 @@ NOT_RUN.update({t.route: t for t in [
            "pip install onnx2tf==2.6.9 next to tensorflow-cpu==2.21.0 and torch==2.13.0",
            "\"onnx2tf==2.6.9 depends on Python>=3.12\" (uv's resolver; unpinned, it picks 1.28.8, the last release for "
            "Python 3.11, which the routes run; the pinned CPU torch wheel is cp311)", _MEASURED),
+]})
+
+_ONNX2TORCH = ("pip install onnx2torch==1.5.15 next to torch==2.13.0 (+cpu), onnx==1.23.2: it requires torchvision "
+               "(1.5.15, 1.5.4, 1.3.0, 1.2.5 read: each lists it and imports it in nms.py and roialign.py), "
+               "which resolves to PyPI's torchvision==0.28.0, a CUDA build")
+_WHY = ("import onnx2torch fails: onnx2torch/node_converters/nms.py:11 imports torchvision, whose ops library "
+        "does not load next to the CPU torch: 'RuntimeError: operator torchvision::nms does not exist' "
+        "(torchvision/_meta_registrations.py:163; tox -e torchvision pins the same error). ")
+NOT_RUN.update({n.route: n for n in [
+    NotRun("onnx2torch", "torch.builtin+onnx2torch", _ONNX2TORCH + "; the ONNX file of torch.onnx.export "
+           "(dynamo=False, opset 17), module.eval() and training=TRAINING",
+           _WHY + "With torchvision stubbed in sys.modules, for a measurement only: the inference node becomes "
+           "torch.nn.BatchNorm2d with eps 9.999999747378752e-06 (the float32 attribute, not 1e-5), momentum "
+           "0.10000002384185791 (1 − the float32 0.9, batch_norm.py:58), running statistics as buffers, the "
+           "GraphModule returned in training mode (a call without .eval() uses batch statistics); outputs equal "
+           "to torch's after .eval(); the training-mode node (three outputs) raises NotImplementedError('BatchNorm "
+           "operation with mean/var output is not implemented', batch_norm.py:94)", _MEASURED),
+    NotRun("onnx2torch", "tf.keras+tf2onnx+onnx2torch", _ONNX2TORCH + "; the ONNX file of tf.keras+tf2onnx",
+           _WHY + "tf2onnx's graph holds no BatchNormalization node (Mul and Add of constants, or folded into the "
+           "Conv: equiv.routes.onnx_convert), so there is no BatchNorm for onnx2torch to make trainable", _MEASURED),
 ]})
