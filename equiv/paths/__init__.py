@@ -33,6 +33,7 @@ _ONNX = "equiv.paths.onnx_paths"
 _TF = "equiv.paths.tf_paths"
 _KERAS = "equiv.paths.keras_paths"
 _PADDLE = "equiv.paths.paddle_paths"
+_TFK = "equiv.paths.tf_keras_paths"
 _ORT = ("onnx", "onnxruntime")
 
 PATHS = {p.name: p for p in [
@@ -60,6 +61,11 @@ PATHS = {p.name: p for p in [
     ExecutionPath("tf.scratch", "xla", _TF, "xla",
                   "the book's layer's call and its training step (GradientTape inside) under "
                   "tf.function(jit_compile=True), XLA on the CPU"),
+    ExecutionPath("tf_keras", "fused", _TFK, "fused",
+                  "Keras 2's layer with fused=True: FusedBatchNormV3 (float32, float16, bfloat16: float64 is "
+                  "refused); 2-D input as (N, 1, 1, C), rank 2 being refused"),
+    ExecutionPath("tf_keras", "unfused", _TFK, "unfused",
+                  "Keras 2's layer with fused=False: tf.nn.moments at every rank and dtype"),
     ExecutionPath("torch.builtin", "onnx", _ONNX, "onnx_export",
                   "torch.onnx.export (TorchScript exporter, dynamo=False) per call, run by onnxruntime on the CPU",
                   _ORT, "onnx"),
