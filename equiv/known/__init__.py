@@ -80,10 +80,10 @@ BY_CONVENTION = {("variance", "fast"): "flax-fast-variance-offset"}
 
 def _names(adapter):
     """The names whose findings apply to an adapter (a name or a class): its own, and a path's base's
-    (a path inherits its base's regions)."""
+    (a path inherits its base's regions, unless it builds another kernel: ``ExecutionPath.inherits``)."""
     from equiv.paths import PATHS
     name = adapter if isinstance(adapter, str) else adapter.name
-    return {name, PATHS[name].base} if name in PATHS else {name}
+    return {name, PATHS[name].base} if name in PATHS and PATHS[name].inherits else {name}
 
 
 def divergences(adapter, property_name=None):
