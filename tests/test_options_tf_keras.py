@@ -1,13 +1,15 @@
 """Keras 2's BatchNormalization (tf_keras 2.21.0, tf env) beyond the protocol: its kernel choice
-(``fused``) and the options the oracle does not express, ``renorm`` (Ioffe 2017, batch renormalization),
-``virtual_batch_size`` (ghost batches) and ``adjustment``, each measured against NumPy and pinned with
-its source line. Lines cited are tf_keras/src/layers/normalization/batch_normalization.py (BN) of
-tf_keras 2.21.0. The fused kernel's running variance is the adapters' (tf_keras+fused declares it,
-tf-keras2-default-fused-unbiased-variance documents the default's)."""
+(``fused``) and the options that are no ``equiv.options`` row, ``renorm`` (Ioffe 2017, batch renormalization:
+the oracle reference/renorm.py), ``virtual_batch_size`` (ghost batches) and ``adjustment``, each measured
+against NumPy and pinned with its source line. Lines cited are
+tf_keras/src/layers/normalization/batch_normalization.py (BN) of tf_keras 2.21.0. The fused kernel's running
+variance is the adapters' (tf_keras+fused declares it, tf-keras2-default-fused-unbiased-variance documents
+the default's)."""
 import numpy as np
 import pytest
 
 import reference as ref
+from reference.renorm import batch_renorm_train, update_renorm_averages
 
 tf = pytest.importorskip("tensorflow", reason="install it with: pip install tensorflow")
 tf_keras = pytest.importorskip("tf_keras", reason="install it with: pip install tf_keras==2.21.0")
@@ -60,22 +62,18 @@ def test_fused_kernel_takes_eps_below_1e_5_as_given(eps):
 
 # --- renorm (Ioffe 2017) -----------------------------------------------------------------------
 def _renorm(batches, clipping, momentum, renorm_momentum, eps=EPS):
-    """Batch renormalization as tf_keras does it: σB = sqrt(var_B + eps); r = σB/σ, d = (μB − μ)/σ from the
-    renorm averages μ, σ (σ floored at sqrt(eps)) before this step's update, clipped only where a clip is
-    given; y = x̂·r + d; the renorm averages move with renorm_momentum, the inference ones (moving_mean,
+    """Batch renormalization (the oracle, reference/renorm.py) as tf_keras runs it: r, d from the renorm
+    averages μ, σ before this step's update, σ floored at sqrt(eps) (BN:1060-1061), clipped only where a
+    clip is given; the renorm averages move with renorm_momentum, the inference ones (moving_mean,
     moving_stddev) with momentum, and moving_variance = max(moving_stddev² − eps, 0)."""
     c = batches[0].shape[-1]
     mu, sigma, mean, stddev, ys = np.zeros(c), np.ones(c), np.zeros(c), np.ones(c), []
     for x in batches:
-        mb, sb = x.mean(axis=0), np.sqrt(x.var(axis=0) + eps)
-        s = np.maximum(sigma, np.sqrt(eps))
-        r, d = sb / s, (mb - mu) / s
-        r = np.clip(r, clipping.get("rmin", -np.inf), clipping.get("rmax", np.inf))
-        d = np.clip(d, -clipping.get("dmax", np.inf), clipping.get("dmax", np.inf))
-        ys.append(_bn(x, eps) * r + d)
-        mu, sigma = (renorm_momentum * mu + (1 - renorm_momentum) * mb,
-                     renorm_momentum * sigma + (1 - renorm_momentum) * sb)
-        mean, stddev = momentum * mean + (1 - momentum) * mb, momentum * stddev + (1 - momentum) * sb
+        y, _, _, mb, sb = batch_renorm_train(x, 1.0, 0.0, mu, np.maximum(sigma, np.sqrt(eps)), eps=eps, axis=-1,
+                                             **clipping)
+        ys.append(y)
+        mu, sigma = update_renorm_averages(mu, sigma, mb, sb, new_batch_weight=1 - renorm_momentum)
+        mean, stddev = update_renorm_averages(mean, stddev, mb, sb, new_batch_weight=1 - momentum)
     return ys, dict(moving_mean=mean, moving_stddev=stddev, moving_variance=np.maximum(stddev ** 2 - eps, 0),
                     renorm_mean=mu, renorm_stddev=sigma)
 
