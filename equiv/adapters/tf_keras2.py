@@ -1,9 +1,11 @@
 """tf_keras: Keras 2's ``tf_keras.layers.BatchNormalization`` (the ``tf_keras`` package, Keras 2 for
-TensorFlow ≥ 2.16, what ``TF_USE_LEGACY_KERAS=1`` makes ``tf.keras``), channels-last, on TensorFlow.
+TensorFlow ≥ 2.16; with ``TF_USE_LEGACY_KERAS=1`` TensorFlow 2.21's ``tf.keras`` is this package,
+measured), channels-last, on TensorFlow.
 
 Keras 2's ``momentum`` weighs the old value, as Keras 3's: new-batch weight w is momentum 1 − w
 (``Conventions.momentum_for``; the layer weighs the batch by 1 − (1 − w), so ``self.new_batch_weight``
-reports that weight). The mode is the ``training`` argument; a plain ``layer(x)`` is inference.
+reports that weight; its unfused update rounds that weight to float32 even in a float64 layer, the
+divergence tf-keras2-momentum-float32). The mode is the ``training`` argument; a plain ``layer(x)`` is inference.
 
 ``fused`` picks the kernel (tf_keras/src/layers/normalization/batch_normalization.py, 2.21.0):
 ``fused=None`` (the default, this adapter) keeps None in the constructor when the fused kernel can be
