@@ -23,6 +23,14 @@ DECLARED: dict[str, Conventions] = {
                   default_mode="inference",
                   mode_switch="layer(x, training=True/False); trainable=False forces inference",
                   batch_of_one="beta"),
+    # tf_keras/src/layers/normalization/batch_normalization.py (2.21.0): defaults momentum 0.99, epsilon
+    # 1e-3 (:172-173); measured on float64 2-D input (the unfused path: the default fused=None picks the
+    # fused kernel, with its unbiased running variance, for 4-D float32/16/bf16 input only)
+    "tf_keras": C(momentum_is="old_weight", default_momentum=0.99, running_var="biased",
+                  default_eps=1e-3, channel_axis=-1, variance="two-pass", stats_update="forward",
+                  default_mode="inference",
+                  mode_switch="layer(x, training=True/False); trainable=False forces inference",
+                  batch_of_one="beta"),
     "tf.scratch": C(momentum_is="new_batch_weight", default_momentum=0.1, running_var="biased",
                     default_eps=1e-5, channel_axis=-1, variance="two-pass", stats_update="forward",
                     default_mode="error", mode_switch="layer(x, training=True/False), required",
@@ -141,6 +149,7 @@ ARGUMENTS: dict[str, dict[str, str | None]] = {
     "torch.scratch": dict(momentum=None, eps=None, axis=None),
     "tf.keras": dict(momentum="momentum", eps="epsilon", axis="axis"),
     "tf.scratch": dict(momentum=None, eps=None, axis=None),
+    "tf_keras": dict(momentum="momentum", eps="epsilon", axis="axis"),
     "flax.linen": dict(momentum="momentum", eps="epsilon", axis="axis"),
     "flax.linen.two_pass": dict(momentum="momentum", eps="epsilon", axis="axis"),
     "flax.nnx": dict(momentum="momentum", eps="epsilon", axis="axis"),

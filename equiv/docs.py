@@ -15,7 +15,7 @@ from equiv.findings import behaviour_entry, layer_entry, parallel_entry, route_e
 # findings page -> (title, the first part of the adapter names it holds)
 FRAMEWORKS = {
     "pytorch": ("PyTorch", ("torch",)),
-    "tensorflow": ("TensorFlow and Keras on TensorFlow", ("tf",)),
+    "tensorflow": ("TensorFlow and Keras on TensorFlow", ("tf", "tf_keras")),
     "keras": ("Keras 3 on JAX, PyTorch and NumPy", ()),
     "jax": ("JAX: Flax, Equinox, Haiku, stax and the book's layer", ("flax", "jax", "equinox", "haiku")),
     "mxnet": ("MXNet", ("mxnet",)),

@@ -31,6 +31,9 @@ ROLES = ("gamma", "beta", "running_mean", "running_var")
 EXAMPLE_MOMENTUM = 0.99
 # why a declared layer outside PORTABLE has no plan, where its conventions do not say it
 _NOT_A_LAYER = {"flax.linen.two_pass": "flax.linen built with use_fast_variance=False: port it as flax.linen",
+                "tf_keras": "Keras 2's layer: its state names and settings are tf.keras's, port it as tf.keras; a 4-D "
+                            "float32 layer of the default fused=None holds the unbiased running variance "
+                            "(tf-keras2-default-fused-unbiased-variance)",
                 "onnx.node": "an operator in a graph, not a layer: its state is the graph's initializers "
                              "(scale, B, input_mean, input_var), which an exporter writes"}
 

@@ -22,7 +22,8 @@ moving_mean/moving_stddev with ``momentum``); the functions take the pair and th
 Ghost batches (Hoffer et al. 2017, "virtual batches"): the batch of N samples is split along the
 batch axis into N/v consecutive groups of v samples (samples 0..v−1, v..2v−1, …); each group is
 batch-normalized with its own statistics. The per-group statistics are returned; how a layer folds
-them into its running statistics is its convention (the tests of each layer say which).
+them into its running statistics is its convention, and so is which samples form a group (Keras 2's
+virtual_batch_size takes every (N/v)-th sample, not runs of v: tests/test_options_tf_keras.py).
 """
 import numpy as np
 

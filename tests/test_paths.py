@@ -53,6 +53,12 @@ def compare_on(P, E, case, device="cpu"):
     worst, mean, var = 0.0, case.running_mean, case.running_var
     bound_m = bound_v = 0.0
     unbiased = E.conventions.running_var == "unbiased"
+    # a path that builds another kernel (ExecutionPath.inherits False) and declares another running variance
+    # (tf_keras+fused: unbiased, where the default layer keeps the biased one on 2-D and float64 input) is
+    # compared with its base on everything else
+    keys = ("gamma", "beta", "running_mean", "running_var")
+    if not PATHS[P.name].inherits and P.conventions.running_var != E.conventions.running_var:
+        keys = keys[:3]
     for i in range(case.steps):
         x = case.batch(i)
         _, bmean, bvar = ref.batch_norm_train(x, case.gamma, case.beta, eps=eps)
@@ -68,7 +74,7 @@ def compare_on(P, E, case, device="cpu"):
         dm, dv = tol.running_stats(x, mean, var, new_mean, new_var, w, case.dtype)
         bound_m, bound_v, mean, var = bound_m + dm, bound_v + dv, new_mean, new_var
         sp, se = p.get_state(), e.get_state()
-        for k, bound in (("gamma", 0.0), ("beta", 0.0), ("running_mean", bound_m), ("running_var", bound_v)):
+        for k, bound in zip(keys, (0.0, 0.0, bound_m, bound_v)):
             worst = max(worst, tol.assert_close(f"{k} after step {i + 1}", sp[k], se[k], 2 * bound))
     s = e.get_state()                      # inference from one and the same state
     p.set_state(**s)

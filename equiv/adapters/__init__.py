@@ -9,6 +9,7 @@ ADAPTERS = {
     "torch.scratch": ("equiv.adapters.torch_scratch", "TorchScratch", "torch"),
     "tf.keras": ("equiv.adapters.tf_keras", "KerasBuiltin", "tensorflow"),
     "tf.scratch": ("equiv.adapters.tf_scratch", "TFScratch", "tensorflow"),
+    "tf_keras": ("equiv.adapters.tf_keras2", "TFKeras2", "tf_keras"),
     "flax.linen": ("equiv.adapters.flax_linen", "FlaxLinen", "flax"),
     "flax.linen.two_pass": ("equiv.adapters.flax_linen", "FlaxLinenTwoPass", "flax"),
     "flax.nnx": ("equiv.adapters.flax_nnx", "FlaxNNX", "flax"),

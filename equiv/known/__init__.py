@@ -27,7 +27,7 @@ The kinds (``Finding.kind``), each a list here:
 
 ``ALL`` holds every finding, ``findings(kind)`` iterates over them.
 """
-from equiv.known import chainer, jax, keras, mlx, mxnet, onnx, paddle, tf, torch
+from equiv.known import chainer, jax, keras, mlx, mxnet, onnx, paddle, tf, tf_keras2, torch
 from equiv.known._regions import everywhere
 from equiv.known.base import (
     BookNote,
@@ -48,7 +48,7 @@ __all__ = ["ALL", "BOOK_NOTES", "BY_CONVENTION", "EXPORT_FINDINGS", "KNOWN", "NE
            "by_id", "divergences", "everywhere", "excluded", "findings", "net_findings", "option_divergences",
            "parallel_excluded", "route_excluded", "shows"]
 
-ALL = tuple(f for m in (torch, tf, keras, jax, onnx, paddle, mxnet, mlx, chainer) for f in m.FINDINGS)
+ALL = tuple(f for m in (torch, tf, tf_keras2, keras, jax, onnx, paddle, mxnet, mlx, chainer) for f in m.FINDINGS)
 
 
 def findings(kind=None):
@@ -80,10 +80,10 @@ BY_CONVENTION = {("variance", "fast"): "flax-fast-variance-offset"}
 
 def _names(adapter):
     """The names whose findings apply to an adapter (a name or a class): its own, and a path's base's
-    (a path inherits its base's regions)."""
+    (a path inherits its base's regions, unless it builds another kernel: ``ExecutionPath.inherits``)."""
     from equiv.paths import PATHS
     name = adapter if isinstance(adapter, str) else adapter.name
-    return {name, PATHS[name].base} if name in PATHS else {name}
+    return {name, PATHS[name].base} if name in PATHS and PATHS[name].inherits else {name}
 
 
 def divergences(adapter, property_name=None):

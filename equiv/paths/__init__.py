@@ -22,6 +22,8 @@ class ExecutionPath:
     framework: str = ""  # import name of the framework the path runs on instead of the base's (then
     #                      only this, ``requires`` and ``extra`` are needed: no TensorFlow for Keras on jax)
     backend: str = ""    # the Keras backend (KERAS_BACKEND, fixed per process) the path needs
+    inherits: bool = True  # the base's documented regions hold on the path (False: the path builds the layer
+    #                        with another kernel, whose findings it lists itself: tf_keras+fused, +unfused)
 
     @property
     def name(self):
@@ -33,6 +35,7 @@ _ONNX = "equiv.paths.onnx_paths"
 _TF = "equiv.paths.tf_paths"
 _KERAS = "equiv.paths.keras_paths"
 _PADDLE = "equiv.paths.paddle_paths"
+_TFK = "equiv.paths.tf_keras_paths"
 _ORT = ("onnx", "onnxruntime")
 
 PATHS = {p.name: p for p in [
@@ -60,6 +63,11 @@ PATHS = {p.name: p for p in [
     ExecutionPath("tf.scratch", "xla", _TF, "xla",
                   "the book's layer's call and its training step (GradientTape inside) under "
                   "tf.function(jit_compile=True), XLA on the CPU"),
+    ExecutionPath("tf_keras", "fused", _TFK, "fused",
+                  "Keras 2's layer with fused=True: FusedBatchNormV3 (float32, float16, bfloat16: float64 is "
+                  "refused); 2-D input as (N, 1, 1, C), rank 2 being refused", inherits=False),
+    ExecutionPath("tf_keras", "unfused", _TFK, "unfused",
+                  "Keras 2's layer with fused=False: tf.nn.moments at every rank and dtype", inherits=False),
     ExecutionPath("torch.builtin", "onnx", _ONNX, "onnx_export",
                   "torch.onnx.export (TorchScript exporter, dynamo=False) per call, run by onnxruntime on the CPU",
                   _ORT, "onnx"),
