@@ -76,8 +76,9 @@ def keras_net(label):
 
 
 def test_every_route_that_takes_a_net_is_run_here():
-    assert [n for n, _ in NET_ROUTES] == ["tf.keras+tflite", "torch.builtin+ao_fuse_modules",
-                                         "torch.builtin+fx_fuse", "torch.builtin+inductor_freezing"]
+    assert NET_ROUTES == [("flax.linen+jax2tf", "flax.linen"), ("tf.keras+tflite", "tf.keras"),
+                          ("torch.builtin+ao_fuse_modules", "torch.builtin"),
+                          ("torch.builtin+fx_fuse", "torch.builtin"), ("torch.builtin+inductor_freezing", "torch.builtin")]
 
 
 @pytest.mark.parametrize("name", [n for n, label in NET_ROUTES if label == "torch.builtin"])
@@ -110,3 +111,27 @@ def test_keras_bn_lenet_through_tflite_within_the_lockstep_bound(dtype):
     err = lockstep.rel_error(out, logits)
     assert err <= tol, f"tflite {dtype}: logits off by {err:.3g}"
     assert lockstep.rel_error(out, eager) <= tol + _bound()
+
+
+def test_flax_bn_lenet_through_jax2tf_within_the_lockstep_bound():
+    """The Flax BN-LeNet's inference function (use_running_average=True) converted by jax2tf and run as a
+    tf.function: its logits against the reference and against the same function run in JAX."""
+    pytest.importorskip("flax", reason="install it with: pip install flax")
+    pytest.importorskip("tensorflow", reason="install it with: pip install tensorflow-cpu")
+    from equiv.lenet import jax_net as jn
+    from equiv.lenet import lockstep
+    x, logits, params, state = _reference("flax.linen")
+    net = jn.build("builtin", "float32", "cpu")
+    jn.load_params(net, params)
+    jn._set_state(net, state)
+    variables = {"params": net.params, "batch_stats": net.stats}
+
+    def f(X):
+        return net.predict_module.apply(variables, X)
+    X = x.transpose(0, 2, 3, 1).astype(np.float32)
+    eager = np.asarray(f(X), dtype=np.float64)
+    out = np.asarray(registry.load_route("flax.linen+jax2tf")(f)(X), dtype=np.float64)
+    tol = _bound()
+    assert lockstep.rel_error(eager, logits) <= tol
+    assert lockstep.rel_error(out, logits) <= tol, f"jax2tf: logits off by {lockstep.rel_error(out, logits):.3g}"
+    assert lockstep.rel_error(out, eager) <= 2 * tol

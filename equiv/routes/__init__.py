@@ -85,7 +85,8 @@ ROUTES.update({r.name: r for r in [
     Route("flax.linen+jax2tf", "flax.linen.BatchNorm (NHWC): inference, and a training step with "
           "mutable=['batch_stats']", "tf.function(jax.experimental.jax2tf.convert(apply), autograph=False)",
           "jax==0.10.2, flax==0.12.8, tensorflow-cpu==2.21.0", (), _TF, "jax2tf", runs=("bn",),
-          requires=("jax", "flax", "tensorflow"), lands="tensorflow", keeps=SURVIVES),
+          requires=("jax", "flax", "tensorflow"), lands="tensorflow", keeps=SURVIVES,
+          nets=("flax.linen",)),
 ]})
 
 # --- ONNX folders (equiv.routes.onnx_fold): the graph built with onnx.helper, run by onnxruntime's CPU
