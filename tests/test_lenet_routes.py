@@ -78,7 +78,8 @@ def keras_net(label):
 def test_every_route_that_takes_a_net_is_run_here():
     assert NET_ROUTES == [("flax.linen+jax2tf", "flax.linen"), ("tf.keras+tflite", "tf.keras"),
                           ("torch.builtin+ao_fuse_modules", "torch.builtin"),
-                          ("torch.builtin+fx_fuse", "torch.builtin"), ("torch.builtin+inductor_freezing", "torch.builtin")]
+                          ("torch.builtin+fx_fuse", "torch.builtin"),
+                          ("torch.builtin+inductor_freezing", "torch.builtin")]
 
 
 @pytest.mark.parametrize("name", [n for n, label in NET_ROUTES if label == "torch.builtin"])
