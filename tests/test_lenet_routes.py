@@ -76,13 +76,16 @@ def keras_net(label):
 
 
 def test_every_route_that_takes_a_net_is_run_here():
-    assert NET_ROUTES == [("flax.linen+jax2tf", "flax.linen"), ("tf.keras+tflite", "tf.keras"),
+    tools = ("onnxoptimizer", "onnxsim", "onnxslim", "ort_all", "ort_basic", "ort_extended")
+    onnx = [(f"onnx.node+{t}", "torch.builtin") for t in tools]
+    assert NET_ROUTES == [("flax.linen+jax2tf", "flax.linen"), *onnx, ("tf.keras+tflite", "tf.keras"),
                           ("torch.builtin+ao_fuse_modules", "torch.builtin"),
                           ("torch.builtin+fx_fuse", "torch.builtin"),
                           ("torch.builtin+inductor_freezing", "torch.builtin")]
 
 
-@pytest.mark.parametrize("name", [n for n, label in NET_ROUTES if label == "torch.builtin"])
+@pytest.mark.parametrize("name", [n for n, label in NET_ROUTES if label == "torch.builtin"
+                                  and ROUTES[n].module == "equiv.routes.torch_fold"])
 def test_torch_bn_lenet_through_the_route_within_the_lockstep_bound(name):
     from equiv.lenet import lockstep
     _, logits, net, eager, run = torch_net("torch.builtin")
@@ -136,3 +139,53 @@ def test_flax_bn_lenet_through_jax2tf_within_the_lockstep_bound():
     assert lockstep.rel_error(eager, logits) <= tol
     assert lockstep.rel_error(out, logits) <= tol, f"jax2tf: logits off by {lockstep.rel_error(out, logits):.3g}"
     assert lockstep.rel_error(out, eager) <= 2 * tol
+
+
+def _onnx_net(output_names):
+    """(x, reference logits, torch.builtin's BN-LeNet exported to ONNX in eval mode, TorchScript exporter,
+    opset 17, without constant folding so that its four BatchNormalization nodes are the folders' to fold)."""
+    import io
+    onnx = pytest.importorskip("onnx", reason="install it with: pip install onnx onnxruntime")
+    torch = pytest.importorskip("torch", reason="install it with: pip install torch")
+    x, logits, net, _, _ = torch_net("torch.builtin")
+    buf = io.BytesIO()
+    torch.onnx.export(net, (torch.tensor(x, dtype=torch.float32),), buf, dynamo=False, do_constant_folding=False,
+                      opset_version=17, input_names=["x"], output_names=output_names,
+                      training=torch.onnx.TrainingMode.EVAL)
+    model = onnx.load_from_string(buf.getvalue())
+    assert sum(n.op_type == "BatchNormalization" for n in model.graph.node) == 4
+    return x, logits, model
+
+
+@pytest.mark.parametrize("name", [n for n, label in NET_ROUTES if ROUTES[n].module == "equiv.routes.onnx_fold"])
+def test_exported_bn_lenet_through_the_onnx_folder_within_the_lockstep_bound(name):
+    """Each ONNX folder on the exported net (output named): the two Conv → BatchNormalization pairs folded, the
+    two Gemm → BatchNormalization kept (as on the single layers), logits within the lockstep bound."""
+    from equiv.lenet import lockstep
+    from tests.route_helpers import need
+    need(ROUTES[name])
+    x, logits, model = _onnx_net(["logits"])
+    made = registry.load_route(name)(model)
+    left = [n for n in made.model.graph.node if n.op_type == "BatchNormalization"]
+    assert len(left) == 2 and all(n.input[0].startswith("/fc") for n in left), [list(n.input) for n in left]
+    out = np.asarray(made.runner.run(None, {"x": x.astype(np.float32)})[0], dtype=np.float64)
+    assert lockstep.rel_error(out, logits) <= _bound(), f"{name}: logits off by {lockstep.rel_error(out, logits):.3g}"
+
+
+def test_onnxoptimizer_names_a_folded_weight_after_an_unnamed_graph_output():
+    """onnxoptimizer 0.4.2's fuse_bn_into_conv adds the folded weights and biases with
+    graph.addInitializerAndInput (onnxoptimizer/passes/fuse_bn_into_conv.h:48 at 0299379, replace_inputs),
+    which names them by the IR graph's counter; torch's TorchScript exporter names an unnamed output by its
+    value number too ("46" for BN-LeNet's logits), the two collide and onnxruntime refuses the model
+    ("Duplicate definition of name (46)"). Naming the graph's outputs (output_names=..., as the test above)
+    avoids it."""
+    from tests.route_helpers import need
+    need(ROUTES["onnx.node+onnxoptimizer"])
+    import onnxoptimizer
+    x, logits, model = _onnx_net(None)
+    out = model.graph.output[0].name
+    assert out.isdigit()
+    folded = onnxoptimizer.optimize(model, ["fuse_bn_into_conv"])
+    assert out in [i.name for i in folded.graph.initializer]
+    with pytest.raises(Exception, match=f"Duplicate definition of name \\({out}\\)"):
+        registry.load_route("onnx.node+onnxoptimizer")(model)

@@ -101,18 +101,23 @@ _ONNX_HALF = ("float32", "float16")
 
 ROUTES.update({r.name: r for r in [
     Route("onnx.node+ort_basic", _ONNX_SOURCE, _LEVEL.format("ORT_ENABLE_BASIC"), _ORT_PIN, ("conv",), _ONNX,
-          "ort_basic", _ONNX_HALF, runs=("linear",), requires=_ORT),
+          "ort_basic", _ONNX_HALF, runs=("linear",), requires=_ORT,
+          nets=("torch.builtin",)),
     Route("onnx.node+ort_extended", _ONNX_SOURCE, _LEVEL.format("ORT_ENABLE_EXTENDED"), _ORT_PIN, ("conv",), _ONNX,
-          "ort_extended", _ONNX_HALF, runs=("linear",), requires=_ORT),
+          "ort_extended", _ONNX_HALF, runs=("linear",), requires=_ORT,
+          nets=("torch.builtin",)),
     Route("onnx.node+ort_all", _ONNX_SOURCE, _LEVEL.format("ORT_ENABLE_ALL"), _ORT_PIN, ("conv",), _ONNX,
-          "ort_all", _ONNX_HALF, runs=("linear",), requires=_ORT),
+          "ort_all", _ONNX_HALF, runs=("linear",), requires=_ORT,
+          nets=("torch.builtin",)),
     Route("onnx.node+onnxoptimizer", _ONNX_SOURCE, "onnxoptimizer.optimize(model, ['fuse_bn_into_conv'])",
           "onnxoptimizer==0.4.2", ("conv",), _ONNX, "onnxoptimizer_fuse", _ONNX_HALF, runs=("linear",),
-          requires=_ORT + ("onnxoptimizer",)),
+          requires=_ORT + ("onnxoptimizer",), nets=("torch.builtin",)),
     Route("onnx.node+onnxslim", _ONNX_SOURCE, "onnxslim.slim(model)", "onnxslim==0.1.98", ("conv",), _ONNX,
-          "onnxslim_slim", _ONNX_HALF, runs=("linear",), requires=_ORT + ("onnxslim",)),
+          "onnxslim_slim", _ONNX_HALF, runs=("linear",),
+          requires=_ORT + ("onnxslim",), nets=("torch.builtin",)),
     Route("onnx.node+onnxsim", _ONNX_SOURCE, "onnxsim.simplify(model)", "onnxsim==0.8.1", ("conv",), _ONNX,
-          "onnxsim_simplify", _ONNX_HALF, runs=("linear",), requires=_ORT + ("onnxsim",)),
+          "onnxsim_simplify", _ONNX_HALF, runs=("linear",),
+          requires=_ORT + ("onnxsim",), nets=("torch.builtin",)),
 ]})
 
 # --- ONNX converters (equiv.routes.onnx_convert): tf2onnx's Keras conversion, run by onnxruntime; what it
