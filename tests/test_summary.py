@@ -55,7 +55,7 @@ def test_each_route_says_where_it_lands_what_survives_and_its_findings():
     assert set(routes) == set(ROUTES)
     text, ids = routes["torch.builtin+fuse_conv_bn_eval"]
     assert "stays in its framework, folds BatchNorm into conv" in text
-    assert "keeps inference; loses training mode, eps, momentum" in text
+    assert "keeps inference, eps; loses training mode, momentum" in text
     assert ids == [d.id for d in ROUTE_KNOWN if "torch.builtin+fuse_conv_bn_eval" in d.implementations] and ids
     assert all(i in text for i in ids)
     text, ids = routes["flax.linen+jax2tf"]

@@ -33,7 +33,9 @@ class Route:
     example_budget: str = ""   # "compile": the smaller example budget of compiled paths
     lands: str = ""       # the runtime the model lands in, by its import name ("torch", "onnxruntime",
     #                       "tflite", "tensorflow"); "" = the source's own (a folder)
-    keeps: tuple = ("inference",)   # what survives, measured by the route's tests (SURVIVES)
+    # what survives, measured by the route's tests (SURVIVES): every route's tests draw dead channels (running
+    # variance ≈ 0, where eps decides the output), so a route within bound there keeps the eps it was given
+    keeps: tuple = ("inference", "eps")
     nets: tuple = ()      # the BN-LeNets (equiv.lenet.NETS labels) it is run on whole (tests/test_lenet_routes.py)
 
     @property
@@ -129,13 +131,13 @@ ROUTES.update({r.name: r for r in [
           "tf2onnx.convert.from_keras(model, input_signature, opset=17), run by onnxruntime (CPU, ORT_DISABLE_ALL)",
           "tf2onnx==1.17.0, tensorflow-cpu==2.21.0, keras==3.15.1, onnx==1.23.2, onnxruntime==1.32.0",
           ("conv",), "equiv.routes.onnx_convert", "tf2onnx_keras", ("float32", "float16"), runs=("linear", "bn"),
-          requires=("tf2onnx", "tensorflow", "keras") + _ORT),
+          requires=("tf2onnx", "tensorflow", "keras") + _ORT, lands="onnxruntime"),
     Route("tf.keras+tf2onnx+ort_all", "keras.layers.Conv2D → BatchNormalization; Dense → BatchNormalization; "
           "BatchNormalization alone (NHWC)", "tf2onnx.convert.from_keras(model, input_signature, opset=17), run by "
           "onnxruntime's default InferenceSession (CPU, ORT_ENABLE_ALL)",
           "tf2onnx==1.17.0, tensorflow-cpu==2.21.0, keras==3.15.1, onnx==1.23.2, onnxruntime==1.32.0",
           ("conv",), "equiv.routes.onnx_convert", "tf2onnx_keras_ort_all", ("float32", "float16"),
-          runs=("linear", "bn"), requires=("tf2onnx", "tensorflow", "keras") + _ORT),
+          runs=("linear", "bn"), requires=("tf2onnx", "tensorflow", "keras") + _ORT, lands="onnxruntime"),
 ]})
 
 
