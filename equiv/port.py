@@ -31,7 +31,11 @@ EXAMPLE_MOMENTUM = 0.99
 # why a declared layer outside PORTABLE has no plan, where its conventions do not say it
 _NOT_A_LAYER = {"flax.linen.two_pass": "flax.linen built with use_fast_variance=False: port it as flax.linen",
                 "onnx.node": "an operator in a graph, not a layer: its state is the graph's initializers "
-                             "(scale, B, input_mean, input_var), which an exporter writes"}
+                             "(scale, B, input_mean, input_var), which an exporter writes",
+                **{n: "TensorFlow ops, not a layer: the state is the four tensors the user's code keeps and names "
+                      "(scale, offset and the moving mean and variance it passes to the op)"
+                   for n in ("tf.nn.moments", "tf.nn.weighted_moments", "tf.fused_batch_norm",
+                             "tf.raw.FusedBatchNormV3")}}
 
 
 def not_covered() -> dict[str, str]:
