@@ -1,10 +1,11 @@
 """TensorFlow's documented findings: tf.keras and the book's tf.scratch (and their paths),
 MirroredStrategy (tf.mirrored.sync), the whole BN-LeNet (tf.keras, tf.scratch, tf.mirrored,
-tf.mirrored.sync), the book's TensorFlow tab and the TFLite converter route (equiv.routes: tf.keras+tflite)."""
+tf.mirrored.sync), the book's TensorFlow tab, the TFLite converter route (equiv.routes: tf.keras+tflite) and
+the docs of the fused batch-norm ops (tf.fused_batch_norm, tf.raw.FusedBatchNormV3)."""
 import numpy as np
 
 from equiv.known._regions import _FORWARD, _red, global_offset_ratio
-from equiv.known.base import BookNote, Divergence, NetFinding, ParallelDivergence, RouteDivergence
+from equiv.known.base import BookNote, Divergence, DocFinding, NetFinding, ParallelDivergence, RouteDivergence
 from equiv.routes.states import FoldState
 from equiv.strategies import Case, ParallelCase
 
@@ -201,3 +202,32 @@ ROUTES = [
 ]
 
 FINDINGS += ROUTES
+
+_OPS_TEST = "tests/test_tf_ops_findings.py::"
+FINDINGS += [
+    DocFinding(
+        id="tf-fused-running-var-unbiased-undocumented",
+        implementations=("tf.fused_batch_norm", "tf.raw.FusedBatchNormV3"),
+        test=_OPS_TEST + "test_fused_defaults_and_the_unbiased_running_variance",
+        reason=("tf.compat.v1.nn.fused_batch_norm documents its running_var output as (1 − f)·variance + "
+                "f·batch_variance, \"where batch_variance is the variance of the current batch in x\" "
+                "(nn_impl.py:1564-1567, TensorFlow 2.21.0); the kernel multiplies the batch variance by "
+                "m/(m − 1) (Bessel's correction: fused_batch_norm_op.cc:179-183, 204-216; oneDNN's kernel, the "
+                "CPU default: adjust_factor in mkl_fused_batch_norm_op.cc), while y is normalized with the "
+                "biased variance (÷ m). Measured: 4×2×3 values a channel, running variance 24/23 = 1.043× the "
+                "biased batch variance with the default f = 1; reserve_space_2 holds the biased one"),
+        advice=("a running variance from the fused op is unbiased (torch.builtin's estimator): port it as such; "
+                "a hand-written moving average over tf.nn.moments is biased")),
+    DocFinding(
+        id="tf-fused-v3-mean-not-inference-only",
+        implementations=("tf.raw.FusedBatchNormV3",),
+        test=_OPS_TEST + "test_raw_op_agrees_with_fused_batch_norm_and_its_reserve_spaces",
+        reason=("tf.raw_ops.FusedBatchNormV3 documents mean and variance as \"Used for inference only; must be "
+                "empty for training\" (gen_nn_ops.py:5146-5150, TensorFlow 2.21.0); with is_training=True and "
+                "exponential_avg_factor f != 1 the kernel reads them as the running statistics and returns "
+                "(1 − f)·mean + f·batch_mean as batch_mean, likewise batch_variance (with Bessel's correction) "
+                "(fused_batch_norm_op.cc:209-216); with f = 1 it ignores them. Measured: mean 0.5, f = 0.3: "
+                "batch_mean = 0.35 + 0.3·(the batch mean), equal bit for bit to fused_batch_norm's running_mean"),
+        advice=("pass the running statistics and exponential_avg_factor = the new batch's weight (PyTorch's "
+                "momentum) to get the update in the op; batch_mean and batch_variance are then running values")),
+]
