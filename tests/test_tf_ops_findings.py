@@ -104,3 +104,16 @@ def test_weighted_moments_unequal_weights_are_frequency_weights():
     ones = tf.nn.weighted_moments(tf.constant(x), [0], tf.ones((4, 1), tf.float64))
     for a, b in zip(ones, tf.nn.moments(tf.constant(x), [0])):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-14)
+
+
+def test_exponential_moving_average_rounds_decay_to_float32_for_float64_variables():
+    """tf.train.ExponentialMovingAverage converts decay to float32 (moving_averages.py:580-581) whatever the
+    variable's dtype: a float64 average weighs the new value by 1 − fl32(0.9) = 0.10000002384, not 0.1 (the
+    adapters write the documented update, old −= (1 − decay)·(old − batch), in the state's dtype)."""
+    v = tf.Variable([0.0], dtype=tf.float64)
+    ema = tf.train.ExponentialMovingAverage(decay=0.9)
+    ema.apply([v])
+    v.assign([1.0])
+    ema.apply([v])
+    assert ema.average(v).numpy()[0] == 1.0 - float(np.float32(0.9))
+    assert abs(ema.average(v).numpy()[0] - 0.1) > 2e-8

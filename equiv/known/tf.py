@@ -230,4 +230,15 @@ FINDINGS += [
                 "batch_mean = 0.35 + 0.3·(the batch mean), equal bit for bit to fused_batch_norm's running_mean"),
         advice=("pass the running statistics and exponential_avg_factor = the new batch's weight (PyTorch's "
                 "momentum) to get the update in the op; batch_mean and batch_variance are then running values")),
+    DocFinding(
+        id="tf-ema-decay-float32",
+        implementations=("tf.nn.moments", "tf.nn.weighted_moments"),
+        test=_OPS_TEST + "test_exponential_moving_average_rounds_decay_to_float32_for_float64_variables",
+        reason=("tf.train.ExponentialMovingAverage documents its update as shadow −= (1 − decay)·(shadow − "
+                "variable) (moving_averages.py:317) but converts decay to float32 whatever the variable's dtype "
+                "(:580-581): a float64 moving average with decay 0.9 weighs the new value by 1 − fl32(0.9) = "
+                "0.10000002384 (relative 2.4e-7, about 2·10⁹ float64 ulps). The tf.nn.* adapters write the "
+                "documented update themselves in the state's dtype (0.1 exactly) and so do not show it"),
+        advice=("for float64 running statistics write the update yourself, as the adapters do; in float32 the "
+                "class rounds decay as any float32 update does")),
 ]
