@@ -4,7 +4,7 @@ tf.mirrored.sync), the book's TensorFlow tab, the TFLite converter route (equiv.
 the docs of the fused batch-norm ops (tf.fused_batch_norm, tf.raw.FusedBatchNormV3)."""
 import numpy as np
 
-from equiv.known._regions import _FORWARD, _red, global_offset_ratio
+from equiv.known._regions import _FORWARD, _min_var_plus_eps, _red, global_offset_ratio
 from equiv.known.base import BookNote, Divergence, DocFinding, NetFinding, ParallelDivergence, RouteDivergence
 from equiv.routes.states import FoldState
 from equiv.strategies import Case, ParallelCase
@@ -202,6 +202,26 @@ ROUTES = [
 ]
 
 FINDINGS += ROUTES
+FINDINGS += [
+    # --- TensorFlow's ops as a user assembles them (equiv/adapters/tf_ops.py) ----------------------------
+    Divergence(
+        id="tf-nn-fp16-eps-underflow",
+        implementations=("tf.nn.moments", "tf.nn.weighted_moments"),
+        properties=_FORWARD,
+        reason=("float16 (TensorFlow 2.21.0, CPU): tf.nn.moments and tf.nn.weighted_moments compute in float32 "
+                "but return float16 (nn_impl.py:1284, :1398), and tf.nn.batch_normalization adds the Python "
+                "float variance_epsilon to that float16 variance (rsqrt(variance + variance_epsilon), "
+                "nn_impl.py:1491): an eps below 2.98e-8 (half the smallest float16 subnormal) rounds away, and "
+                "a zero-variance channel gives x·rsqrt(0) − mean·rsqrt(0) = inf − inf = NaN where the exact "
+                "output is beta (witness: eps 1e-8, output NaN, oracle 0.069; the fused ops add eps in float32 "
+                "and give beta). affine_invariance meets it where a·x + b rounds to a constant channel in float16 "
+                "while eps·a² < 6e-8"),
+        region=lambda c, p: c.dtype == "float16" and _min_var_plus_eps(c, p) < 6e-8,
+        witness=Case(dtype="float16", shape=(2, 1), seed=0, log10_scale=0.0, log10_offset=None,
+                     constant_channel=True, eps=1e-8, new_batch_weight=0.0),
+        witness_property="train_forward",
+        advice="in float16 keep variance_epsilon ≥ 6e-8 (1e-5 and 1e-3 are fine), or use the fused op"),
+]
 
 _OPS_TEST = "tests/test_tf_ops_findings.py::"
 FINDINGS += [
