@@ -4,10 +4,11 @@ tf.mirrored.sync), the book's TensorFlow tab, the TFLite converter route (equiv.
 the docs of the fused batch-norm ops (tf.fused_batch_norm, tf.raw.FusedBatchNormV3)."""
 import numpy as np
 
+from equiv.dtypes import round_to
 from equiv.known._regions import _FORWARD, _min_var_plus_eps, _red, global_offset_ratio
 from equiv.known.base import BookNote, Divergence, DocFinding, NetFinding, ParallelDivergence, RouteDivergence
 from equiv.routes.states import FoldState
-from equiv.strategies import Case, ParallelCase
+from equiv.strategies import Case, ParallelCase, affine_draw
 
 FINDINGS = [
     # --- tensorflow (tf.keras, tf.scratch) -------------------------------------------
@@ -202,6 +203,18 @@ ROUTES = [
 ]
 
 FINDINGS += ROUTES
+
+def _max_var(c, p):
+    """The largest batch variance of a channel, and for affine_invariance of a·x + b as the property feeds it."""
+    red = _red(c)
+    v = max(float(c.batch(i).var(axis=red).max()) for i in range(c.steps))
+    if p == "affine_invariance":
+        a, b = affine_draw(c)
+        with np.errstate(over="ignore", invalid="ignore"):
+            v = max(v, float(np.nan_to_num(round_to(a * c.x + b, c.dtype).var(axis=red), nan=np.inf).max()))
+    return v
+
+
 FINDINGS += [
     # --- TensorFlow's ops as a user assembles them (equiv/adapters/tf_ops.py) ----------------------------
     Divergence(
@@ -221,6 +234,40 @@ FINDINGS += [
                      constant_channel=True, eps=1e-8, new_batch_weight=0.0),
         witness_property="train_forward",
         advice="in float16 keep variance_epsilon ≥ 6e-8 (1e-5 and 1e-3 are fine), or use the fused op"),
+    Divergence(
+        id="tf-nn-fp16-variance-overflow",
+        implementations=("tf.nn.moments", "tf.nn.weighted_moments"),
+        properties=_FORWARD + ("batch_stats", "running_stats", "state_after_calls"),
+        reason=("float16 (TensorFlow 2.21.0, CPU): tf.nn.moments and tf.nn.weighted_moments compute in float32 "
+                "and cast the variance back to float16 (nn_impl.py:1284-1285, :1397-1399): a channel whose "
+                "variance exceeds 65504 (std > 256) gets variance inf although its values and its output are "
+                "representable; rsqrt(inf) = 0, the output collapses to beta, the running variance to inf "
+                "(witness: variance 1.1e5, output 0.241 = beta where the oracle has −1.57 … 1.03, 76× the bound; "
+                "running variance inf, NaN with weight 0 (0·inf); "
+                "affine_invariance meets it on a·x + b, e.g. a = 6.09: variance 4.2e5). The fused ops and "
+                "tf.keras keep the statistics in float32"),
+        region=lambda c, p: c.dtype == "float16" and _max_var(c, p) > 6e4,
+        witness=Case(dtype="float16", shape=(4, 1), seed=4, log10_scale=2.5, log10_offset=None,
+                     constant_channel=False, eps=1e-3, new_batch_weight=0.0),
+        witness_property="train_forward",
+        advice="in float16 scale inputs to std < 256 before tf.nn.moments, or take the moments of a float32 copy "
+               "(or use the fused op)"),
+    Divergence(
+        id="tf-nn-fp16-rsqrt-grad-overflow",
+        implementations=("tf.nn.moments", "tf.nn.weighted_moments"),
+        properties=("gradients", "dx_sums_zero"),
+        reason=("float16 (TensorFlow 2.21.0, CPU): tf.nn.batch_normalization takes rsqrt(variance + eps) of the "
+                "float16 variance (nn_impl.py:1491), and its gradient RsqrtGrad, −0.5·dy·y³ with y = rsqrt(var + "
+                "eps), is formed in float16: y³ overflows (> 65504) for var + eps < 6.1e-4 although dx is "
+                "representable; inf reaches dx and inf − inf its channel sum (witness: var + eps = 1.2e-4, dx inf "
+                "where the oracle has −876 against a bound of 34.5, Σdx NaN). The fused ops' gradient "
+                "(FusedBatchNormGradV3) works in float32"),
+        region=lambda c, p: c.dtype == "float16" and _min_var_plus_eps(c) < 7e-4,
+        witness=Case(dtype="float16", shape=(6, 1), seed=1, log10_scale=-2.0, log10_offset=None,
+                     constant_channel=False, eps=1e-4, new_batch_weight=0.0),
+        witness_property="gradients",
+        advice="train in float32 (or mixed precision with float32 statistics), or keep var + eps above 6.1e-4 in "
+               "float16"),
 ]
 
 _OPS_TEST = "tests/test_tf_ops_findings.py::"
