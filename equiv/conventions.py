@@ -131,6 +131,38 @@ DECLARED: dict[str, Conventions] = {
                        mode_switch="chainer.using_config('train', True/False): process-wide chainer.config.train, "
                                    "True by default",
                        batch_of_one="beta"),
+    # TensorFlow's ops assembled by the user (equiv/adapters/tf_ops.py): tf.nn.moments' biased variance
+    # (nn_impl.py:1270-1280, two-pass: the mean of squared_difference from the mean) under the moving average
+    # old −= (1 − decay)·(old − batch) of tf.train.ExponentialMovingAverage (moving_averages.py:317, :93),
+    # decay required. No default eps: variance_epsilon is a required argument (nn_impl.py:1431-1437); the
+    # 1e-3 here is only what the adapter takes where the protocol gives none (the probe is not run).
+    "tf.nn.moments": C(momentum_is="old_weight", default_momentum=None, running_var="biased", default_eps=1e-3,
+                       channel_axis=-1, variance="two-pass", stats_update="forward", default_mode="n/a",
+                       mode_switch="the user's code: tf.nn.moments of the batch (training) or the moving "
+                                   "averages (inference) into tf.nn.batch_normalization",
+                       batch_of_one="beta"),
+    "tf.nn.weighted_moments": C(momentum_is="old_weight", default_momentum=None, running_var="biased",
+                                default_eps=1e-3, channel_axis=-1, variance="two-pass", stats_update="forward",
+                                default_mode="n/a",
+                                mode_switch="the user's code: tf.nn.weighted_moments of the batch (training) "
+                                            "or the moving averages (inference) into tf.nn.batch_normalization",
+                                batch_of_one="beta"),
+    # tf.compat.v1.nn.fused_batch_norm (nn_impl.py:1500-1601: epsilon=0.001, is_training=True,
+    # exponential_avg_factor=1.0, the new batch's weight) and the kernel FusedBatchNormV3
+    # (fused_batch_norm_op.cc: running variance with Bessel's correction rest_size/(rest_size − 1), one
+    # value per channel divides by 1); the raw op's own default epsilon is 1e-4 (gen_nn_ops.py)
+    "tf.fused_batch_norm": C(momentum_is="new_batch_weight", default_momentum=1.0, running_var="unbiased",
+                             default_eps=1e-3, channel_axis=-1, variance="two-pass", stats_update="forward",
+                             default_mode="training",
+                             mode_switch="is_training=True/False (default True); mean and variance given "
+                                         "when is_training=False or exponential_avg_factor != 1",
+                             batch_of_one="beta"),
+    "tf.raw.FusedBatchNormV3": C(momentum_is="new_batch_weight", default_momentum=1.0, running_var="unbiased",
+                                 default_eps=1e-4, channel_axis=-1, variance="two-pass", stats_update="forward",
+                                 default_mode="training",
+                                 mode_switch="is_training=True/False (default True); the running statistics "
+                                             "are the mean and variance inputs",
+                                 batch_of_one="beta"),
 }
 
 # Named presets an external implementation may declare (``equiv.external``): the conventions of
@@ -166,6 +198,10 @@ ARGUMENTS: dict[str, dict[str, str | None]] = {
     "paddle.builtin": dict(momentum="momentum", eps="epsilon", axis=None),   # layout: data_format="NCHW"
     "mindspore.nn": dict(momentum="momentum", eps="eps", axis=None),   # data_format="NHWC": GPU only
     "chainer.links": dict(momentum="decay", eps="eps", axis=None),   # axis: the axes reduced over, not the channel
+    "tf.nn.moments": dict(momentum=None, eps="variance_epsilon", axis=None),   # decay: the user's moving average
+    "tf.nn.weighted_moments": dict(momentum=None, eps="variance_epsilon", axis=None),
+    "tf.fused_batch_norm": dict(momentum="exponential_avg_factor", eps="epsilon", axis=None),   # data_format
+    "tf.raw.FusedBatchNormV3": dict(momentum="exponential_avg_factor", eps="epsilon", axis=None),
 }
 
 # Where each built-in layer keeps its batch-norm state (gamma, beta, running mean, running

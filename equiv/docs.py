@@ -35,6 +35,7 @@ def findings():
     """Every list of documented findings (``equiv.known``), by the section that renders it."""
     from equiv.known import (
         BOOK_NOTES,
+        DOC_FINDINGS,
         EXPORT_FINDINGS,
         KNOWN,
         NET_FINDINGS,
@@ -45,7 +46,7 @@ def findings():
     )
     return {"layer": KNOWN, "option": OPTION_KNOWN, "route": ROUTE_KNOWN, "parallel": PARALLEL_KNOWN,
             "parallel_behaviour": PARALLEL_FINDINGS,
-            "export": EXPORT_FINDINGS, "net": NET_FINDINGS, "book": BOOK_NOTES}
+            "export": EXPORT_FINDINGS, "doc": DOC_FINDINGS, "net": NET_FINDINGS, "book": BOOK_NOTES}
 
 
 def page_of(name):
@@ -92,6 +93,8 @@ SECTIONS = (   # kind, heading, what the section's entries are, how one renders
      behaviour_entry),
     ("export", "Exporters", "What an exporter writes for the layer, pinned with its graph and versions by "
      "`tests/test_onnx_findings.py`.", lambda f: [f"- **{f.id}**: {f.reason}", ""]),
+    ("doc", "Documentation", "Where the framework's documentation says what its code does not do; each pinned, "
+     "with the source lines, by the test named.", behaviour_entry),
     ("net", "BN-LeNet: whole-network divergences",
      "Each asserted at exactly this first divergent step and layer by `tests/test_lenet_nets.py` and "
      "`tests/test_lockstep_parallel.py` (`equiv lockstep`).", None),

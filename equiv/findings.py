@@ -3,6 +3,7 @@ divergences and other findings (equiv/known/): what differs, between which imple
 on which input, and what a porting user must do."""
 from equiv.known import (
     BOOK_NOTES,
+    DOC_FINDINGS,
     EXPORT_FINDINGS,
     NET_FINDINGS,
     OPTION_KNOWN,
@@ -90,7 +91,7 @@ def parallel_entry(d, heading="###"):
 
 
 def behaviour_entry(f, heading="###"):
-    """Markdown lines of a data-parallel behaviour (``ParallelFinding``), with the test that pins it."""
+    """Markdown lines of a finding pinned by a test (``ParallelFinding``, ``DocFinding``), with that test."""
     return [f"{heading} {f.id}", "", f"- implementations: {_names(f.implementations)}", f"- test: `{f.test}`", "",
             f.reason, ""] + _advice(f)
 
@@ -154,6 +155,10 @@ def render(conventions, known):
             "by `tests/test_onnx_findings.py`.", ""]
     out += [f"- **{f.id}**: {f.reason}" for f in EXPORT_FINDINGS]
     out += [""]
+    out += ["## Documentation (what the docs say and the code does not)", "",
+            "Each measured on the installed release and pinned, with the source lines, by the test named.", ""]
+    for f in DOC_FINDINGS:
+        out += behaviour_entry(f)
     out += ["## BN-LeNet: whole-network divergences (`equiv lockstep`)", "",
             "Each is asserted at exactly this first divergent step and layer (or, where a quantity is "
             "listed as at the tolerance, that one at the same step with the layer over it too) by "

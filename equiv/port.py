@@ -35,7 +35,11 @@ _NOT_A_LAYER = {"flax.linen.two_pass": "flax.linen built with use_fast_variance=
                             "float32 layer of the default fused=None holds the unbiased running variance "
                             "(tf-keras2-default-fused-unbiased-variance)",
                 "onnx.node": "an operator in a graph, not a layer: its state is the graph's initializers "
-                             "(scale, B, input_mean, input_var), which an exporter writes"}
+                             "(scale, B, input_mean, input_var), which an exporter writes",
+                **{n: "TensorFlow ops, not a layer: the state is the four tensors the user's code keeps and names "
+                      "(scale, offset and the moving mean and variance it passes to the op)"
+                   for n in ("tf.nn.moments", "tf.nn.weighted_moments", "tf.fused_batch_norm",
+                             "tf.raw.FusedBatchNormV3")}}
 
 
 def not_covered() -> dict[str, str]:

@@ -44,6 +44,18 @@ def test_every_divergence_names_registered_adapters_or_paths_and_properties():
         assert d.witness_property in d.properties, d.id
 
 
+def test_every_documentation_finding_names_registered_adapters_and_a_test_that_exists():
+    from pathlib import Path
+
+    from equiv.known import DOC_FINDINGS
+    from equiv.registry import known_names
+    root = Path(__file__).resolve().parent.parent
+    for f in DOC_FINDINGS:
+        assert set(f.implementations) <= set(known_names()), f.id
+        path, name = f.test.split("::")
+        assert f"def {name}(" in (root / path).read_text(), f.id
+
+
 # Draws that failed a run, as the failure printed them, each with the documented divergence whose
 # region explains it: the properties leave it out, and (where its adapter is selected) it still
 # diverges, a strict xfail.

@@ -23,6 +23,8 @@ The kinds (``Finding.kind``), each a list here:
 - ``ROUTE_KNOWN`` (``"route"``): divergences of a conversion or folding route (``equiv.routes``) on
   its drawn states, each with a region and a witness state run as a strict xfail
   (``route_excluded`` picks a state's).
+- ``DOC_FINDINGS`` (``"documentation"``): where a framework's documentation says what its code does not
+  do, each pinned by the test it names.
 - ``BOOK_NOTES`` (``"book"``): what the book's BN-LeNet code does beyond its BN layers.
 
 ``ALL`` holds every finding, ``findings(kind)`` iterates over them.
@@ -32,6 +34,7 @@ from equiv.known._regions import everywhere
 from equiv.known.base import (
     BookNote,
     Divergence,
+    DocFinding,
     ExportFinding,
     Finding,
     NetFinding,
@@ -42,8 +45,9 @@ from equiv.known.base import (
     shows,
 )
 
-__all__ = ["ALL", "BOOK_NOTES", "BY_CONVENTION", "EXPORT_FINDINGS", "KNOWN", "NET_FINDINGS", "OPTION_KNOWN",
-           "PARALLEL_FINDINGS", "PARALLEL_KNOWN", "ROUTE_KNOWN", "BookNote", "Divergence", "ExportFinding",
+__all__ = ["ALL", "BOOK_NOTES", "BY_CONVENTION", "DOC_FINDINGS", "EXPORT_FINDINGS", "KNOWN", "NET_FINDINGS",
+           "OPTION_KNOWN", "PARALLEL_FINDINGS", "PARALLEL_KNOWN", "ROUTE_KNOWN", "BookNote", "Divergence",
+           "DocFinding", "ExportFinding",
            "Finding", "NetFinding", "OptionDivergence", "ParallelDivergence", "ParallelFinding", "RouteDivergence",
            "by_id", "divergences", "everywhere", "excluded", "findings", "net_findings", "option_divergences",
            "parallel_excluded", "route_excluded", "shows"]
@@ -53,7 +57,7 @@ ALL = tuple(f for m in (torch, tf, tf_keras2, keras, jax, onnx, paddle, mxnet, m
 
 def findings(kind=None):
     """Every documented finding (of ``kind``: "layer", "data-parallel", "data-parallel-behaviour",
-    "export", "network", "route", "option", "book"), in the order of the framework modules."""
+    "export", "network", "route", "option", "documentation", "book"), in the order of the framework modules."""
     return (f for f in ALL if kind is None or f.kind == kind)
 
 
@@ -63,6 +67,7 @@ PARALLEL_FINDINGS = list(findings(ParallelFinding.kind))
 EXPORT_FINDINGS = list(findings(ExportFinding.kind))
 NET_FINDINGS = tuple(findings(NetFinding.kind))
 BOOK_NOTES = tuple(findings(BookNote.kind))
+DOC_FINDINGS = list(findings(DocFinding.kind))
 ROUTE_KNOWN = list(findings(RouteDivergence.kind))
 OPTION_KNOWN = list(findings(OptionDivergence.kind))
 

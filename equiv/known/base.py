@@ -115,6 +115,14 @@ class RouteDivergence(Finding):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DocFinding(Finding):
+    """Where a framework's documentation of a layer or op says what its code does not do, measured on the
+    installed release and pinned by ``test`` (tests/<file>::<name>) with the source lines of both."""
+    kind: ClassVar[str] = "documentation"
+    test: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class BookNote(Finding):
     """What the book's own BN-LeNet code does differently, beyond its BN layers (measured by tests).
     ``implementations``: the BN-LeNet labels of the book's tab."""

@@ -1,13 +1,15 @@
 """TensorFlow's documented findings: tf.keras and the book's tf.scratch (and their paths),
 MirroredStrategy (tf.mirrored.sync), the whole BN-LeNet (tf.keras, tf.scratch, tf.mirrored,
-tf.mirrored.sync), the book's TensorFlow tab, the TFLite converter route (equiv.routes: tf.keras+tflite)
-and the onnx2tf routes (onnx.node+onnx2tf, torch.builtin+onnx2tf)."""
+tf.mirrored.sync), the book's TensorFlow tab, the TFLite converter route (equiv.routes: tf.keras+tflite),
+the onnx2tf routes (onnx.node+onnx2tf, torch.builtin+onnx2tf) and the docs of the fused batch-norm ops
+(tf.fused_batch_norm, tf.raw.FusedBatchNormV3)."""
 import numpy as np
 
-from equiv.known._regions import _FORWARD, _red, global_offset_ratio
-from equiv.known.base import BookNote, Divergence, NetFinding, ParallelDivergence, RouteDivergence
+from equiv.dtypes import round_to
+from equiv.known._regions import _FORWARD, _min_var_plus_eps, _red, global_offset_ratio
+from equiv.known.base import BookNote, Divergence, DocFinding, NetFinding, ParallelDivergence, RouteDivergence
 from equiv.routes.states import FoldState
-from equiv.strategies import Case, ParallelCase
+from equiv.strategies import Case, ParallelCase, affine_draw
 
 FINDINGS = [
     # --- tensorflow (tf.keras, tf.scratch) -------------------------------------------
@@ -269,3 +271,110 @@ ONNX2TF = [
 ]
 
 FINDINGS += ROUTES + ONNX2TF
+
+
+def _max_var(c, p):
+    """The largest batch variance of a channel, and for affine_invariance of a·x + b as the property feeds it."""
+    red = _red(c)
+    v = max(float(c.batch(i).var(axis=red).max()) for i in range(c.steps))
+    if p == "affine_invariance":
+        a, b = affine_draw(c)
+        with np.errstate(over="ignore", invalid="ignore"):
+            v = max(v, float(np.nan_to_num(round_to(a * c.x + b, c.dtype).var(axis=red), nan=np.inf).max()))
+    return v
+
+
+FINDINGS += [
+    # --- TensorFlow's ops as a user assembles them (equiv/adapters/tf_ops.py) ----------------------------
+    Divergence(
+        id="tf-nn-fp16-eps-underflow",
+        implementations=("tf.nn.moments", "tf.nn.weighted_moments"),
+        properties=_FORWARD,
+        reason=("float16 (TensorFlow 2.21.0, CPU): tf.nn.moments and tf.nn.weighted_moments compute in float32 "
+                "but return float16 (nn_impl.py:1284, :1398), and tf.nn.batch_normalization adds the Python "
+                "float variance_epsilon to that float16 variance (rsqrt(variance + variance_epsilon), "
+                "nn_impl.py:1491): an eps below 2.98e-8 (half the smallest float16 subnormal) rounds away, and "
+                "a zero-variance channel gives x·rsqrt(0) − mean·rsqrt(0) = inf − inf = NaN where the exact "
+                "output is beta (witness: eps 1e-8, output NaN, oracle 0.069; the fused ops add eps in float32 "
+                "and give beta). affine_invariance meets it where a·x + b rounds to a constant channel in float16 "
+                "while eps·a² < 6e-8"),
+        region=lambda c, p: c.dtype == "float16" and _min_var_plus_eps(c, p) < 6e-8,
+        witness=Case(dtype="float16", shape=(2, 1), seed=0, log10_scale=0.0, log10_offset=None,
+                     constant_channel=True, eps=1e-8, new_batch_weight=0.0),
+        witness_property="train_forward",
+        advice="in float16 keep variance_epsilon ≥ 6e-8 (1e-5 and 1e-3 are fine), or use the fused op"),
+    Divergence(
+        id="tf-nn-fp16-variance-overflow",
+        implementations=("tf.nn.moments", "tf.nn.weighted_moments"),
+        properties=_FORWARD + ("batch_stats", "running_stats", "state_after_calls"),
+        reason=("float16 (TensorFlow 2.21.0, CPU): tf.nn.moments and tf.nn.weighted_moments compute in float32 "
+                "and cast the variance back to float16 (nn_impl.py:1284-1285, :1397-1399): a channel whose "
+                "variance exceeds 65504 (std > 256) gets variance inf although its values and its output are "
+                "representable; rsqrt(inf) = 0, the output collapses to beta, the running variance to inf "
+                "(witness: variance 1.1e5, output 0.241 = beta where the oracle has −1.57 … 1.03, 76× the bound; "
+                "running variance inf, NaN with weight 0 (0·inf); "
+                "affine_invariance meets it on a·x + b, e.g. a = 6.09: variance 4.2e5). The fused ops and "
+                "tf.keras keep the statistics in float32"),
+        region=lambda c, p: c.dtype == "float16" and _max_var(c, p) > 6e4,
+        witness=Case(dtype="float16", shape=(4, 1), seed=4, log10_scale=2.5, log10_offset=None,
+                     constant_channel=False, eps=1e-3, new_batch_weight=0.0),
+        witness_property="train_forward",
+        advice="in float16 scale inputs to std < 256 before tf.nn.moments, or take the moments of a float32 copy "
+               "(or use the fused op)"),
+    Divergence(
+        id="tf-nn-fp16-rsqrt-grad-overflow",
+        implementations=("tf.nn.moments", "tf.nn.weighted_moments"),
+        properties=("gradients", "dx_sums_zero"),
+        reason=("float16 (TensorFlow 2.21.0, CPU): tf.nn.batch_normalization takes rsqrt(variance + eps) of the "
+                "float16 variance (nn_impl.py:1491), and its gradient RsqrtGrad, −0.5·dy·y³ with y = rsqrt(var + "
+                "eps), is formed in float16: y³ overflows (> 65504) for var + eps < 6.1e-4 although dx is "
+                "representable; inf reaches dx and inf − inf its channel sum (witness: var + eps = 1.2e-4, dx inf "
+                "where the oracle has −876 against a bound of 34.5, Σdx NaN). The fused ops' gradient "
+                "(FusedBatchNormGradV3) works in float32"),
+        region=lambda c, p: c.dtype == "float16" and _min_var_plus_eps(c) < 7e-4,
+        witness=Case(dtype="float16", shape=(6, 1), seed=1, log10_scale=-2.0, log10_offset=None,
+                     constant_channel=False, eps=1e-4, new_batch_weight=0.0),
+        witness_property="gradients",
+        advice="train in float32 (or mixed precision with float32 statistics), or keep var + eps above 6.1e-4 in "
+               "float16"),
+]
+
+_OPS_TEST = "tests/test_tf_ops_findings.py::"
+FINDINGS += [
+    DocFinding(
+        id="tf-fused-running-var-unbiased-undocumented",
+        implementations=("tf.fused_batch_norm", "tf.raw.FusedBatchNormV3"),
+        test=_OPS_TEST + "test_fused_defaults_and_the_unbiased_running_variance",
+        reason=("tf.compat.v1.nn.fused_batch_norm documents its running_var output as (1 − f)·variance + "
+                "f·batch_variance, \"where batch_variance is the variance of the current batch in x\" "
+                "(nn_impl.py:1564-1567, TensorFlow 2.21.0); the kernel multiplies the batch variance by "
+                "m/(m − 1) (Bessel's correction: fused_batch_norm_op.cc:179-183, 204-216; oneDNN's kernel, the "
+                "CPU default: adjust_factor in mkl_fused_batch_norm_op.cc), while y is normalized with the "
+                "biased variance (÷ m). Measured: 4×2×3 values a channel, running variance 24/23 = 1.043× the "
+                "biased batch variance with the default f = 1; reserve_space_2 holds the biased one"),
+        advice=("a running variance from the fused op is unbiased (torch.builtin's estimator): port it as such; "
+                "a hand-written moving average over tf.nn.moments is biased")),
+    DocFinding(
+        id="tf-fused-v3-mean-not-inference-only",
+        implementations=("tf.raw.FusedBatchNormV3",),
+        test=_OPS_TEST + "test_raw_op_agrees_with_fused_batch_norm_and_its_reserve_spaces",
+        reason=("tf.raw_ops.FusedBatchNormV3 documents mean and variance as \"Used for inference only; must be "
+                "empty for training\" (gen_nn_ops.py:5146-5150, TensorFlow 2.21.0); with is_training=True and "
+                "exponential_avg_factor f != 1 the kernel reads them as the running statistics and returns "
+                "(1 − f)·mean + f·batch_mean as batch_mean, likewise batch_variance (with Bessel's correction) "
+                "(fused_batch_norm_op.cc:209-216); with f = 1 it ignores them. Measured: mean 0.5, f = 0.3: "
+                "batch_mean = 0.35 + 0.3·(the batch mean), equal bit for bit to fused_batch_norm's running_mean"),
+        advice=("pass the running statistics and exponential_avg_factor = the new batch's weight (PyTorch's "
+                "momentum) to get the update in the op; batch_mean and batch_variance are then running values")),
+    DocFinding(
+        id="tf-ema-decay-float32",
+        implementations=("tf.nn.moments", "tf.nn.weighted_moments"),
+        test=_OPS_TEST + "test_exponential_moving_average_rounds_decay_to_float32_for_float64_variables",
+        reason=("tf.train.ExponentialMovingAverage documents its update as shadow −= (1 − decay)·(shadow − "
+                "variable) (moving_averages.py:317) but converts decay to float32 whatever the variable's dtype "
+                "(:580-581): a float64 moving average with decay 0.9 weighs the new value by 1 − fl32(0.9) = "
+                "0.10000002384 (relative 2.4e-7, about 2·10⁹ float64 ulps). The tf.nn.* adapters write the "
+                "documented update themselves in the state's dtype (0.1 exactly) and so do not show it"),
+        advice=("for float64 running statistics write the update yourself, as the adapters do; in float32 the "
+                "class rounds decay as any float32 update does")),
+]
