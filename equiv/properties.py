@@ -56,7 +56,8 @@ def prop(name, doc, *, needs_gradients=False, max_steps=1, needs_running_stats=F
 
 
 def strategy_for(p, adapter_cls):
-    return cases(dtypes=adapter_cls.dtypes, max_steps=p.max_steps, min_count=min_count(adapter_cls.conventions))
+    return cases(dtypes=adapter_cls.dtypes, ndims=getattr(adapter_cls, "ndims", (2, 4)), max_steps=p.max_steps,
+                 min_count=min_count(adapter_cls.conventions))
 
 
 def build(adapter_cls, case, device, **overrides):
