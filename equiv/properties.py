@@ -364,7 +364,7 @@ def run(p, adapter_cls, device="cpu", profile=None, seed=None, options=None):
 
     test.__name__ = test.__qualname__ = p.name
     test = given(case=strategy_for(p, adapter_cls))(test)
-    for case in edge_cases(adapter_cls.dtypes, adapter_cls.conventions):
+    for case in edge_cases(adapter_cls.dtypes, adapter_cls.conventions, getattr(adapter_cls, "ndims", (2, 4))):
         test = example(case=case)(test)
     if profile is not None or getattr(adapter_cls, "example_budget", None) or options:
         from equiv.strategies import profile_for

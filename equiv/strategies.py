@@ -275,10 +275,11 @@ def min_count(conventions):
     return 1 if conventions.batch_of_one == "beta" else 2
 
 
-def edge_cases(dtypes, conventions=None):
-    """The EDGE_CASES of the given dtypes, and the BATCH_OF_ONE cases where the conventions define one."""
+def edge_cases(dtypes, conventions=None, ndims=(2, 4)):
+    """The EDGE_CASES of the given dtypes and ranks, and the BATCH_OF_ONE cases where the conventions define
+    one."""
     ones = BATCH_OF_ONE if conventions is not None and min_count(conventions) == 1 else ()
-    return [c for c in EDGE_CASES + LARGE_CASES + ones if c.dtype in dtypes]
+    return [c for c in EDGE_CASES + LARGE_CASES + ones if c.dtype in dtypes and c.ndim in ndims]
 
 
 def parse_case(text):

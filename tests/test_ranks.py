@@ -37,3 +37,12 @@ def test_printed_cases_of_every_rank_read_back():
     with pytest.raises(ValueError, match="2-D to 5-D"):
         parse_case("Case(dtype='float64', shape=(2, 1, 1, 1, 1, 2), seed=1, log10_scale=0.0, log10_offset=None, "
                    "constant_channel=False, eps=1e-05, new_batch_weight=0.1)")
+
+
+def test_explicit_cases_only_of_the_declared_ranks():
+    """The explicit cases every property starts with are 2-D and 4-D: an adapter without those ranks gets
+    none of them (it would otherwise be refused the whole property)."""
+    from equiv.strategies import edge_cases
+    assert {c.ndim for c in edge_cases(("float64", "float32"))} == {2, 4}
+    assert edge_cases(("float64", "float32"), ndims=(3, 5)) == []
+    assert {c.ndim for c in edge_cases(("float64", "float32"), ndims=(2, 3))} == {2}
