@@ -336,7 +336,8 @@ def run(p, adapter_cls, device="cpu", profile=None, seed=None, options=None):
         return dict(stats, everywhere=whole[0])
     failing = {}
     if p.name == "batch_stats":   # needs new-batch weight 1: measured once, not shrunk by Hypothesis
-        probe = adapter_cls(1, 2, dtype=adapter_cls.dtypes[0], device=device, new_batch_weight=1.0)
+        probe = adapter_cls(1, getattr(adapter_cls, "ndims", (2,))[0], dtype=adapter_cls.dtypes[0], device=device,
+                            new_batch_weight=1.0)
         if probe.new_batch_weight != 1.0:
             raise Unconfigurable()
 
