@@ -248,6 +248,9 @@ OPTION_DECLARED: dict[str, dict[str, str]] = {
     # (187-190); eval() uses the batch only when the buffers are None (200-203)
     "torch.builtin": dict(cumulative_weights="1/k", momentum_switch="1/k over every step",
                           set_false_inference="stored statistics", no_affine_gradients="none"),
+    # torch/nn/functional.py (2.13.0): weight and bias default to None (2863-2864) and go to torch.batch_norm
+    # as given (2898-2908): the layer's affine=False tensors, none
+    "torch.builtin+functional": dict(no_affine_gradients="none"),
     # keras/src/layers/normalization/batch_normalization.py (3.15.1): no gamma/beta variable without
     # scale/center (242-261); synchronized=True takes E[x²] − E[x]² on one device too
     # (keras/src/backend/tensorflow/nn.py:1516-1539)

@@ -1,6 +1,7 @@
 """The adapter protocol and the declared conventions.
 
-Canonical data crossing the protocol is NumPy, channel-first: (N, C) or (N, C, H, W).
+Canonical data crossing the protocol is NumPy, channel-first: (N, C) or (N, C, H, W), and where an
+adapter declares them (``Adapter.ndims``) (N, C, L) and (N, C, D, H, W).
 An adapter converts layout, dtype and device on the way in and returns float64
 NumPy arrays on the way out. It translates; it never re-derives batch norm.
 """
@@ -33,6 +34,10 @@ class Unsupported(Exception):
 class MomentumRequired(TypeError):
     """The framework refused a layer built without a momentum: its momentum argument has no
     default (Haiku's ``decay_rate``). Raised by an adapter built with no new-batch weight."""
+
+
+# the input ranks the protocol knows, channel-first
+RANKS = {2: "(N, C)", 3: "(N, C, L)", 4: "(N, C, H, W)", 5: "(N, C, D, H, W)"}
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,8 @@ class Adapter:
     devices: tuple[str, ...] = ("cpu",)
     has_gradients: bool = True
     external: bool = False     # True for code given as --adapters package.module:obj
+    # the input ranks it takes (RANKS); the cases draw each (equiv.strategies.cases)
+    ndims: tuple[int, ...] = (2, 4)
     # the non-default layer options it builds (equiv.options): name -> values; build reads self.options
     supported_options: dict[str, tuple[Any, ...]] = {}
 
@@ -157,8 +164,10 @@ class Adapter:
         if why:
             raise Unsupported(why)
         self.options = dict(options or {})
-        if ndim not in (2, 4):
-            raise ValueError("ndim must be 2 (N, C) or 4 (N, C, H, W)")
+        if ndim not in RANKS:
+            raise ValueError(f"ndim must be one of {', '.join(f'{k} {v}' for k, v in RANKS.items())}")
+        if ndim not in self.ndims:
+            raise Unsupported(f"{self.name} takes no {ndim}-D input {RANKS[ndim]} (ndims {self.ndims})")
         if dtype not in self.dtypes:
             raise Unsupported(f"{self.name} does not support dtype {dtype}")
         if device not in self.devices:

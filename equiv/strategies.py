@@ -188,13 +188,21 @@ class Case:
 
 @st.composite
 def cases(draw, dtypes=("float64", "float32"), ndims=(2, 4), max_steps=1, min_count=2):
-    """A batch-norm case: shape, dtype, data scale and offset, eps, new-batch weight."""
+    """A batch-norm case: shape, dtype, data scale and offset, eps, new-batch weight. ``ndims``: the ranks
+    drawn (equiv.core.RANKS; an adapter's ``ndims``); 2 and 4 draw as they always have."""
     dtype = draw(st.sampled_from(dtypes))
     ndim = draw(st.sampled_from(ndims))
     c = draw(st.integers(1, 5))
     if ndim == 2:
         n = draw(st.integers(max(min_count, 1), 16))
         shape = (n, c)
+    elif ndim == 3:   # (N, C, L): at most 48 values per channel
+        n = draw(st.integers(1, 6))
+        length = draw(st.integers(1 if n >= min_count else min_count, 8))
+        shape = (n, c, length)
+    elif ndim == 5:   # (N, C, D, H, W): at most 108 values per channel
+        n, d, h = draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        shape = (n, c, d, h, draw(st.integers(1 if n * d * h >= min_count else min_count, 3)))
     else:
         n = draw(st.integers(1, 6))
         h = draw(st.integers(1, 6))
@@ -246,12 +254,12 @@ BATCH_OF_ONE = (
 )
 
 
-# What the random draws stop short of, and why: channels 1–5 and at most 16 (2-D) or 216 (4-D) values
-# per channel, because every new shape costs a compiling implementation a trace and a compile (77–146 ms
-# warm per shape for the JAX adapters: scripts/shape_cost.py). Two explicit cases reach beyond, in every
-# profile: many values per channel at an offset, where the order and precision of float32 accumulation
-# matter (4,096 values per channel, |mean|/std ~ 300: the fast variance E[x²] − E[x]² loses all of it),
-# and a wide layer (256 channels, one row of a batch of 4 each).
+# What the random draws stop short of, and why: channels 1–5 and at most 16 (2-D), 48 (3-D), 216 (4-D) or
+# 108 (5-D) values per channel, because every new shape costs a compiling implementation a trace and a
+# compile (77–146 ms warm per shape for the JAX adapters: scripts/shape_cost.py). Two explicit cases reach
+# beyond, in every profile: many values per channel at an offset, where the order and precision of float32
+# accumulation matter (4,096 values per channel, |mean|/std ~ 300: the fast variance E[x²] − E[x]² loses
+# all of it), and a wide layer (256 channels, one row of a batch of 4 each).
 LARGE_CASES = (
     Case(dtype="float32", shape=(64, 2, 8, 8), seed=4, log10_scale=0.0, log10_offset=2.5, constant_channel=False,
          eps=1e-5, new_batch_weight=0.1),
@@ -267,10 +275,11 @@ def min_count(conventions):
     return 1 if conventions.batch_of_one == "beta" else 2
 
 
-def edge_cases(dtypes, conventions=None):
-    """The EDGE_CASES of the given dtypes, and the BATCH_OF_ONE cases where the conventions define one."""
+def edge_cases(dtypes, conventions=None, ndims=(2, 4)):
+    """The EDGE_CASES of the given dtypes and ranks, and the BATCH_OF_ONE cases where the conventions define
+    one."""
     ones = BATCH_OF_ONE if conventions is not None and min_count(conventions) == 1 else ()
-    return [c for c in EDGE_CASES + LARGE_CASES + ones if c.dtype in dtypes]
+    return [c for c in EDGE_CASES + LARGE_CASES + ones if c.dtype in dtypes and c.ndim in ndims]
 
 
 def parse_case(text):
@@ -307,8 +316,9 @@ def parse_case(text):
     from equiv.options import unknown
     if not isinstance(kwargs.get("options", {}), dict) or unknown(kwargs.get("options")):
         raise ValueError(f"Case options: {unknown(kwargs['options']) or 'a mapping, name -> value'}")
-    if kwargs["dtype"] not in SCALE_RANGE or len(kwargs["shape"]) not in (2, 4) or min(kwargs["shape"]) < 1:
-        raise ValueError(f"Case dtype must be one of {', '.join(SCALE_RANGE)} and shape 2-D or 4-D with sizes >= 1")
+    from equiv.core import RANKS
+    if kwargs["dtype"] not in SCALE_RANGE or len(kwargs["shape"]) not in RANKS or min(kwargs["shape"]) < 1:
+        raise ValueError(f"Case dtype must be one of {', '.join(SCALE_RANGE)} and shape 2-D to 5-D with sizes >= 1")
     return Case(**kwargs)
 
 

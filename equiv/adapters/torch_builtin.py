@@ -1,4 +1,5 @@
-"""torch.builtin: ``torch.nn.BatchNorm1d`` (N, C) and ``BatchNorm2d`` (N, C, H, W).
+"""torch.builtin: ``torch.nn.BatchNorm1d`` on (N, C) and (N, C, L), ``BatchNorm2d`` on (N, C, H, W) and
+``BatchNorm3d`` on (N, C, D, H, W).
 
 Layer options (equiv.options): ``momentum=None`` (given to the constructor, or set on the layer
 after its first training step), ``affine=False``, ``track_running_stats=False`` (given to the
@@ -11,26 +12,32 @@ from equiv.backends.torch import devices, numpy, tensor
 from equiv.conventions import DECLARED
 from equiv.core import Adapter
 
+# the class of each input rank
+LAYERS = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d, 5: torch.nn.BatchNorm3d}
+
 
 class TorchBuiltin(Adapter):
     name, framework = "torch.builtin", "torch"
     conventions = DECLARED[name]
     dtypes = ("float64", "float32", "float16", "bfloat16")
     devices = devices()
+    ndims = tuple(LAYERS)
     supported_options = {"momentum": ("cumulative", "cumulative_after_ema"), "affine": (False,),
                          "track_running_stats": (False, "set_false")}
 
     def build(self, momentum, eps):
         backend.setup()
-        cls = torch.nn.BatchNorm1d if self.ndim == 2 else torch.nn.BatchNorm2d
         opts = self.options
-        self.module = cls(self.num_features, eps=eps,
-                          momentum=None if opts.get("momentum") == "cumulative" else momentum,
-                          affine=opts.get("affine", True),
-                          track_running_stats=opts.get("track_running_stats") is not False,
-                          device=self.device, dtype=tensor(0, self.dtype, "cpu").dtype)
+        self.module = self._new_layer(eps=eps, momentum=None if opts.get("momentum") == "cumulative" else momentum,
+                                      affine=opts.get("affine", True),
+                                      track_running_stats=opts.get("track_running_stats") is not False,
+                                      device=self.device, dtype=tensor(0, self.dtype, "cpu").dtype)
         if opts.get("track_running_stats") == "set_false":
             self.module.track_running_stats = False
+
+    def _new_layer(self, **kw):
+        """The layer of this rank built with ``kw`` (eps, momentum, affine, ...)."""
+        return LAYERS[self.ndim](self.num_features, **kw)
 
     def _t(self, a, requires_grad=False):
         return tensor(a, self.dtype, self.device, requires_grad)

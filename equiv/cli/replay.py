@@ -41,6 +41,10 @@ def run(args):
         if case.dtype not in A.dtypes:
             print(f"{name}: has no dtype {case.dtype} (it has {', '.join(A.dtypes)})")
             continue
+        ndims = getattr(A, "ndims", (2, 4))
+        if case.ndim not in ndims:
+            print(f"{name}: takes no {case.ndim}-D input (it takes {', '.join(f'{n}-D' for n in ndims)})")
+            continue
         for pname in props:
             status, detail = replay(PROPERTIES[pname], A, case, args.device)
             if status == "pass":

@@ -40,7 +40,7 @@ _ORT = ("onnx", "onnxruntime")
 
 PATHS = {p.name: p for p in [
     ExecutionPath("torch.builtin", "channels_last", _TORCH, "channels_last",
-                  "BatchNorm2d module and input in torch.channels_last memory format (4-D only; 2-D as eager)"),
+                  "BatchNorm2d module and input in torch.channels_last memory format (4-D only; other ranks as eager)"),
     ExecutionPath("torch.scratch", "channels_last", _TORCH, "channels_last",
                   "the book's layer on input in torch.channels_last memory format (4-D only; 2-D as eager)"),
     ExecutionPath("torch.builtin", "compile", _TORCH, "compile",
@@ -57,6 +57,11 @@ PATHS = {p.name: p for p in [
                   "torch.func.functional_call(module, explicit parameters and buffers, (x,))"),
     ExecutionPath("torch.builtin", "export", _TORCH, "export",
                   "torch.export.export of the module in train() or eval(), run through ExportedProgram.module()"),
+    ExecutionPath("torch.builtin", "functional", _TORCH, "functional",
+                  "torch.nn.functional.batch_norm(x, running_mean, running_var, weight, bias, training, "
+                  "momentum, eps) on the layer's own tensors, updated in place"),
+    ExecutionPath("torch.builtin", "lazy", _TORCH, "lazy",
+                  "LazyBatchNorm1d/2d/3d: num_features inferred on the first call, then the built-in layer"),
     ExecutionPath("tf.keras", "xla", _TF, "xla",
                   "the layer's call and its training step (GradientTape inside) under "
                   "tf.function(jit_compile=True), XLA on the CPU"),

@@ -217,6 +217,7 @@ def onnx_dynamo(base):
         conventions = replace(base.conventions, **DYNAMO_CONVENTIONS)
         unmeasured = DYNAMO_UNMEASURED
         dynamo = True
+        ndims = (2, 4)   # the graph template is one BatchNorm1d (N, C) or BatchNorm2d export (dynamo_template)
 
         def _graph(self, x, mode):
             return instantiate(dynamo_template(self.ndim, self.dtype, mode), x.shape,

@@ -10,6 +10,7 @@ import functools
 import torch
 
 from equiv.backends.torch import setup_dynamo
+from equiv.dtypes import round_to
 
 
 def _path(wrapper):
@@ -190,7 +191,6 @@ def export(base):
     return Exported
 
 
-
 # --- torch.nn.functional.batch_norm ----------------------------------------------------------
 class _BatchNormCall(_Wrapped):
     """The layer's own tensors through ``torch.nn.functional.batch_norm(x, running_mean, running_var,
@@ -203,10 +203,10 @@ class _BatchNormCall(_Wrapped):
                                               self.training, m.momentum, m.eps)
 
 
+@_path
 def functional(base):
-    """torch.builtin's layer called as ``torch.nn.functional.batch_norm`` on its own tensors (a wrapper of
-    this module, run by tests/test_options_torch.py; not a registered path: a registered one needs its
-    measured conventions committed, reference/data)."""
+    """torch.builtin's layer called as ``torch.nn.functional.batch_norm`` on its own tensors: the new
+    running statistics are written into the running_mean and running_var tensors passed in."""
     class Functional(base):
         supported_options = {"affine": (False,)}
 
@@ -214,3 +214,49 @@ def functional(base):
             super().build(momentum, eps)
             self.module = _BatchNormCall(self.module)
     return Functional
+
+
+# --- LazyBatchNorm ------------------------------------------------------------------------------
+LAZY = {2: torch.nn.LazyBatchNorm1d, 3: torch.nn.LazyBatchNorm1d, 4: torch.nn.LazyBatchNorm2d,
+        5: torch.nn.LazyBatchNorm3d}
+
+
+@_path
+def lazy(base):
+    """torch.builtin's layer built as ``LazyBatchNorm1d/2d/3d`` (no num_features): its first call infers
+    num_features from x.shape[1], materializes weight, bias and the running statistics at 1, 0, 0, 1
+    (torch/nn/modules/batchnorm.py:280-303, reset_parameters) and becomes BatchNorm1d/2d/3d
+    (torch/nn/modules/lazy.py, _infer_parameters). Until then the layer holds no tensors, so a state set
+    before the first call is held by the adapter and copied in by a forward pre-hook that runs after the
+    inference, before the first forward; get_state until then answers that held state, or, with none
+    held, what the layer's own initialize_parameters materializes for the adapter's width (as its first
+    call will)."""
+    class Lazy(base):
+        pending = None
+
+        def _new_layer(self, **kw):
+            layer = LAZY[self.ndim](**kw)
+            layer.register_forward_pre_hook(self._load_pending)   # after the layer's own inference hook
+            return layer
+
+        def _load_pending(self, module, args):
+            if self.pending is not None:
+                state, self.pending = self.pending, None
+                base.set_state(self, **state)
+
+        def _uninitialized(self):
+            return isinstance(self.module, torch.nn.modules.lazy.LazyModuleMixin)
+
+        def set_state(self, gamma, beta, running_mean, running_var):
+            if not self._uninitialized():
+                return super().set_state(gamma, beta, running_mean, running_var)
+            self.pending = {k: round_to(v, self.dtype) for k, v in dict(
+                gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var).items()}
+
+        def get_state(self):
+            if self.pending is not None:
+                return {k: v.copy() for k, v in self.pending.items()}
+            if self._uninitialized():
+                self.module.initialize_parameters(torch.empty((0, self.num_features)))
+            return super().get_state()
+    return Lazy

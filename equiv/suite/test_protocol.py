@@ -12,8 +12,13 @@ def _state(c, seed=0):
                 running_mean=rng.standard_normal(c), running_var=rng.uniform(0.5, 2, c))
 
 
-@pytest.mark.parametrize("ndim", [2, 4])
+SHAPES = {2: (4, 3), 3: (4, 3, 5), 4: (4, 3, 2, 2), 5: (4, 3, 2, 2, 2)}   # one per rank (equiv.core.RANKS)
+
+
+@pytest.mark.parametrize("ndim", list(SHAPES))
 def test_state_round_trip_and_copies(adapter, ndim):
+    if ndim not in adapter.ndims:
+        pytest.skip(f"{adapter.name} takes no {ndim}-D input")
     dtype = "float64" if "float64" in adapter.dtypes else "float32"
     try:
         a = adapter(3, ndim, dtype=dtype)
@@ -28,7 +33,7 @@ def test_state_round_trip_and_copies(adapter, ndim):
     for k in s:
         assert got[k].shape == (3,) and got[k].dtype == np.float64, k
         np.testing.assert_array_equal(got[k], s[k], err_msg=k)
-    shape = (4, 3) if ndim == 2 else (4, 3, 2, 2)
+    shape = SHAPES[ndim]
     x = np.random.default_rng(1).standard_normal(shape) + 2.0
     a.train_step(x, np.ones(shape))
     for k in s:   # the earlier get_state result is a copy, not a view of live buffers
@@ -45,4 +50,7 @@ def test_unsupported_dtype_and_device_are_refused(adapter):
     with pytest.raises(Unsupported):
         adapter(2, 2, dtype=adapter.dtypes[0], device="tpu-that-does-not-exist")
     with pytest.raises(ValueError):
-        adapter(2, 3, dtype=adapter.dtypes[0])
+        adapter(2, 6, dtype=adapter.dtypes[0])
+    for ndim in sorted(set(SHAPES) - set(adapter.ndims)):   # a rank the protocol knows, not this adapter
+        with pytest.raises(Unsupported):
+            adapter(2, ndim, dtype=adapter.dtypes[0])
