@@ -24,6 +24,7 @@ class ChainerBN(Adapter):
     name, framework = "chainer.links", "chainer"
     conventions = DECLARED[name]
     dtypes = ("float64", "float32", "float16")
+    ndims = (2, 3, 4, 5)   # axis None reduces over every axis but 1 (L:52-59)
     supported_options = {"momentum": ("cumulative",), "affine": (False, "no_scale", "no_center")}
 
     def build(self, momentum, eps):
