@@ -27,7 +27,7 @@ The kinds (``Finding.kind``), each a list here:
 
 ``ALL`` holds every finding, ``findings(kind)`` iterates over them.
 """
-from equiv.known import jax, keras, mlx, mxnet, onnx, paddle, tf, torch
+from equiv.known import jax, keras, mlx, mxnet, onnx, openvino, paddle, tf, torch
 from equiv.known._regions import everywhere
 from equiv.known.base import (
     BookNote,
@@ -48,7 +48,7 @@ __all__ = ["ALL", "BOOK_NOTES", "BY_CONVENTION", "EXPORT_FINDINGS", "KNOWN", "NE
            "by_id", "divergences", "everywhere", "excluded", "findings", "net_findings", "option_divergences",
            "parallel_excluded", "route_excluded", "shows"]
 
-ALL = tuple(f for m in (torch, tf, keras, jax, onnx, paddle, mxnet, mlx) for f in m.FINDINGS)
+ALL = tuple(f for m in (torch, tf, keras, jax, onnx, openvino, paddle, mxnet, mlx) for f in m.FINDINGS)
 
 
 def findings(kind=None):
