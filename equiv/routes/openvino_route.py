@@ -27,7 +27,20 @@ The default inference precision depends on the CPU: the CPU plugin's Config::rea
 ARM CPUs with native float16, and bf16 where ``mayiuse(avx512_core_bf16)`` (AVX512-BF16 or AMX
 CPUs; the docs' "CPU Device" page: half precision "is automatically used instead of f32" where the
 platform supports it natively). So a route's bound is taken at the coarser of the state's dtype and the
-precision the compiled model reports (``Made.precision``), never at this machine's.
+precision the compiled model reports (``Made.precision``), never at this machine's. Measured on an AMD
+EPYC with avx512_bf16: the default is bf16 (Convolution brgconv_avx512_bf16, FullyConnected
+brgemm_avx512_bf16; finding openvino-default-precision-half), a float16 model runs in bf16 too.
+
+The vector ISA restricted (2026.4.1 on that CPU): OpenVINO's own knob ``OV_CPU_MAX_ISA`` (it asks for
+``ONEDNN_MAX_CPU_ISA`` at the same value) at AVX2 or AVX512_CORE drops BF16 from the plugin's
+OPTIMIZATION_CAPABILITIES and the default precision becomes f32, with the f32 routes' outputs
+(scripts/isa_restricted.py reruns tests/test_routes_openvino.py so). ``ONEDNN_MAX_CPU_ISA`` alone leaves
+the default at bf16: at AVX512_CORE the outputs are bit-identical (60 of 60: three layers, five kinds,
+float32 and float16, both precisions); at AVX2, AVX or SSE41 compiling a Convolution or a MatMul at the
+default precision fails ("object is not initialized", src/inference/src/dev/plugin.cpp:54). At f32 the
+outputs under AVX2 are bit-identical, under SSE41 the Convolution and the BatchNorm kernels differ in
+the last bits (within bound: 0.05× the folded bound, 0.17× the BatchNorm's), the FullyConnected (MLAS)
+not at all.
 """
 import io
 from dataclasses import dataclass
