@@ -24,11 +24,18 @@ Restrictions (each honoured by the release the env installs):
 - ``ONEDNN_MAX_CPU_ISA=AVX2`` and ``=AVX`` (and ``DNNL_MAX_CPU_ISA`` for oneDNN 1.x): oneDNN's kernels
   (tf: oneDNN 3.7.3, with the XLA setting of the same name; mxnet: 2.4.4, whose BatchNorm is a oneDNN
   primitive); ONEDNN_VERBOSE=1 reports "isa:Intel AVX2" instead of AVX-512.
+- ``OV_CPU_MAX_ISA=AVX2`` with ``ONEDNN_MAX_CPU_ISA=AVX2`` (OpenVINO 2026.4.1 asks for both at one value):
+  OpenVINO's CPU plugin (onnx env, tests/test_routes_openvino.py). On a CPU with AVX512-BF16 it drops
+  BF16 from the plugin's capabilities, so the default inference precision is f32 there, as on a CPU
+  without half precision: the routes' bound follows the precision the compiled model reports, and the
+  default-precision finding's witnesses skip. ONEDNN_MAX_CPU_ISA alone leaves the default at bf16, and
+  compiling a convolution at it then fails ("object is not initialized").
 
 Not restricted: paddle and mindspore (no oneDNN primitive is created for their CPU BatchNorm, so
 ONEDNN_VERBOSE stays silent for it; no other setting is known to restrict their kernels), onnxruntime
-(MLAS picks its kernels by CPUID, no setting), tinygrad (clang -march=native), MLX, NumPy (the oracle's
-vectors are stored, not recomputed).
+(MLAS picks its kernels by CPUID, no setting; OpenVINO's f32 FullyConnected is MLAS too: its outputs do
+not move under the caps), tinygrad (clang -march=native), MLX, NumPy (the oracle's vectors are stored,
+not recomputed).
 
 Each env runs with the settings its tox.ini section gives it (copied below). Prints one line per run:
 env, restriction, passed, failed, skipped, seconds; exits 1 when a run failed. Measured on 2 cores of
@@ -67,6 +74,7 @@ ENVS = {
     "keras-torch": ({"KERAS_BACKEND": "torch", "EQUIV_ADAPTERS": "tf.keras+torch"}, ATEN,
                     [FP, "tests/test_keras_backends.py"]),
     "mxnet": ({}, ONEDNN, [FP, "tests/test_mxnet_findings.py", "tests/test_parallel_mxnet.py", *LOCKSTEP]),
+    "onnx": ({}, [{"OV_CPU_MAX_ISA": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}], ["tests/test_routes_openvino.py"]),
 }
 
 

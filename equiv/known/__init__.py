@@ -29,7 +29,7 @@ The kinds (``Finding.kind``), each a list here:
 
 ``ALL`` holds every finding, ``findings(kind)`` iterates over them.
 """
-from equiv.known import chainer, jax, keras, mlx, mxnet, onnx, paddle, tf, tf_keras2, torch
+from equiv.known import chainer, jax, keras, mlx, mxnet, onnx, openvino, paddle, tf, tf_keras2, torch
 from equiv.known._regions import everywhere
 from equiv.known.base import (
     BookNote,
@@ -52,7 +52,8 @@ __all__ = ["ALL", "BOOK_NOTES", "BY_CONVENTION", "DOC_FINDINGS", "EXPORT_FINDING
            "by_id", "divergences", "everywhere", "excluded", "findings", "net_findings", "option_divergences",
            "parallel_excluded", "route_excluded", "shows"]
 
-ALL = tuple(f for m in (torch, tf, tf_keras2, keras, jax, onnx, paddle, mxnet, mlx, chainer) for f in m.FINDINGS)
+ALL = tuple(f for m in (torch, tf, tf_keras2, keras, jax, onnx, openvino, paddle, mxnet, mlx, chainer)
+            for f in m.FINDINGS)
 
 
 def findings(kind=None):

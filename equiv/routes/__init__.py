@@ -175,6 +175,29 @@ class NotRun:
 # Filled by the tool families' modules' authors as they measure; rendered in the docs' routes page.
 NOT_RUN: dict = {}
 
+# --- OpenVINO (equiv.routes.openvino_route): openvino.convert_model, compiled on the CPU plugin at its default
+# inference precision (which depends on the CPU: bf16 where AVX512-BF16 or AMX) and at f32
+_OV = "equiv.routes.openvino_route"
+_OV_PIN = "openvino==2026.4.1"
+_OV_LAYERS = "Conv → BatchNormalization; Gemm → BatchNormalization; BatchNormalization alone"
+_OV_RUN = "compiled on the CPU plugin ({}), run as compiled(inputs)"
+_OV_DEFAULT, _OV_F32 = "its default INFERENCE_PRECISION_HINT", "INFERENCE_PRECISION_HINT f32"
+_OV_ROWS = [("onnx.node+openvino{}", f"ONNX (onnx.helper, opset 17): {_OV_LAYERS}",
+             "openvino.convert_model(io.BytesIO(model.SerializeToString())), ", "onnx", _ONNX_HALF, _ORT),
+            ("torch.builtin+openvino{}", f"{_CONV}; {_LINEAR}; BatchNorm2d alone",
+             "openvino.convert_model(model.eval(), example_input=x), ", "torch", _ONNX_HALF, ("torch",)),
+            ("torch.builtin+onnx_openvino{}", f"{_CONV}; {_LINEAR}; BatchNorm2d alone, exported by "
+             "torch.onnx.export(dynamo=False) in eval mode (the exporter folds the Conv's BatchNorm itself)",
+             "openvino.convert_model(io.BytesIO(torch.onnx.export(...))), ", "torch_onnx", ("float32",),
+             ("torch", "onnx"))]
+ROUTES.update({r.name: r for r in [
+    Route(name.format(suffix), source, tool + _OV_RUN.format(hint), _OV_PIN, ("conv", "linear"), _OV,
+          f"{fn}_{suffix.strip('_') or 'default'}", dtypes, runs=("bn",), requires=("openvino",) + requires,
+          lands="openvino")
+    for name, source, tool, fn, dtypes, requires in _OV_ROWS
+    for suffix, hint in (("", _OV_DEFAULT), ("_f32", _OV_F32))]})
+
+
 _MEASURED = "2026-12-07, x86-64 Linux, Python 3.11.7"
 NOT_RUN.update({t.route: t for t in [
     NotRun("nobuco 0.17.0", "torch.builtin+nobuco",
