@@ -3,9 +3,11 @@ import pytest
 from hypothesis import assume, given, settings
 
 from equiv import registry
+from equiv import tolerance_fold as tb
 from equiv.routes.states import KINDS
 from equiv.strategies import default_profile
-from equiv.tolerance import ToleranceError
+from equiv.tolerance import ToleranceError, infer_forward
+from reference.batch_norm import batch_norm_infer
 
 # a layer a route runs without folding it (inductor's Linear, onnx's Gemm) is checked on two kinds only
 UNFOLDED_KINDS = ("ordinary", "dead_large_gamma")
@@ -52,3 +54,17 @@ def assert_witness_in_region(d):
     """The finding's witness lies in its own region and its oracle output fits the dtype."""
     assert d.region(d.witness), "the witness lies outside its own region"
     assert d.witness.representable(), "the witness's oracle output must fit the dtype"
+
+
+def oracle_and_bounds(state, layer):
+    """(oracle output, unfolded bound, folded bound) of ``layer`` on the state (NCHW float64); "bn": the
+    BatchNorm alone on the state's layer output z, rounded to its dtype (both bounds its own)."""
+    from equiv.routes.tf_convert import bn_input
+    if layer == "bn":
+        z = bn_input(state)
+        bound = infer_forward(z, state.gamma, state.beta, state.running_mean, state.running_var, state.eps,
+                              state.dtype, axis=1)
+        return batch_norm_infer(z, **state.bn, eps=state.eps), bound, bound
+    args = (state.x, state.w, state.b)
+    return (state.oracle(), tb.unfolded(*args, **state.bn, **state.bound_args()),
+            tb.folded(*args, **state.bn, **state.bound_args()))

@@ -8,13 +8,11 @@ survives; the documented findings' witnesses (equiv.known.ROUTE_KNOWN) as strict
 import pytest
 
 from equiv import registry
-from equiv import tolerance_fold as tb
 from equiv.known import ROUTE_KNOWN
 from equiv.routes import ROUTES
 from equiv.routes.states import KINDS, FoldState, fold_states
-from equiv.tolerance import ToleranceError, assert_close, infer_forward
-from reference.batch_norm import batch_norm_infer
-from tests.route_helpers import within_bound
+from equiv.tolerance import ToleranceError, assert_close
+from tests.route_helpers import oracle_and_bounds, within_bound
 
 NAME = "tf.keras+tflite"
 ROUTE = ROUTES[NAME]
@@ -28,19 +26,6 @@ pytestmark = pytest.mark.skipif(not registry.framework_installed(NAME, registry.
 
 def known(layer, state):
     return next((d for d in KNOWN if layer in d.layers and d.region(state)), None)
-
-
-def oracle_and_bounds(state, layer):
-    """(oracle output, unfolded bound, folded bound) of ``layer`` on the state (NCHW float64)."""
-    from equiv.routes import tf_convert as tc
-    if layer == "bn":
-        z = tc.bn_input(state)
-        bound = infer_forward(z, state.gamma, state.beta, state.running_mean, state.running_var, state.eps,
-                              state.dtype, axis=1)
-        return batch_norm_infer(z, **state.bn, eps=state.eps), bound, bound
-    args = (state.x, state.w, state.b)
-    return (state.oracle(), tb.unfolded(*args, **state.bn, **state.bound_args()),
-            tb.folded(*args, **state.bn, **state.bound_args()))
 
 
 def check_route(state, layer):
