@@ -40,7 +40,8 @@ ADAPTER, PATH, PARALLEL, LENET, ROUTE = "adapter", "path", "parallel", "lenet", 
 EXTRA = {"torch": "torch", "tensorflow": "tf", "jax": "jax", "flax": "jax", "equinox": "jax", "haiku": "jax",
          "mxnet": "mxnet", "onnxruntime": "onnx", "onnx": "onnx", "onnxoptimizer": "onnx",
          "onnxslim": "onnx", "onnxsim": "onnx", "tinygrad": "tinygrad", "mlx": "mlx", "paddle": "paddle",
-         "mindspore": "mindspore", "keras": "tf"}
+         "mindspore": "mindspore", "keras": "tf", "executorch": "edge", "litert_torch": "edge",
+         "ai_edge_litert": "edge", "tvm": "tvm"}
 # what an extra needs beyond pip: tinygrad's CPU device compiles its kernels with clang
 SYSTEM = {"tinygrad": "apt-get install -y clang"}
 
