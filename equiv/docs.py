@@ -152,8 +152,16 @@ def own_example(docs):
             "that holds `mybn.py`:\n\n```sh\n" + "\n".join(commands) + "\n```\n\n")
 
 
+def not_run(docs):
+    """The route tools that do not install or run here (``equiv.routes.NOT_RUN``), one row each."""
+    from equiv.routes import NOT_RUN
+    rows = ["| tool | route | tried | what happened (measured) | measured on |", "|---|---|---|---|---|"]
+    rows += [f"| {r.tool} | `{r.route}` | {r.tried} | {r.reason} | {r.measured} |" for r in NOT_RUN.values()]
+    return "\n\n" + "\n".join(rows) + "\n\n"
+
+
 # the marked pieces that only docs pages have: name -> function of the docs folder
-PAGE_GENERATORS = {"own-example": own_example}
+PAGE_GENERATORS = {"own-example": own_example, "not-run": not_run}
 
 
 def render(text, docs):
