@@ -155,3 +155,18 @@ def test_the_two_envs_cannot_be_one():
     for dist, pin in found.values():
         wants = [r.split(";")[0] for r in importlib.metadata.requires(dist) or [] if r.startswith("typing-extensions")]
         assert any(pin in w for w in wants), (dist, wants)
+
+
+def test_tvm_keeps_eps_and_inference():
+    """The relax module keeps BatchNorm with the given eps, exactly, and training off."""
+    from equiv.routes import edge
+    need(ROUTES[TVM])
+    import torch
+    from tvm.relax.frontend.torch import from_exported_program
+    state = FoldState(layer="conv", kind="ordinary", dtype="float32", seed=0, bias=False, eps=1e-3)
+    model = edge.build(state, "conv")
+    program = torch.export.export(model, (edge.model_input(state, "conv"),))
+    mod = from_exported_program(program, keep_params_as_input=False)
+    attrs = edge.relax_ops(mod)["relax.nn.batch_norm"]
+    assert float(attrs.epsilon) == 1e-3 and not bool(attrs.training)
+

@@ -12,6 +12,18 @@ lowered by the tool, then run in the tool's own runtime:
 The route functions take the model and return an ``Edge``: it lowers on its first call (every tool
 needs the example input's shape) and keeps the ops the lowered program holds in ``ops``, from which
 ``folded`` tells whether the BatchNorm's arithmetic went into the layer's weights.
+
+Measured (torch 2.13.0; tests/test_routes_edge.py): all three export the eval-mode model, so what runs
+is inference with the running statistics; none keeps a trainable BatchNorm (no training mode, momentum
+or running-variance estimator survives to compare). ExecuTorch 1.5.1 delegates everything to XNNPACK:
+a BatchNorm after a Conv2d or Linear is folded by torch's own fuse_conv_bn_weights / fuse_linear_bn_weights
+in the model's dtype (executorch/backends/xnnpack/_passes/fuse_batch_norm.py:25, :224, :227), a BatchNorm
+alone becomes a 1×1 depthwise convolution whose weight and bias are computed in float64 and cast
+(decompose_batch_norm.py:141-150; eps passes through a float32 tensor there, :146, a relative change
+below 3e-8 that no bound sees). litert-torch 0.10.0 (float32 only: equiv.routes.NOT_RUN) folds into
+CONV_2D and FULLY_CONNECTED and leaves a BatchNorm alone as MUL and ADD. TVM 0.27.0 keeps
+relax.nn.batch_norm (eps kept as a float64 attribute, training=False) and folds nothing. The given eps
+survives in all three. Findings: equiv/known/edge.py.
 """
 import numpy as np
 import torch
@@ -112,19 +124,23 @@ def _tvm(model, x):
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
     mod = from_exported_program(torch.export.export(model, (x,)), keep_params_as_input=False)
-    ops = tuple(sorted({str(c.op.name) for c in _calls(mod)}))
     vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
-    return (lambda t: vm["main"](tvm.runtime.tensor(t.numpy()))[0].numpy()), ops
+    return (lambda t: vm["main"](tvm.runtime.tensor(t.numpy()))[0].numpy()), tuple(sorted(relax_ops(mod)))
 
 
-def _calls(mod):
+def relax_ops(mod):
+    """{name: attrs} of the relax operators the module calls ("relax.nn.batch_norm": its epsilon, training)."""
+    import tvm
     from tvm import relax
-    calls = []
+    found = {}
+
+    def visit(e):
+        if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op):
+            found[str(e.op.name)] = e.attrs
     for fn in mod.functions.values():
         if isinstance(fn, relax.Function):
-            relax.analysis.post_order_visit(fn, lambda e: calls.append(e) if isinstance(e, relax.Call)
-                                            and isinstance(e.op, __import__("tvm").ir.Op) else None)
-    return calls
+            relax.analysis.post_order_visit(fn, visit)
+    return found
 
 
 def tvm_relax(model):
