@@ -42,7 +42,8 @@ EXTRA = {"torch": "torch", "tensorflow": "tf", "jax": "jax", "flax": "jax", "equ
          "onnxslim": "onnx", "onnxsim": "onnx", "tinygrad": "tinygrad", "mlx": "mlx", "paddle": "paddle",
          "mindspore": "mindspore", "keras": "tf", "chainer": "chainer", "onnx2tf": "routes-tf",
          "tf_keras": "tf-keras2", "ai_edge_litert": "routes-tf",
-         "tf2onnx": "routes-onnx", "openvino": "onnx"}
+         "tf2onnx": "routes-onnx", "openvino": "onnx",
+         "executorch": "edge", "litert_torch": "edge", "tvm": "tvm"}
 # what an extra needs beyond pip: tinygrad's CPU device compiles its kernels with clang
 SYSTEM = {"tinygrad": "apt-get install -y clang"}
 

@@ -72,10 +72,11 @@ def assert_witness_in_region(d):
 
 
 def oracle_and_bounds(state, layer):
-    """(oracle output, unfolded bound, folded bound) of ``layer`` on the state (NCHW float64)."""
-    from equiv.routes import tf_convert as tc
+    """(oracle output, unfolded bound, folded bound) of ``layer`` on the state (NCHW float64); "bn": the
+    BatchNorm alone on the state's layer output z, rounded to its dtype (both bounds its own)."""
+    from equiv.routes.tf_convert import bn_input
     if layer == "bn":
-        z = tc.bn_input(state)
+        z = bn_input(state)
         bound = infer_forward(z, state.gamma, state.beta, state.running_mean, state.running_var, state.eps,
                               state.dtype, axis=1)
         return batch_norm_infer(z, **state.bn, eps=state.eps), bound, bound

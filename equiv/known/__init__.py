@@ -1,8 +1,9 @@
 """Documented findings: every way an implementation differs from the oracle, or from what a user
 would expect, that the suite has measured, in one place. One module per framework
 (``equiv/known/torch.py``, ``tf.py``, ``keras.py``, ``jax.py`` (Flax, the book's JAX layer, stax,
-Haiku, Equinox), ``onnx.py``, ``paddle.py``, ``mxnet.py``, ``mlx.py``) lists its findings of every
-kind; the shapes are in ``equiv.known.base``, the regions' helpers in ``equiv.known._regions``.
+Haiku, Equinox), ``onnx.py``, ``paddle.py``, ``mxnet.py``, ``mlx.py``; ``edge.py``: the edge runtimes'
+routes) lists its findings of every kind; the shapes are in ``equiv.known.base``, the regions' helpers
+in ``equiv.known._regions``.
 
 The kinds (``Finding.kind``), each a list here:
 
@@ -29,7 +30,7 @@ The kinds (``Finding.kind``), each a list here:
 
 ``ALL`` holds every finding, ``findings(kind)`` iterates over them.
 """
-from equiv.known import chainer, jax, keras, mlx, mxnet, onnx, openvino, paddle, tf, tf_keras2, torch
+from equiv.known import chainer, edge, jax, keras, mlx, mxnet, onnx, openvino, paddle, tf, tf_keras2, torch
 from equiv.known._regions import everywhere
 from equiv.known.base import (
     BookNote,
@@ -52,7 +53,7 @@ __all__ = ["ALL", "BOOK_NOTES", "BY_CONVENTION", "DOC_FINDINGS", "EXPORT_FINDING
            "by_id", "divergences", "everywhere", "excluded", "findings", "net_findings", "option_divergences",
            "parallel_excluded", "route_excluded", "shows"]
 
-ALL = tuple(f for m in (torch, tf, tf_keras2, keras, jax, onnx, openvino, paddle, mxnet, mlx, chainer)
+ALL = tuple(f for m in (torch, edge, tf, tf_keras2, keras, jax, onnx, openvino, paddle, mxnet, mlx, chainer)
             for f in m.FINDINGS)
 
 

@@ -162,6 +162,30 @@ ROUTES.update({r.name: r for r in [
 ]})
 
 
+# --- edge runtimes (equiv.routes.edge): torch.export of the eval-mode model, lowered by the tool and
+# run by its own runtime; each in a tox env of its own pins (routes-edge: ExecuTorch and litert-torch;
+# routes-tvm: Apache TVM, whose apache-tvm-ffi wants typing-extensions>=4.13 where litert-torch's xdsl pins <4.13)
+_EDGE = "equiv.routes.edge"
+_EDGE_SOURCE = f"{_CONV}; {_LINEAR}; BatchNorm2d alone on the conv layer's output"
+_TORCH_PIN = "torch==2.13.0"
+
+ROUTES.update({r.name: r for r in [
+    Route("torch.builtin+executorch_xnnpack", _EDGE_SOURCE,
+          "to_edge_transform_and_lower(torch.export.export(model, (x,)), partitioner=[XnnpackPartitioner()])"
+          ".to_executorch(), run by executorch.runtime.Runtime", f"executorch==1.5.1, {_TORCH_PIN}",
+          ("conv", "linear", "bn"), _EDGE, "executorch_xnnpack", ("float32", "float16"),
+          requires=("torch", "executorch"), lands="executorch"),
+    Route("torch.builtin+litert_torch", _EDGE_SOURCE,
+          "litert_torch.convert(model, (x,)), run by ai_edge_litert's Interpreter (default XNNPACK delegate)",
+          f"litert-torch==0.10.0, ai-edge-litert==2.3.0, {_TORCH_PIN}", ("conv", "linear"), _EDGE, "litert",
+          runs=("bn",), requires=("torch", "litert_torch", "ai_edge_litert"), lands="litert"),
+    Route("torch.builtin+tvm_relax", _EDGE_SOURCE,
+          "relax.frontend.torch.from_exported_program(torch.export.export(model, (x,))), tvm.compile(mod, "
+          "target='llvm'), run by relax.VirtualMachine on tvm.cpu()", f"apache-tvm==0.27.0.post1, {_TORCH_PIN}",
+          (), _EDGE, "tvm_relax", runs=("conv", "linear", "bn"), requires=("torch", "tvm"), lands="tvm"),
+]})
+
+
 @dataclass(frozen=True)
 class NotRun:
     """A route tool that does not install or run here, with the measured reason (never dropped silently)."""
@@ -238,4 +262,24 @@ NOT_RUN.update({n.route: n for n in [
     NotRun("onnx2torch", "tf.keras+tf2onnx+onnx2torch", _ONNX2TORCH + "; the ONNX file of tf.keras+tf2onnx",
            _WHY + "tf2onnx's graph holds no BatchNormalization node (Mul and Add of constants, or folded into the "
            "Conv: equiv.routes.onnx_convert), so there is no BatchNorm for onnx2torch to make trainable", _MEASURED),
+]})
+
+# Filled by the tool families' modules' authors as they measure; rendered in the docs' routes page
+# (docs/paths.md); a row names the tool and, where only part of a route fails, the part.
+NOT_RUN.update({r.route: r for r in [
+    NotRun("litert-torch (float16 model)", "torch.builtin+litert_torch",
+           "litert_torch.convert(model.half(), (x.half(),)) with litert-torch 0.10.0, torch 2.13.0",
+           "Conv2d → BatchNorm2d: \"ValueError: Failed to run converter passes: ... error: failed to legalize "
+           "operation 'tfl.conv_2d' that was explicitly marked illegal\"; Linear → BatchNorm1d and BatchNorm2d "
+           "alone: \"ValueError: Failed to export flatbuffer: \" (no reason given); the float32 route runs",
+           _MEASURED),
+    NotRun("apache-tvm (float16 Conv2d or Linear)", "torch.builtin+tvm_relax",
+           "from_exported_program of model.half() with apache-tvm 0.27.0.post1, torch 2.13.0",
+           "\"TypeError: ... relax.nn.batch_norm ... requires all the input tensors to have the same dtype. However, "
+           "the gamma has dtype T.float16 which is other than the input data's dtype T.float32\" (with the layer's "
+           "bias: \"Binary operators must have the same datatype for both operands. However, R.add(...) uses "
+           "datatype T.float32 on the LHS ... and datatype T.float16 on the RHS\"): the frontend "
+           "emits conv2d and linear with out_dtype=\"float32\" (tvm/relax/frontend/torch/"
+           "base_fx_graph_translator.py:1251 and :1584); a float16 BatchNorm2d alone converts and runs",
+           _MEASURED),
 ]})
