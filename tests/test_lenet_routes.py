@@ -78,27 +78,55 @@ def keras_net(label):
 def test_every_route_that_takes_a_net_is_run_here():
     tools = ("onnxoptimizer", "onnxsim", "onnxslim", "ort_all", "ort_basic", "ort_extended")
     onnx = [(f"onnx.node+{t}", "torch.builtin") for t in tools]
+    torch_routes = ("ao_fuse_modules", "executorch_xnnpack", "fx_fuse", "inductor_freezing", "litert_torch",
+                    "openvino", "openvino_f32", "tvm_relax")
     assert NET_ROUTES == [("flax.linen+jax2tf", "flax.linen"), *onnx, ("tf.keras+tflite", "tf.keras"),
-                          ("torch.builtin+ao_fuse_modules", "torch.builtin"),
-                          ("torch.builtin+fx_fuse", "torch.builtin"),
-                          ("torch.builtin+inductor_freezing", "torch.builtin")]
+                          *[(f"torch.builtin+{t}", "torch.builtin") for t in torch_routes]]
+
+
+# the routes that take torch.builtin's net as a torch module, by the module that holds them
+TORCH_MODULE_ROUTES = ("equiv.routes.torch_fold", "equiv.routes.edge", "equiv.routes.openvino_route")
+
+
+def _through(name, net, x):
+    """(logits, bound dtype) of ``net`` through the route on the float32 images ``x``."""
+    import torch
+
+    from equiv.routes import openvino_route as ov
+    module = ROUTES[name].module
+    if module == "equiv.routes.openvino_route":   # at its default precision, bounded by what it reports
+        made = registry.load_route(name)(net, x)
+        return made(x), ov.bound_dtype("float32", made.precision)
+    made = registry.load_route(name)(net)
+    with torch.no_grad():
+        out = made(torch.tensor(x))
+    out = np.asarray(out.to(torch.float64) if isinstance(out, torch.Tensor) else out, dtype=np.float64)
+    if module == "equiv.routes.torch_fold":
+        from equiv.routes import torch_fold as tf
+        if isinstance(made, tf.Frozen):   # inductor folds the convolutions' BatchNorms, keeps the Linears' (1-D)
+            assert any("batch_norm" in c for c in made.code), "inductor folded the Linear → BatchNorm1d too"
+        else:
+            assert not tf.has_batch_norm(made), f"{name} left a BatchNorm module in BN-LeNet"
+    return out, "float32"
 
 
 @pytest.mark.parametrize("name", [n for n, label in NET_ROUTES if label == "torch.builtin"
-                                  and ROUTES[n].module == "equiv.routes.torch_fold"])
+                                  and ROUTES[n].module in TORCH_MODULE_ROUTES])
 def test_torch_bn_lenet_through_the_route_within_the_lockstep_bound(name):
+    """torch.builtin's eval-mode net handed to the route as a module (the torch folders, inductor's freezing,
+    the edge runtimes, OpenVINO's convert_model); OpenVINO at its default precision is bounded by the precision
+    the compiled model reports (bf16 on a CPU with AVX512-BF16)."""
     from equiv.lenet import lockstep
-    _, logits, net, eager, run = torch_net("torch.builtin")
-    from equiv.routes import torch_fold as tf
-    made = registry.load_route(name)(net)
-    out, tol = run(made), _bound()
-    if isinstance(made, tf.Frozen):   # inductor folds the convolutions' BatchNorms, keeps the Linears' (1-D)
-        assert any("batch_norm" in c for c in made.code), "inductor folded the Linear → BatchNorm1d too"
-    else:
-        assert not tf.has_batch_norm(made), f"{name} left a BatchNorm module in BN-LeNet"
-    assert lockstep.rel_error(eager, logits) <= tol
+    from tests.route_helpers import need
+    need(ROUTES[name])
+    x, logits, net, eager, _ = torch_net("torch.builtin")
+    out, dtype = _through(name, net, x.astype(np.float32))
+    tol = lockstep.tolerance(dtype, BATCH)
+    assert lockstep.rel_error(eager, logits) <= _bound()
     assert lockstep.rel_error(out, logits) <= tol, f"{name}: logits off by {lockstep.rel_error(out, logits):.3g}"
-    assert lockstep.rel_error(out, eager) <= 2 * tol
+    assert lockstep.rel_error(out, eager) <= tol + _bound()
+    if dtype != "float32":   # OpenVINO's half-precision default (openvino-default-precision-half), the whole net:
+        assert lockstep.rel_error(out, logits) > _bound()   # measured 5.8e-3 in bf16, 85× the float32 bound
 
 
 @pytest.mark.parametrize("dtype", ROUTES["tf.keras+tflite"].dtypes)

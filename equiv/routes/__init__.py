@@ -174,15 +174,17 @@ ROUTES.update({r.name: r for r in [
           "to_edge_transform_and_lower(torch.export.export(model, (x,)), partitioner=[XnnpackPartitioner()])"
           ".to_executorch(), run by executorch.runtime.Runtime", f"executorch==1.5.1, {_TORCH_PIN}",
           ("conv", "linear", "bn"), _EDGE, "executorch_xnnpack", ("float32", "float16"),
-          requires=("torch", "executorch"), lands="executorch"),
+          requires=("torch", "executorch"), lands="executorch", nets=("torch.builtin",)),
     Route("torch.builtin+litert_torch", _EDGE_SOURCE,
           "litert_torch.convert(model, (x,)), run by ai_edge_litert's Interpreter (default XNNPACK delegate)",
           f"litert-torch==0.10.0, ai-edge-litert==2.3.0, {_TORCH_PIN}", ("conv", "linear"), _EDGE, "litert",
-          runs=("bn",), requires=("torch", "litert_torch", "ai_edge_litert"), lands="litert"),
+          runs=("bn",), requires=("torch", "litert_torch", "ai_edge_litert"), lands="litert",
+          nets=("torch.builtin",)),
     Route("torch.builtin+tvm_relax", _EDGE_SOURCE,
           "relax.frontend.torch.from_exported_program(torch.export.export(model, (x,))), tvm.compile(mod, "
           "target='llvm'), run by relax.VirtualMachine on tvm.cpu()", f"apache-tvm==0.27.0.post1, {_TORCH_PIN}",
-          (), _EDGE, "tvm_relax", runs=("conv", "linear", "bn"), requires=("torch", "tvm"), lands="tvm"),
+          (), _EDGE, "tvm_relax", runs=("conv", "linear", "bn"), requires=("torch", "tvm"), lands="tvm",
+          nets=("torch.builtin",)),
 ]})
 
 
@@ -217,7 +219,7 @@ _OV_ROWS = [("onnx.node+openvino{}", f"ONNX (onnx.helper, opset 17): {_OV_LAYERS
 ROUTES.update({r.name: r for r in [
     Route(name.format(suffix), source, tool + _OV_RUN.format(hint), _OV_PIN, ("conv", "linear"), _OV,
           f"{fn}_{suffix.strip('_') or 'default'}", dtypes, runs=("bn",), requires=("openvino",) + requires,
-          lands="openvino")
+          lands="openvino", nets=("torch.builtin",) if fn == "torch" else ())
     for name, source, tool, fn, dtypes, requires in _OV_ROWS
     for suffix, hint in (("", _OV_DEFAULT), ("_f32", _OV_F32))]})
 
