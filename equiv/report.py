@@ -212,6 +212,8 @@ def _build(records, out, conventions, known, runs, runs_dir):
     findings = [(d.id, ", ".join(d.implementations), d.reason) for d in known]
     from equiv.known import NET_FINDINGS, ROUTE_KNOWN  # whole-network (BN-LeNet lockstep) and route divergences
     findings += [(d.id, ", ".join(d.implementations), d.reason) for d in ROUTE_KNOWN if d not in known]
+    from equiv.known import OPTION_KNOWN  # the option findings the "Layer options" section links to
+    findings += [(d.id, ", ".join(d.implementations), d.reason) for d in OPTION_KNOWN if d not in known]
     findings += [(f.id, f"{f.label} BN-LeNet, {'/'.join(f.dtypes)}, first at step {f.where[0]} "
                         f"{f.where[1]} {f.where[2]} ({f.data} data)", f.reason) for f in NET_FINDINGS]
 

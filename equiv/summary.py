@@ -79,8 +79,27 @@ def route_lines():
     return out
 
 
+def option_lines():
+    """[(name, text, [finding ids])] per implementation with measured layer options (equiv.conventions
+    .OPTION_DECLARED, held to the option probes by equiv/suite/test_options.py) and its option findings
+    (equiv.known.OPTION_KNOWN)."""
+    from equiv.conventions import OPTION_DECLARED
+    from equiv.known import OPTION_KNOWN
+    out = []
+    for name, declared in OPTION_DECLARED.items():
+        ids = [d.id for d in OPTION_KNOWN if name in d.implementations]
+        text = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in declared.items())
+        out.append((name, text + (f"; findings: {', '.join(ids)}" if ids else "; no finding"), ids))
+    return out
+
+
 def lines(names, records, known):
-    return implementation_lines(names, records, known), pair_lines(names), route_lines()
+    return implementation_lines(names, records, known), pair_lines(names), route_lines(), option_lines()
+
+
+OPTIONS_INTRO = ("Each implementation under layer options (`equiv.options`: momentum=None, affine, "
+                 "track_running_stats, synchronized, force_float32_reductions; run by `equiv/suite/test_options.py`, "
+                 "the rest pinned in `tests/test_options_*.py`): what its option probes measure, and its findings:")
 
 
 ROUTES_INTRO = ("Each conversion or folding route (`equiv.routes`; tested by `tests/test_routes_*.py`, not by "
@@ -92,7 +111,7 @@ def route_markdown(routes, link=lambda i: i):
 
 
 def markdown(short):
-    impl, pairs, routes = short
+    impl, pairs, routes, options = short
     out = ["## In short", "", "Each implementation and execution path against the oracle (for the same "
            "new-batch weight and eps):", ""]
     out += [f"- **{n}**: {_linked(t, ids, lambda i: f'[{i}](#{i})')}" for n, t, ids in impl]
@@ -100,11 +119,12 @@ def markdown(short):
         out += ["", "Between the built-in layers (what differs; `equiv port A B` says what to do):", ""]
         out += [f"- **{a} / {b}**: {t}" for a, b, t in pairs]
     out += ["", "## Routes", "", ROUTES_INTRO, ""] + route_markdown(routes, lambda i: f"[{i}](#{i})")
+    out += ["", "## Layer options", "", OPTIONS_INTRO, ""] + route_markdown(options, lambda i: f"[{i}](#{i})")
     return out + [""]
 
 
 def html_parts(short):
-    impl, pairs, routes = short
+    impl, pairs, routes, options = short
     e = html.escape
     out = ["<h2>In short</h2><p>Each implementation and execution path against the oracle (for the same "
            "new-batch weight and eps):</p><ul>"]
@@ -115,6 +135,8 @@ def html_parts(short):
         out += [f"<li><b>{e(a)} / {e(b)}</b>: {e(t)}</li>" for a, b, t in pairs] + ["</ul>"]
     out += [f"<h2>Routes</h2><p>{e(ROUTES_INTRO).replace('`', '')}</p><ul>"]
     out += [f"<li><b>{e(n)}</b>: {_linked(e(t), ids, _anchor)}</li>" for n, t, ids in routes] + ["</ul>"]
+    out += [f"<h2>Layer options</h2><p>{e(OPTIONS_INTRO).replace('`', '')}</p><ul>"]
+    out += [f"<li><b>{e(n)}</b>: {_linked(e(t), ids, _anchor)}</li>" for n, t, ids in options] + ["</ul>"]
     return out
 
 

@@ -22,7 +22,7 @@ RECORDS = {"torch.builtin": _record("torch.builtin", {"running_var": "unbiased",
 
 
 def test_each_implementation_gets_one_line():
-    impl, pairs, _ = summary.lines(list(RECORDS), RECORDS, KNOWN)
+    impl, pairs, _, _ = summary.lines(list(RECORDS), RECORDS, KNOWN)
     text = {n: t for n, t, _ in impl}
     assert set(text) == set(RECORDS)
     assert "an unbiased running variance" in text["torch.builtin"]
@@ -40,7 +40,7 @@ def test_each_implementation_gets_one_line():
 
 
 def test_each_pair_of_built_in_layers_says_what_differs():
-    _, pairs, _ = summary.lines(list(RECORDS), RECORDS, KNOWN)
+    _, pairs, _, _ = summary.lines(list(RECORDS), RECORDS, KNOWN)
     assert [(a, b) for a, b, _ in pairs] == [("torch.builtin", "tf.keras"), ("torch.builtin", "haiku"),
                                              ("tf.keras", "haiku")]
     line = dict(((a, b), t) for a, b, t in pairs)[("torch.builtin", "tf.keras")]
@@ -79,6 +79,10 @@ def test_report_answers_before_its_matrices(tmp_path):
     assert md.index("## In short") < md.index("## Routes") < md.index("## Properties")
     assert "- **tf.keras+tflite**: " in md and "[tflite-fold-bias-cancels](#tflite-fold-bias-cancels)" in md
     assert '<a id="tflite-fold-bias-cancels"></a>' in md   # the route finding the link points to
+    assert md.index("## Routes") < md.index("## Layer options") < md.index("## Properties")
+    assert "- **torch.builtin**: cumulative weights: 1/k" in md
+    assert "[keras-synchronized-fast-variance-one-device](#keras-synchronized-fast-variance-one-device)" in md
+    assert '<a id="keras-synchronized-fast-variance-one-device"></a>' in md
     page = (tmp_path / "out" / "report.html").read_text()
     assert page.index("<h2>In short</h2>") < page.index("<h2>Properties")
     assert "<b>torch.builtin</b>: computes what the oracle computes except: its" not in page   # torch: w itself
