@@ -8,7 +8,7 @@ from equiv.conventions import ARGUMENTS, DECLARED
 from equiv.porting import NotConfigurable
 
 CONFIGURABLE = [n for n in DECLARED if ARGUMENTS[n]["momentum"]]
-FIXED = [n for n in DECLARED if not ARGUMENTS[n]["momentum"] and DECLARED[n].running_var != "none"]
+FIXED = [n for n in DECLARED if not DECLARED[n].configurable and DECLARED[n].running_var != "none"]
 
 
 @pytest.mark.parametrize("name", CONFIGURABLE)

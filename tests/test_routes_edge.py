@@ -67,8 +67,8 @@ def test_edge_route_within_bound(name, layer, kind, dtype):
 def test_edge_route_keeps_the_given_eps(name):
     """A dead channel (running variance 0) with eps 1e-5: the lowered program is within bound of the
     oracle with 1e-5 and far out of it with 1e-3 (the scale of the dead channel is 10× apart)."""
-    from equiv.routes import edge
     need(ROUTES[name])
+    from equiv.routes import edge
     state = FoldState(layer="conv", kind="dead", dtype="float32", seed=0, bias=False)
     y_route = edge.run(registry.load_route(name)(edge.build(state, "conv")), state, "conv")
     _, unfolded, folded = oracle_and_bounds(state, "conv")
@@ -109,14 +109,15 @@ def _not_run(route):
 
 def test_not_run_rows_name_edge_routes():
     assert {r.route for r in NOT_RUN.values()} >= {LITERT, TVM}
-    assert all(r.route in ALL_ROUTES and r.tried and r.reason and r.measured for r in NOT_RUN.values())
+    assert all(r.tried and r.reason and r.measured for r in NOT_RUN.values())
+    assert {LITERT, TVM} <= set(ALL_ROUTES)   # the edge rows name routes that run (in float32)
 
 
 @pytest.mark.parametrize("layer,error", [("conv", "failed to legalize operation 'tfl.conv_2d'"),
                                          ("linear", "Failed to export flatbuffer")])
 def test_litert_torch_does_not_convert_float16(layer, error):
-    from equiv.routes import edge
     need(ROUTES[LITERT])
+    from equiv.routes import edge
     assert error in _not_run(LITERT).reason
     state = FoldState(layer=layer, kind="ordinary", dtype="float16", seed=0, bias=True)
     with pytest.raises(ValueError, match=error):
@@ -130,8 +131,8 @@ TVM_ERRORS = {False: "requires all the input tensors to have the same dtype",   
 @pytest.mark.parametrize("layer", ["conv", "linear"])
 @pytest.mark.parametrize("bias", [False, True])
 def test_tvm_does_not_convert_float16_conv_or_linear(layer, bias):
-    from equiv.routes import edge
     need(ROUTES[TVM])
+    from equiv.routes import edge
     error = TVM_ERRORS[bias]
     assert error in _not_run(TVM).reason
     state = FoldState(layer=layer, kind="ordinary", dtype="float16", seed=0, bias=bias)
@@ -159,10 +160,11 @@ def test_the_two_envs_cannot_be_one():
 
 def test_tvm_keeps_eps_and_inference():
     """The relax module keeps BatchNorm with the given eps, exactly, and training off."""
-    from equiv.routes import edge
     need(ROUTES[TVM])
     import torch
     from tvm.relax.frontend.torch import from_exported_program
+
+    from equiv.routes import edge
     state = FoldState(layer="conv", kind="ordinary", dtype="float32", seed=0, bias=False, eps=1e-3)
     model = edge.build(state, "conv")
     program = torch.export.export(model, (edge.model_input(state, "conv"),))

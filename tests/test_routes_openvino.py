@@ -105,10 +105,10 @@ def test_route_within_bound(name, layer, kind):
 def test_default_precision_is_the_cpus():
     """The default inference precision is a half precision only where the CPU lists it among its
     capabilities (x86-64: bf16 where AVX512-BF16 or AMX; ARM: f16); the f32 hint is f32 everywhere."""
+    need(OV["onnx.node+openvino"])
     import openvino as ov
 
     from equiv.routes import openvino_route as ovr
-    need(OV["onnx.node+openvino"])
     state = FoldState(layer="conv", kind="ordinary", dtype="float32", seed=0, bias=True)
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     default = ovr.onnx_default(ovr.onnx_model(state, "conv")).precision
@@ -140,10 +140,10 @@ def test_torch_training_module_converts_to_inference(name):
     """openvino-convert-model-sets-eval: convert_model of a training-mode BatchNorm2d leaves the module in eval
     mode and normalizes with the running statistics (within the BatchNorm bound of the inference oracle),
     not the batch's (far from it); the module's running statistics do not move."""
+    need(ROUTES[name])
     import torch
 
     from equiv.routes import openvino_route as ovr
-    need(ROUTES[name])
     assert any(name in f.implementations for f in TRAINING)
     state = FoldState(layer="conv", kind="ordinary", dtype="float32", seed=0, bias=True)
     module = ovr.torch_model(state, "bn").train()
