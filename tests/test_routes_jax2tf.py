@@ -4,8 +4,9 @@ networks have them (the layer output z of equiv.routes.states). Inference (use_r
 against the float64 oracle under the inference bound, and against the same layer in JAX under the
 sum; a training step (mutable=['batch_stats'], momentum 0.9): the output under the training forward
 bound, the running statistics under the running-statistics bound (the momentum survives), and both
-against JAX under the sums. Training with Flax's default fast variance (E[x²] − E[x]²) is drawn on the
-ordinary and large-gamma kinds only: on the offset and dead kinds (|mean|/std large) it is outside its
+against JAX under the sums; the training step's backward (dx, dgamma, dbeta: the vjp converted by
+jax2tf) under the gradient bounds, and against JAX under the sums. Training with Flax's default fast
+variance (E[x²] − E[x]²) is drawn on the ordinary and large-gamma kinds only: on the offset and dead kinds (|mean|/std large) it is outside its
 bound in JAX itself (flax-fast-variance-offset, equiv/known/jax.py: the layer's, not the route's;
 measured there with jax2tf too: up to 44× the training bound and 70× the running-statistics bound,
 and 2.3×, 8.9× against JAX, the two XLA builds reducing differently); with the two-pass variance
@@ -15,8 +16,8 @@ import pytest
 from equiv import registry
 from equiv.routes import ROUTES
 from equiv.routes.states import KINDS, fold_states
-from equiv.tolerance import assert_close, infer_forward, running_stats, train_forward
-from reference.batch_norm import batch_norm_infer, batch_norm_train, update_running_stats
+from equiv.tolerance import assert_close, gradients, infer_forward, running_stats, train_forward
+from reference.batch_norm import batch_norm_backward, batch_norm_infer, batch_norm_train, update_running_stats
 from tests.route_helpers import within_bound
 
 NAME = "flax.linen+jax2tf"
@@ -59,8 +60,32 @@ def check_train(state, fast_variance=True):
             assert_close(f"{NAME} running var vs flax", var_tf, var_jax, 2 * var_bound))
 
 
-CHECKS = {"infer": check_infer, "train": check_train, "train_two_pass": lambda s: check_train(s, fast_variance=False)}
-CASES = [(mode, kind) for mode, kinds in (("infer", KINDS), ("train", TRAIN_KINDS), ("train_two_pass", KINDS))
+def check_gradients(state, fast_variance=True):
+    """The training step's backward (the vjp of the forward in batch statistics, to x and to the scale and
+    bias) converted by jax2tf: dx, dgamma, dbeta under the gradient bounds, and against JAX under the sums."""
+    import numpy as np
+
+    from equiv.routes import tf_convert as tc
+    f = tc.flax_vjp(state, fast_variance)
+    z = tc.bn_input(state)
+    dy = np.random.default_rng(state.seed).standard_normal(z.shape)
+    args = (tc.model_input(state, "bn").astype(np.float32), tc._nhwc(dy).astype(np.float32))
+    out_tf, out_jax = (tuple(np.asarray(o, dtype=np.float64) for o in fn(*args))
+                       for fn in (registry.load_route(NAME)(f), f))
+    want = batch_norm_backward(z, state.gamma, dy, eps=state.eps)
+    bounds = gradients(z, state.gamma, dy, state.eps, "float32")
+    ratios = []
+    for what, got, ref_jax, w, b in zip(("dx", "dgamma", "dbeta"), out_tf, out_jax, want, bounds):
+        got, ref_jax = tc._nchw(got), tc._nchw(ref_jax)
+        ratios += [assert_close(f"{NAME} {what} vs oracle", got, w, b),
+                   assert_close(f"{NAME} {what} vs flax", got, ref_jax, 2 * b)]
+    return tuple(ratios)
+
+
+CHECKS = {"infer": check_infer, "train": check_train, "train_two_pass": lambda s: check_train(s, fast_variance=False),
+          "gradients": check_gradients, "gradients_two_pass": lambda s: check_gradients(s, fast_variance=False)}
+CASES = [(mode, kind) for mode, kinds in (("infer", KINDS), ("train", TRAIN_KINDS), ("train_two_pass", KINDS),
+                                          ("gradients", TRAIN_KINDS), ("gradients_two_pass", KINDS))
          for kind in kinds]
 
 

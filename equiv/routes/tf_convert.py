@@ -157,6 +157,24 @@ def flax_apply(state, momentum=0.99, training=False, fast_variance=True):
     return f
 
 
+def flax_vjp(state, fast_variance=True):
+    """The Flax training step's backward: (x, dy) -> (dx, dscale, dbias), the vjp of the training forward
+    (batch statistics) with respect to the input and the parameters."""
+    import flax.linen as nn
+    import jax
+    module = nn.BatchNorm(momentum=0.9, epsilon=state.eps, use_fast_variance=fast_variance)
+    variables = flax_variables(state)
+
+    def f(x, dy):
+        def forward(x, params):
+            return module.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                                use_running_average=False, mutable=["batch_stats"])[0]
+        _, vjp = jax.vjp(forward, x, variables["params"])
+        dx, dparams = vjp(dy)
+        return dx, dparams["scale"], dparams["bias"]
+    return f
+
+
 def jax2tf(f):
     """The jax2tf conversion of ``f``, run as a tf.function (native serialization, jax2tf's default)."""
     import tensorflow as tf
