@@ -6,7 +6,8 @@ sum; a training step (mutable=['batch_stats'], momentum 0.9): the output under t
 bound, the running statistics under the running-statistics bound (the momentum survives), and both
 against JAX under the sums; the training step's backward (dx, dgamma, dbeta: the vjp converted by
 jax2tf) under the gradient bounds, and against JAX under the sums. Training with Flax's default fast
-variance (E[x²] − E[x]²) is drawn on the ordinary and large-gamma kinds only: on the offset and dead kinds (|mean|/std large) it is outside its
+variance (E[x²] − E[x]²) is drawn on the ordinary and large-gamma kinds only: on the offset and dead kinds
+(|mean|/std large) it is outside its
 bound in JAX itself (flax-fast-variance-offset, equiv/known/jax.py: the layer's, not the route's;
 measured there with jax2tf too: up to 44× the training bound and 70× the running-statistics bound,
 and 2.3×, 8.9× against JAX, the two XLA builds reducing differently); with the two-pass variance
