@@ -80,7 +80,8 @@ def test_every_route_that_takes_a_net_is_run_here():
     onnx = [(f"onnx.node+{t}", "torch.builtin") for t in tools]
     torch_routes = ("ao_fuse_modules", "executorch_xnnpack", "fx_fuse", "inductor_freezing", "litert_torch",
                     "openvino", "openvino_f32", "tvm_relax")
-    assert NET_ROUTES == [("flax.linen+jax2tf", "flax.linen"), *onnx, ("tf.keras+tflite", "tf.keras"),
+    keras = [(f"tf.keras+{t}", "tf.keras") for t in ("tf2onnx", "tf2onnx+ort_all", "tflite")]
+    assert NET_ROUTES == [("flax.linen+jax2tf", "flax.linen"), *onnx, *keras,
                           *[(f"torch.builtin+{t}", "torch.builtin") for t in torch_routes]]
 
 
@@ -217,3 +218,17 @@ def test_onnxoptimizer_names_a_folded_weight_after_an_unnamed_graph_output():
     assert out in [i.name for i in folded.graph.initializer]
     with pytest.raises(Exception, match=f"Duplicate definition of name \\({out}\\)"):
         registry.load_route("onnx.node+onnxoptimizer")(model)
+
+
+@pytest.mark.parametrize("name", [n for n, label in NET_ROUTES if ROUTES[n].module == "equiv.routes.onnx_convert"])
+def test_keras_bn_lenet_through_tf2onnx_within_the_lockstep_bound(name):
+    """The Keras net converted by tf2onnx and run by onnxruntime (optimizations off, and its default level)."""
+    from equiv.lenet import lockstep
+    from tests.route_helpers import need
+    need(ROUTES[name])
+    X, logits, model, eager = keras_net("tf.keras")
+    made = registry.load_route(name)(model)
+    out = np.asarray(made.runner.run(None, {made.runner.get_inputs()[0].name: X})[0], dtype=np.float64)
+    err = lockstep.rel_error(out, logits)
+    assert err <= _bound(), f"{name}: logits off by {err:.3g}"
+    assert lockstep.rel_error(out, eager) <= 2 * _bound()

@@ -131,13 +131,14 @@ ROUTES.update({r.name: r for r in [
           "tf2onnx.convert.from_keras(model, input_signature, opset=17), run by onnxruntime (CPU, ORT_DISABLE_ALL)",
           "tf2onnx==1.17.0, tensorflow-cpu==2.21.0, keras==3.15.1, onnx==1.23.2, onnxruntime==1.32.0",
           ("conv",), "equiv.routes.onnx_convert", "tf2onnx_keras", ("float32", "float16"), runs=("linear", "bn"),
-          requires=("tf2onnx", "tensorflow", "keras") + _ORT, lands="onnxruntime"),
+          requires=("tf2onnx", "tensorflow", "keras") + _ORT, lands="onnxruntime", nets=("tf.keras",)),
     Route("tf.keras+tf2onnx+ort_all", "keras.layers.Conv2D → BatchNormalization; Dense → BatchNormalization; "
           "BatchNormalization alone (NHWC)", "tf2onnx.convert.from_keras(model, input_signature, opset=17), run by "
           "onnxruntime's default InferenceSession (CPU, ORT_ENABLE_ALL)",
           "tf2onnx==1.17.0, tensorflow-cpu==2.21.0, keras==3.15.1, onnx==1.23.2, onnxruntime==1.32.0",
           ("conv",), "equiv.routes.onnx_convert", "tf2onnx_keras_ort_all", ("float32", "float16"),
-          runs=("linear", "bn"), requires=("tf2onnx", "tensorflow", "keras") + _ORT, lands="onnxruntime"),
+          runs=("linear", "bn"), requires=("tf2onnx", "tensorflow", "keras") + _ORT, lands="onnxruntime",
+          nets=("tf.keras",)),
 ]})
 
 
