@@ -79,7 +79,7 @@ def test_every_route_that_takes_a_net_is_run_here():
     tools = ("onnxoptimizer", "onnxsim", "onnxslim", "ort_all", "ort_basic", "ort_extended")
     onnx = [(f"onnx.node+{t}", "torch.builtin") for t in tools]
     torch_routes = ("ao_fuse_modules", "executorch_xnnpack", "fx_fuse", "inductor_freezing", "litert_torch",
-                    "openvino", "openvino_f32", "tvm_relax")
+                    "onnx2tf", "openvino", "openvino_f32", "tvm_relax")
     keras = [(f"tf.keras+{t}", "tf.keras") for t in ("tf2onnx", "tf2onnx+ort_all", "tflite")]
     assert NET_ROUTES == [("flax.linen+jax2tf", "flax.linen"), *onnx, *keras,
                           *[(f"torch.builtin+{t}", "torch.builtin") for t in torch_routes]]
@@ -231,4 +231,19 @@ def test_keras_bn_lenet_through_tf2onnx_within_the_lockstep_bound(name):
     out = np.asarray(made.runner.run(None, {made.runner.get_inputs()[0].name: X})[0], dtype=np.float64)
     err = lockstep.rel_error(out, logits)
     assert err <= _bound(), f"{name}: logits off by {err:.3g}"
+    assert lockstep.rel_error(out, eager) <= 2 * _bound()
+
+
+@pytest.mark.parametrize("target", ["keras", "saved_model", "tflite"])
+def test_torch_bn_lenet_through_onnx2tf_within_the_lockstep_bound(target):
+    """torch.builtin's net exported to ONNX and converted by onnx2tf (offline): the tf_keras model, its
+    SavedModel and the float32 TFLite flatbuffer, each on the NCHW images."""
+    from equiv.lenet import lockstep
+    from tests.route_helpers import need
+    need(ROUTES["torch.builtin+onnx2tf"])
+    x, logits, net, eager, _ = torch_net("torch.builtin")
+    made = registry.load_route("torch.builtin+onnx2tf")(net, x.astype(np.float32))
+    out = np.asarray(made.run(x, target)[0], dtype=np.float64)
+    err = lockstep.rel_error(out, logits)
+    assert err <= _bound(), f"onnx2tf {target}: logits off by {err:.3g}"
     assert lockstep.rel_error(out, eager) <= 2 * _bound()

@@ -159,7 +159,7 @@ ROUTES.update({r.name: r for r in [
     Route("torch.builtin+onnx2tf", f"{_CONV}; {_LINEAR}",
           "torch.onnx.export(model.eval(), dynamo=False), then " + _ONNX2TF_CALL, f"{_PIN}, {_ONNX2TF_PIN}",
           ("conv", "linear"), _TARGETS, "torch_onnx2tf", requires=_ONNX2TF + ("torch",), lands="tensorflow",
-          keeps=_ONNX2TF_KEEPS),
+          keeps=_ONNX2TF_KEEPS, nets=("torch.builtin",)),
 ]})
 
 
