@@ -5,7 +5,8 @@ against the float64 oracle under the inference bound, and against the same layer
 sum; a training step (mutable=['batch_stats'], momentum 0.9): the output under the training forward
 bound, the running statistics under the running-statistics bound (the momentum survives), and both
 against JAX under the sums; the training step's backward (dx, dgamma, dbeta: the vjp converted by
-jax2tf) under the gradient bounds, and against JAX under the sums. Training with Flax's default fast
+jax2tf) under the gradient bounds, and against JAX under the sums; three training steps with the running
+statistics carried (the momentum and estimator over several updates). Training with Flax's default fast
 variance (E[x²] − E[x]²) is drawn on the ordinary and large-gamma kinds only: on the offset and dead kinds
 (|mean|/std large) it is outside its
 bound in JAX itself (flax-fast-variance-offset, equiv/known/jax.py: the layer's, not the route's;
@@ -83,10 +84,47 @@ def check_gradients(state, fast_variance=True):
     return tuple(ratios)
 
 
-CHECKS = {"infer": check_infer, "train": check_train, "train_two_pass": lambda s: check_train(s, fast_variance=False),
+def check_steps(state, steps=3):
+    """Three training steps of the converted step function on three batches (the state's layer output,
+    scaled and shifted), the running statistics carried from step to step: after each, the running
+    statistics against the oracle's under the running-statistics bound times the step count (each step
+    adds its rounding), and against JAX's under the sum."""
+    import numpy as np
+
+    from equiv.routes import tf_convert as tc
+    f = tc.flax_train_step(state, MOMENTUM, fast_variance=False)
+    step_tf = registry.load_route(NAME)(f)
+    z = tc.bn_input(state)
+    c = z.shape[1]
+    mean, var = np.asarray(state.running_mean, np.float64), np.asarray(state.running_var, np.float64)
+    got = {"tf": (mean.astype(np.float32), var.astype(np.float32)), "jax": (mean.astype(np.float32),
+                                                                          var.astype(np.float32))}
+    ratios = []
+    for k in range(steps):
+        zk = z * (1 + 0.5 * k) + 0.3 * k
+        x = tc._nhwc(zk).astype(np.float32)
+        for name, fn in (("tf", step_tf), ("jax", f)):
+            _, m, v = fn(x, *got[name])
+            got[name] = (np.asarray(m, np.float32), np.asarray(v, np.float32))
+        _, bm, bv = batch_norm_train(zk, np.ones(c), np.zeros(c), eps=state.eps)
+        old = (mean, var)
+        mean, var = update_running_stats(mean, var, bm, bv, zk.size // c, new_batch_weight=1 - MOMENTUM,
+                                         unbiased=False)
+        mb, vb = running_stats(zk, *old, mean, var, 1 - MOMENTUM, "float32")
+        (mt, vt), (mj, vj) = got["tf"], got["jax"]
+        ratios += [assert_close(f"{NAME} step {k + 1} running mean", mt, mean, (k + 1) * mb),
+                   assert_close(f"{NAME} step {k + 1} running var", vt, var, (k + 1) * vb),
+                   assert_close(f"{NAME} step {k + 1} running mean vs flax", mt, mj, 2 * (k + 1) * mb),
+                   assert_close(f"{NAME} step {k + 1} running var vs flax", vt, vj, 2 * (k + 1) * vb)]
+    return tuple(ratios)
+
+
+CHECKS = {"infer": check_infer, "steps": check_steps, "train": check_train,
+          "train_two_pass": lambda s: check_train(s, fast_variance=False),
           "gradients": check_gradients, "gradients_two_pass": lambda s: check_gradients(s, fast_variance=False)}
 CASES = [(mode, kind) for mode, kinds in (("infer", KINDS), ("train", TRAIN_KINDS), ("train_two_pass", KINDS),
-                                          ("gradients", TRAIN_KINDS), ("gradients_two_pass", KINDS))
+                                          ("gradients", TRAIN_KINDS), ("gradients_two_pass", KINDS),
+                                          ("steps", KINDS))
          for kind in kinds]
 
 

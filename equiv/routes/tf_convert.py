@@ -157,6 +157,20 @@ def flax_apply(state, momentum=0.99, training=False, fast_variance=True):
     return f
 
 
+def flax_train_step(state, momentum=0.9, fast_variance=True):
+    """The Flax training step with the running statistics as arguments: (x, mean, var) -> (y, new mean,
+    new var), so that a converted function can be stepped several times."""
+    import flax.linen as nn
+    module = nn.BatchNorm(momentum=momentum, epsilon=state.eps, use_fast_variance=fast_variance)
+    params = flax_variables(state)["params"]
+
+    def f(x, mean, var):
+        y, new = module.apply({"params": params, "batch_stats": {"mean": mean, "var": var}}, x,
+                              use_running_average=False, mutable=["batch_stats"])
+        return y, new["batch_stats"]["mean"], new["batch_stats"]["var"]
+    return f
+
+
 def flax_vjp(state, fast_variance=True):
     """The Flax training step's backward: (x, dy) -> (dx, dscale, dbias), the vjp of the training forward
     (batch statistics) with respect to the input and the parameters."""
