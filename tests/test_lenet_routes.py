@@ -79,7 +79,7 @@ def test_every_route_that_takes_a_net_is_run_here():
     tools = ("onnxoptimizer", "onnxsim", "onnxslim", "ort_all", "ort_basic", "ort_extended")
     onnx = [(f"onnx.node+{t}", "torch.builtin") for t in tools]
     torch_routes = ("ao_fuse_modules", "executorch_xnnpack", "fx_fuse", "inductor_freezing", "litert_torch",
-                    "onnx2tf", "openvino", "openvino_f32", "tvm_relax")
+                    "onnx2tf", "onnx_openvino", "onnx_openvino_f32", "openvino", "openvino_f32", "tvm_relax")
     keras = [(f"tf.keras+{t}", "tf.keras") for t in ("tf2onnx", "tf2onnx+ort_all", "tflite")]
     assert NET_ROUTES == [("flax.linen+jax2tf", "flax.linen"), *onnx, *keras,
                           *[(f"torch.builtin+{t}", "torch.builtin") for t in torch_routes]]

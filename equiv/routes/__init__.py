@@ -220,7 +220,7 @@ _OV_ROWS = [("onnx.node+openvino{}", f"ONNX (onnx.helper, opset 17): {_OV_LAYERS
 ROUTES.update({r.name: r for r in [
     Route(name.format(suffix), source, tool + _OV_RUN.format(hint), _OV_PIN, ("conv", "linear"), _OV,
           f"{fn}_{suffix.strip('_') or 'default'}", dtypes, runs=("bn",), requires=("openvino",) + requires,
-          lands="openvino", nets=("torch.builtin",) if fn == "torch" else ())
+          lands="openvino", nets=("torch.builtin",) if fn.startswith("torch") else ())
     for name, source, tool, fn, dtypes, requires in _OV_ROWS
     for suffix, hint in (("", _OV_DEFAULT), ("_f32", _OV_F32))]})
 
