@@ -71,15 +71,16 @@ def assert_witness_in_region(d):
     assert d.witness.representable(), "the witness's oracle output must fit the dtype"
 
 
-def oracle_and_bounds(state, layer):
-    """(oracle output, unfolded bound, folded bound) of ``layer`` on the state (NCHW float64); "bn": the
-    BatchNorm alone on the state's layer output z, rounded to its dtype (both bounds its own)."""
-    from equiv.routes.tf_convert import bn_input
+def oracle_and_bounds(state, layer, dtype=None):
+    """(oracle output, unfolded bound, folded bound) of ``layer`` on the state (NCHW float64), the bounds in
+    ``dtype`` (default the state's); "bn": the BatchNorm alone on the state's layer output z, rounded to its
+    dtype (both bounds its own)."""
+    from equiv.routes.states import bn_input
+    dtype = dtype or state.dtype
     if layer == "bn":
         z = bn_input(state)
         bound = infer_forward(z, state.gamma, state.beta, state.running_mean, state.running_var, state.eps,
-                              state.dtype, axis=1)
+                              dtype, axis=1)
         return batch_norm_infer(z, **state.bn, eps=state.eps), bound, bound
-    args = (state.x, state.w, state.b)
-    return (state.oracle(), tb.unfolded(*args, **state.bn, **state.bound_args()),
-            tb.folded(*args, **state.bn, **state.bound_args()))
+    args, kw = (state.x, state.w, state.b), {**state.bn, **state.bound_args(), "dtype": dtype}
+    return state.oracle(), tb.unfolded(*args, **kw), tb.folded(*args, **kw)

@@ -13,14 +13,13 @@ import numpy as np
 import pytest
 
 from equiv import registry
-from equiv import tolerance_fold as tb
 from equiv.known import ROUTE_KNOWN
 from equiv.known import route_excluded as excluded
 from equiv.routes import ROUTES
 from equiv.routes.states import KINDS, FoldState, fold_states
-from equiv.tolerance import ToleranceError, assert_close, infer_forward, train_forward
-from reference.batch_norm import batch_norm_infer, batch_norm_train
-from tests.route_helpers import assert_witness_in_region, need, within_bound, witness_params
+from equiv.tolerance import ToleranceError, assert_close, train_forward
+from reference.batch_norm import batch_norm_train
+from tests.route_helpers import assert_witness_in_region, need, oracle_and_bounds, within_bound, witness_params
 
 # a conversion takes 1-2 s: one state per (route, layer, kind, dtype) under ci
 EXAMPLES = {"dev": 1, "ci": 1, "thorough": 20, "mutation": 3}
@@ -42,19 +41,6 @@ def source_and_eager(route, state, layer):
         model = tt.bn_graph(state32)
         return model, tt.run_onnx(model, tt.bn_input(state))
     return of.build(state32), of.run(of.build(state), state)
-
-
-def oracle_and_bounds(state, layer):
-    """(oracle output, unfolded bound, folded bound) of ``layer`` on the state (NCHW float64)."""
-    from equiv.routes import tf_targets as tt
-    if layer == "bn":
-        z = tt.bn_input(state)
-        bound = infer_forward(z, state.gamma, state.beta, state.running_mean, state.running_var, state.eps,
-                              state.dtype, axis=1)
-        return batch_norm_infer(z, **state.bn, eps=state.eps), bound, bound
-    args = (state.x, state.w, state.b)
-    return (state.oracle(), tb.unfolded(*args, **state.bn, **state.bound_args()),
-            tb.folded(*args, **state.bn, **state.bound_args()))
 
 
 def check_route(route, state, layer):

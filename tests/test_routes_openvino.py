@@ -14,31 +14,17 @@ import numpy as np
 import pytest
 
 from equiv import registry
-from equiv import tolerance_fold as tb
 from equiv.known import EXPORT_FINDINGS, ROUTE_KNOWN
 from equiv.routes import ROUTES
 from equiv.routes.states import KINDS, FoldState, fold_states
-from equiv.tolerance import ToleranceError, assert_close, infer_forward
-from reference.batch_norm import batch_norm_infer
-from tests.route_helpers import assert_witness_in_region, need, within_bound
+from equiv.tolerance import ToleranceError, assert_close
+from tests.route_helpers import assert_witness_in_region, need, oracle_and_bounds, within_bound
 
 OV = {n: r for n, r in ROUTES.items() if r.module == "equiv.routes.openvino_route"}
 KNOWN = [d for d in ROUTE_KNOWN if set(d.implementations) & set(OV)]
 PRECISION_FINDING = "openvino-default-precision-half"     # its bound is the compiled precision's, not excluded
 # a conversion and a compile take ~0.3 s (torch: a trace, ~1 s): one state per (source, layer, kind) under ci
 EXAMPLES = {"dev": 1, "ci": 1, "thorough": 20, "mutation": 3}
-
-
-def oracle_and_bounds(state, layer, dtype):
-    """(oracle output, unfolded bound, folded bound) of ``layer`` on the state, the bounds in ``dtype``."""
-    from equiv.routes import openvino_route as ovr
-    if layer == "bn":
-        z = ovr.bn_input(state)
-        bound = infer_forward(z, state.gamma, state.beta, state.running_mean, state.running_var, state.eps, dtype,
-                              axis=1)
-        return batch_norm_infer(z, **state.bn, eps=state.eps), bound, bound
-    args, kw = (state.x, state.w, state.b), {**state.bn, **state.bound_args(), "dtype": dtype}
-    return state.oracle(), tb.unfolded(*args, **kw), tb.folded(*args, **kw)
 
 
 def convert(name, state, layer):

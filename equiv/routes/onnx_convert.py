@@ -48,7 +48,7 @@ BN_OPS = ("Mul", "Add", "Sub", "Sqrt", "Reciprocal", "Div", "BatchNormalization"
 
 
 class Converted(onnx_fold.Made):
-    """The ModelProto tf2onnx made and the onnxruntime session (ORT_DISABLE_ALL) that runs it."""
+    """tf2onnx's ModelProto and the onnxruntime session (ORT_DISABLE_ALL) that runs it."""
 
     @property
     def ops(self):

@@ -46,7 +46,7 @@ LEVELS = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.Gr
 
 @dataclass
 class Made:
-    model: object        # the ModelProto the tool made (for an onnxruntime level: the one it saves)
+    model: object        # the ModelProto the tool returns (for an onnxruntime level: the one it saves)
     runner: object       # the onnxruntime InferenceSession (CPU) that runs it
 
 
@@ -91,7 +91,7 @@ def run(made, state):
 
 
 def has_batch_norm(made):
-    """Whether a BatchNormalization node is left in the model the route made."""
+    """Whether a BatchNormalization node is left in the model the route returns."""
     return any(n.op_type == "BatchNormalization" for n in made.model.graph.node)
 
 

@@ -108,3 +108,8 @@ def fold_states(draw, layer, kind, dtypes=("float32",)):
                      bias=draw(st.booleans()), stride=draw(st.sampled_from((1, 2))) if conv else 1,
                      padding=draw(st.sampled_from((0, 1))) if conv else 0,
                      eps=1e-5 if kind.startswith("dead") else draw(st.sampled_from((1e-5, 1e-3))))
+
+
+def bn_input(state):
+    """The input of a BatchNorm alone (the routes' "bn" layer): the state's layer output z, rounded to its dtype."""
+    return round_to(state.layer_out(state.x, state.w, state.b), state.dtype)

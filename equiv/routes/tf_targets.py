@@ -72,7 +72,7 @@ def _interpreter(flatbuffer, plain=False):
 
 @dataclass
 class Converted:
-    """What onnx2tf made of one ONNX model: the tf_keras model, the SavedModel (loaded by TensorFlow)
+    """What onnx2tf writes for one ONNX model: the tf_keras model, the SavedModel (loaded by TensorFlow)
     and the two TFLite flatbuffers ("float32", "float16": float16 weights)."""
     keras: object
     saved_model: object
