@@ -30,6 +30,7 @@ import torch
 
 from equiv.routes import torch_fold as tf
 from equiv.routes.tf_convert import bn_input
+from equiv.routes.tf_convert import litert_interpreter as _interpreter
 
 
 def build(state, layer):
@@ -92,12 +93,6 @@ def executorch_xnnpack(model):
 
 # --- litert-torch: LiteRT flatbuffer --------------------------------------------------------------
 
-def _interpreter(flatbuffer, plain=False):
-    from ai_edge_litert import interpreter as lite
-    kw = {"experimental_op_resolver_type": lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES} if plain else {}
-    it = lite.Interpreter(model_content=flatbuffer, **kw)
-    it.allocate_tensors()
-    return it
 
 
 def _litert(model, x):

@@ -119,6 +119,16 @@ class Lite:
         return _nchw(it.get_tensor(it.get_output_details()[0]["index"]))
 
 
+def litert_interpreter(flatbuffer, plain=False):
+    """ai_edge_litert's Interpreter of a flatbuffer, tensors allocated; ``plain``: without the default XNNPACK
+    delegate (which would hide the builtin ops)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    kw = {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES} if plain else {}
+    it = Interpreter(model_content=flatbuffer, **kw)
+    it.allocate_tensors()
+    return it
+
+
 def tflite(model, dtype="float32"):
     return Lite(model, dtype)
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from equiv.routes.tf_convert import LITE_FOLDED, _nchw, _nhwc, bn_input
+from equiv.routes.tf_convert import litert_interpreter as _interpreter
 
 CALIBRATION = "calibration_image_sample_data_20x128x128x3_float32.npy"
 TARGETS = ("keras", "saved_model", "tflite")
@@ -62,12 +63,6 @@ def run_onnx(model, x):
     return np.asarray(sess.run(None, {sess.get_inputs()[0].name: np.asarray(x, np.float32)})[0], np.float64)
 
 
-def _interpreter(flatbuffer, plain=False):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    kw = {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES} if plain else {}
-    it = Interpreter(model_content=flatbuffer, **kw)
-    it.allocate_tensors()
-    return it
 
 
 @dataclass
