@@ -91,8 +91,10 @@ SECTIONS = (   # kind, heading, what the section's entries are, how one renders
     ("parallel_behaviour", "Data-parallel behaviours",
      "What a BatchNorm replicated over processes does that one device does not; each pinned by the test named.",
      behaviour_entry),
-    ("export", "Exporters", "What an exporter writes for the layer, pinned with its graph and versions by "
-     "`tests/test_onnx_findings.py`.", lambda f: [f"- **{f.id}**: {f.reason}", ""]),
+    ("export", "Exporters and converters", "What an exporter or a converter makes of the layer beyond the numbers "
+     "(the graph it writes, a training-mode module), pinned with its graph and versions by "
+     "`tests/test_onnx_findings.py`, `tests/test_routes_openvino.py` and `tests/test_routes_probes.py`.",
+     lambda f: [f"- **{f.id}**: {f.reason}", ""]),
     ("doc", "Documentation", "Where the framework's documentation says what its code does not do; each pinned, "
      "with the source lines, by the test named.", behaviour_entry),
     ("net", "BN-LeNet: whole-network divergences",
@@ -159,15 +161,15 @@ def own_example(docs):
 def routes_table(docs):
     """One row per conversion or folding route (equiv.routes): the tool and its pin, where the model lands,
     what it folds, what survives and what does not, the dtypes run, the findings (linked to their page)."""
-    from equiv.known import ROUTE_KNOWN
-    from equiv.routes import ROUTES
-    out = ["", "", "| route | pin | lands in | folds into | keeps | loses | dtypes | findings |",
-           "|---|---|---|---|---|---|---|---|"]
+    from equiv.known import EXPORT_FINDINGS, ROUTE_KNOWN
+    from equiv.routes import ROUTES, TRAINING_WORDS
+    out = ["", "", "| route | pin | lands in | folds into | keeps | loses | a training-mode source becomes | dtypes "
+           "| findings |", "|---|---|---|---|---|---|---|---|---|"]
     for n, r in ROUTES.items():
-        ids = [f"[{d.id}](findings/{page_of(n)}.md)" for d in ROUTE_KNOWN if n in d.implementations]
+        ids = [f"[{d.id}](findings/{page_of(n)}.md)" for d in ROUTE_KNOWN + EXPORT_FINDINGS if n in d.implementations]
         out.append(f"| `{n}` | {r.pin} | {r.lands or 'its own framework'} | "
                    f"{', '.join(r.folds) or '—'} | {', '.join(r.keeps)} | {', '.join(r.lost) or '—'} | "
-                   f"{', '.join(r.dtypes)} | {', '.join(ids) or '—'} |")
+                   f"{TRAINING_WORDS[r.training]} | {', '.join(r.dtypes)} | {', '.join(ids) or '—'} |")
     out += ["", "What each route runs, on what:", ""]
     whole = ("; and on the whole BN-LeNet ({}), its logits within the lockstep bound "
              "(tests/test_lenet_routes.py)")

@@ -151,8 +151,9 @@ def render(conventions, known):
             "Conversion and folding routes (`equiv.routes`) on states drawn as trained networks have them.", ""]
     for d in ROUTE_KNOWN:
         out += route_entry(d)
-    out += ["## Exporters (ONNX)", "", "What an exporter writes for the layer, pinned with its graph and versions "
-            "by `tests/test_onnx_findings.py`.", ""]
+    out += ["## Exporters and converters", "", "What an exporter or a converter makes of the layer beyond the numbers "
+            "(the graph it writes, a training-mode module), pinned by `tests/test_onnx_findings.py`, "
+            "`tests/test_routes_openvino.py` and `tests/test_routes_probes.py`.", ""]
     out += [f"- **{f.id}**: {f.reason}" for f in EXPORT_FINDINGS]
     out += [""]
     out += ["## Documentation (what the docs say and the code does not)", "",

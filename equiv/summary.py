@@ -65,16 +65,17 @@ def pair_lines(names):
 def route_lines():
     """[(name, text, [finding ids])] per conversion or folding route (equiv.routes): where the model lands,
     what survives and what does not, and its documented findings (equiv.known.ROUTE_KNOWN)."""
-    from equiv.known import ROUTE_KNOWN
-    from equiv.routes import ROUTES
+    from equiv.known import EXPORT_FINDINGS, ROUTE_KNOWN
+    from equiv.routes import ROUTES, TRAINING_WORDS
     out = []
     for name, r in ROUTES.items():
         where = f"lands in {r.lands}" if r.lands else "stays in its framework"
         folds = f", folds BatchNorm into {' and '.join(r.folds)}" if r.folds else ""
         text = f"{r.pin}: {where}{folds}; keeps {', '.join(r.keeps)}"
         text += f"; loses {', '.join(r.lost)}" if r.lost else ""
+        text += f"; a training-mode source becomes {TRAINING_WORDS[r.training].replace('**', '')}"
         text += f"; BN-LeNet ({', '.join(r.nets)}) through it within the lockstep bound" if r.nets else ""
-        ids = [d.id for d in ROUTE_KNOWN if name in d.implementations]
+        ids = [d.id for d in ROUTE_KNOWN + EXPORT_FINDINGS if name in d.implementations]
         out.append((name, text + (f"; findings: {', '.join(ids)}" if ids else "; no finding"), ids))
     return out
 

@@ -16,17 +16,12 @@ from equiv.known import ROUTE_KNOWN
 from equiv.routes import NOT_RUN
 from equiv.routes import ROUTES as ALL_ROUTES
 from equiv.routes.states import KINDS, FoldState, fold_states
-from equiv.routes.tf_convert import LITE_FOLDED
 from equiv.tolerance import ToleranceError, assert_close
 from tests.route_helpers import need, oracle_and_bounds, within_bound
 
 ROUTES = {n: r for n, r in ALL_ROUTES.items() if r.module == "equiv.routes.edge"}
 KNOWN = [d for d in ROUTE_KNOWN if set(d.implementations) & set(ROUTES)]
 ET, LITERT, TVM = "torch.builtin+executorch_xnnpack", "torch.builtin+litert_torch", "torch.builtin+tvm_relax"
-# what a BatchNorm left unfolded shows as in the lowered program: ExecuTorch, an aten batch_norm op outside
-# the XNNPACK delegate (XNNPACK has none: it takes a BatchNorm only to fuse or decompose it); LiteRT, the
-# flatbuffer's builtin ops; TVM, the relax module's ops
-UNFOLDED = {ET: ("batch_norm",), LITERT: LITE_FOLDED, TVM: ("batch_norm",)}
 # a lowering takes seconds (an export and a compile per state): one state per (route, layer, kind, dtype) under ci
 EXAMPLES = {"dev": 1, "ci": 1, "thorough": 20, "mutation": 3}
 
@@ -44,7 +39,7 @@ def check_route(name, layer, state):
     y_route, y_eager = edge.run(made, state, layer), edge.run(model, state, layer)
     y, unfolded, folded = oracle_and_bounds(state, layer)
     folds = layer in route.folds
-    assert made.folded(UNFOLDED[name]) == folds, f"{name} {layer}: ops {made.ops}"
+    assert made.folded(edge.UNFOLDED[route.function]) == folds, f"{name} {layer}: ops {made.ops}"
     bound = folded if folds else unfolded
     return (assert_close(f"{name} {layer} vs oracle", y_route, y, bound),
             assert_close(f"eager torch {layer} vs oracle", y_eager, y, unfolded),

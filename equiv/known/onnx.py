@@ -78,6 +78,23 @@ FINDINGS = [
                 "training-mode module as one BatchNormalization(epsilon, momentum) without training_mode, one output: "
                 "an inference node (documented divergence onnx-dynamo-training-exports-inference).")),
     ExportFinding(
+        id="onnx-torchscript-export-default-eval",
+        implementations=("torch.builtin+onnx_openvino", "torch.builtin+onnx_openvino_f32", "torch.builtin+onnx2tf"),
+        reason=("torch.onnx.export(dynamo=False) without a training argument (torch 2.13.0) takes "
+                "training=TrainingMode.EVAL (torch/onnx/__init__.py:96, passed on at :346), although its docstring "
+                "calls the argument deprecated and says to \"set the training mode of the model before exporting\" "
+                "(:260, :271); the TorchScript exporter then calls model.train(False) for the trace "
+                "(torch/onnx/_internal/torchscript_exporter/utils.py:133), with no warning: a module given in "
+                "training mode is written as an inference BatchNormalization (training_mode=0, the running "
+                "statistics), and the routes that start from such a file (OpenVINO, onnx2tf) normalize with the "
+                "running statistics. Measured by equiv.routes.probes on the probe state, relative to the largest "
+                "output: 7.7e-8 (OpenVINO, BatchNorm2d alone) and 1.5e-7 … 2.9e-7 (onnx2tf's tf_keras, SavedModel "
+                "and TFLite, Conv2d → BatchNorm2d) from the inference output, 1.01 from the training one (the path "
+                "torch.builtin+onnx declares the same default_mode, inference)."),
+        advice="export with training=TrainingMode.TRAINING where the training forward is wanted (the file then "
+               "holds a training node: onnx-torchscript-training-export), or call model.eval() yourself so the "
+               "export says what it holds"),
+    ExportFinding(
         id="onnx-lenet-folding", implementations=("torch.builtin+onnx", "torch.builtin+onnx_dynamo"),
         reason=("BN-LeNet in inference mode: the TorchScript exporter folds bn1 and bn2 into the convolutions itself "
                 "(constant folding; without it onnxruntime's basic optimizations do), bn3 and bn4 stay nodes after "

@@ -7,7 +7,15 @@ import numpy as np
 
 from equiv.dtypes import round_to
 from equiv.known._regions import _FORWARD, _min_var_plus_eps, _red, global_offset_ratio
-from equiv.known.base import BookNote, Divergence, DocFinding, NetFinding, ParallelDivergence, RouteDivergence
+from equiv.known.base import (
+    BookNote,
+    Divergence,
+    DocFinding,
+    ExportFinding,
+    NetFinding,
+    ParallelDivergence,
+    RouteDivergence,
+)
 from equiv.routes.states import FoldState
 from equiv.strategies import Case, ParallelCase, affine_draw
 
@@ -270,7 +278,25 @@ ONNX2TF = [
         advice="convert the inference graph only; train in the source framework"),
 ]
 
-FINDINGS += ROUTES + ONNX2TF
+# --- what a route makes of a training-mode source (equiv.routes.probes; tests/test_routes_probes.py) ----------
+TRAINING_FORMS = [
+    ExportFinding(
+        id="tflite-training-call-uninitialized-variables", implementations=_LITE,
+        reason=("TFLiteConverter.from_concrete_functions([tf.function(lambda x: model(x, training=True))"
+                ".get_concrete_function(spec)], model) (tensorflow 2.21.0, keras 3.15.1) converts without an error "
+                "or a warning, but the BatchNormalization's gamma, beta and moving statistics stay resource "
+                "variables, as the training call assigns the moving ones (experimental_enable_resource_variables "
+                "is on by default, tensorflow/lite/python/lite.py:628; the flatbuffer holds VAR_HANDLE, "
+                "READ_VARIABLE and ASSIGN_VARIABLE ops), and nothing in it gives them their values: the "
+                "interpreter reads uninitialized memory. Measured on the probe state (equiv.routes.probes, "
+                "BatchNormalization alone, 4 channels): outputs of 2.7e-8 in one process and of 3.5e29 … 1.2e38 "
+                "in three others, against a training forward of magnitude 3.5; neither the batch statistics' nor "
+                "the running statistics' output."),
+        advice="convert the inference model (from_keras_model, which traces training=False); a training step "
+               "on device needs TFLite's on-device training signatures, with the variables' initial values"),
+]
+
+FINDINGS += ROUTES + ONNX2TF + TRAINING_FORMS
 
 
 def _max_var(c, p):

@@ -17,6 +17,11 @@ from dataclasses import dataclass
 # estimator, and its state (running statistics updated by training)
 SURVIVES = ("inference", "training mode", "eps", "momentum", "running-variance estimator", "running statistics")
 
+# what a route makes of a source given in training mode (Route.training), in words
+TRAINING_WORDS = {"batch statistics": "the training forward (batch statistics)",
+                  "inference": "**the inference layer, silently**", "neither": "**neither forward**",
+                  "refused": "an error (the tool refuses it)"}
+
 
 @dataclass(frozen=True)
 class Route:
@@ -37,6 +42,11 @@ class Route:
     # variance ≈ 0, where eps decides the output), so a route within bound there keeps the eps it was given
     keeps: tuple = ("inference", "eps")
     nets: tuple = ()      # the BN-LeNets (equiv.lenet.NETS labels) it is run on whole (tests/test_lenet_routes.py)
+    # what it makes of its source given in training mode, measured by equiv.routes.probes (TRAINING_FORMS):
+    # "batch statistics" (the training forward survives; the running-statistics updates survive only where
+    # ``keeps`` says so), "inference" (silently the inference layer: a finding), "refused" (the tool raises),
+    # "neither" (neither forward: a finding)
+    training: str = "batch statistics"
 
     @property
     def lost(self):
@@ -60,14 +70,14 @@ _HALF = ("float32", "float16", "bfloat16")
 
 ROUTES = {r.name: r for r in [
     Route("torch.builtin+fuse_conv_bn_eval", _CONV, "torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)", _PIN,
-          ("conv",), _TORCH, "fuse_eval", _HALF),
+          ("conv",), _TORCH, "fuse_eval", _HALF, training="refused"),
     Route("torch.builtin+fuse_linear_bn_eval", _LINEAR, "torch.nn.utils.fusion.fuse_linear_bn_eval(linear, bn)",
-          _PIN, ("linear",), _TORCH, "fuse_eval", _HALF),
+          _PIN, ("linear",), _TORCH, "fuse_eval", _HALF, training="refused"),
     Route("torch.builtin+ao_fuse_modules", f"{_CONV}; {_LINEAR}",
           "torch.ao.quantization.fuse_modules(model.eval(), [['0', '1']])", _PIN, ("conv", "linear"), _TORCH,
-          "ao_fuse_modules", _HALF, nets=("torch.builtin",)),
+          "ao_fuse_modules", _HALF, nets=("torch.builtin",), training="refused"),
     Route("torch.builtin+fx_fuse", f"{_CONV}; {_LINEAR}", "torch.fx.experimental.optimization.fuse(model.eval())",
-          _PIN, ("conv", "linear"), _TORCH, "fx_fuse", _HALF, nets=("torch.builtin",)),
+          _PIN, ("conv", "linear"), _TORCH, "fx_fuse", _HALF, nets=("torch.builtin",), training="refused"),
     Route("torch.builtin+inductor_freezing", f"{_CONV}; {_LINEAR}",
           "torch.compile(model.eval()) under torch._inductor.config.freezing = True and torch.no_grad(), CPU",
           _PIN, ("conv",), _TORCH, "inductor_freezing", runs=("linear",), example_budget="compile",
@@ -83,7 +93,7 @@ ROUTES.update({r.name: r for r in [
           "tf.lite.TFLiteConverter.from_keras_model(model).convert() (float16: optimizations = [Optimize.DEFAULT], "
           "supported_types = [tf.float16]), run by tf.lite.Interpreter", "tensorflow-cpu==2.21.0, keras==3.15.1",
           ("conv", "linear"), _TF, "tflite", ("float32", "float16"), runs=("bn",), requires=("tensorflow", "keras"),
-          lands="tflite", nets=("tf.keras",)),
+          lands="tflite", nets=("tf.keras",), training="neither"),
     Route("flax.linen+jax2tf", "flax.linen.BatchNorm (NHWC): inference, and a training step with "
           "mutable=['batch_stats']", "tf.function(jax.experimental.jax2tf.convert(apply), autograph=False)",
           "jax==0.10.2, flax==0.12.8, tensorflow-cpu==2.21.0", (), _TF, "jax2tf", runs=("bn",),
@@ -155,11 +165,11 @@ _ONNX2TF_KEEPS = ("inference", "eps")
 ROUTES.update({r.name: r for r in [
     Route("onnx.node+onnx2tf", _ONNX_SOURCE + "; BatchNormalization alone", _ONNX2TF_CALL, _ONNX2TF_PIN,
           ("conv", "linear"), _TARGETS, "onnx2tf", _ONNX_HALF, runs=("bn",), requires=_ONNX2TF, lands="tensorflow",
-          keeps=_ONNX2TF_KEEPS),
+          keeps=_ONNX2TF_KEEPS, training="inference"),
     Route("torch.builtin+onnx2tf", f"{_CONV}; {_LINEAR}",
           "torch.onnx.export(model.eval(), dynamo=False), then " + _ONNX2TF_CALL, f"{_PIN}, {_ONNX2TF_PIN}",
           ("conv", "linear"), _TARGETS, "torch_onnx2tf", requires=_ONNX2TF + ("torch",), lands="tensorflow",
-          keeps=_ONNX2TF_KEEPS, nets=("torch.builtin",)),
+          keeps=_ONNX2TF_KEEPS, nets=("torch.builtin",), training="inference"),
 ]})
 
 
@@ -175,7 +185,7 @@ ROUTES.update({r.name: r for r in [
           "to_edge_transform_and_lower(torch.export.export(model, (x,)), partitioner=[XnnpackPartitioner()])"
           ".to_executorch(), run by executorch.runtime.Runtime", f"executorch==1.5.1, {_TORCH_PIN}",
           ("conv", "linear", "bn"), _EDGE, "executorch_xnnpack", ("float32", "float16"),
-          requires=("torch", "executorch"), lands="executorch", nets=("torch.builtin",)),
+          requires=("torch", "executorch"), lands="executorch", nets=("torch.builtin",), training="refused"),
     Route("torch.builtin+litert_torch", _EDGE_SOURCE,
           "litert_torch.convert(model, (x,)), run by ai_edge_litert's Interpreter (default XNNPACK delegate)",
           f"litert-torch==0.10.0, ai-edge-litert==2.3.0, {_TORCH_PIN}", ("conv", "linear"), _EDGE, "litert",
@@ -220,7 +230,8 @@ _OV_ROWS = [("onnx.node+openvino{}", f"ONNX (onnx.helper, opset 17): {_OV_LAYERS
 ROUTES.update({r.name: r for r in [
     Route(name.format(suffix), source, tool + _OV_RUN.format(hint), _OV_PIN, ("conv", "linear"), _OV,
           f"{fn}_{suffix.strip('_') or 'default'}", dtypes, runs=("bn",), requires=("openvino",) + requires,
-          lands="openvino", nets=("torch.builtin",) if fn.startswith("torch") else ())
+          lands="openvino", nets=("torch.builtin",) if fn.startswith("torch") else (),
+          training="inference" if fn.startswith("torch") else "batch statistics")
     for name, source, tool, fn, dtypes, requires in _OV_ROWS
     for suffix, hint in (("", _OV_DEFAULT), ("_f32", _OV_F32))]})
 

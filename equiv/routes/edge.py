@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from equiv.routes import torch_fold as tf
-from equiv.routes.tf_convert import bn_input
+from equiv.routes.tf_convert import LITE_FOLDED, bn_input
 from equiv.routes.tf_convert import litert_interpreter as _interpreter
 
 
@@ -140,3 +140,17 @@ def relax_ops(mod):
 
 def tvm_relax(model):
     return Edge(model, _tvm)
+
+
+# what a BatchNorm left unfolded shows as in the lowered program: ExecuTorch, an aten batch_norm op outside
+# the XNNPACK delegate (XNNPACK has none: it takes a BatchNorm only to fuse or decompose it); LiteRT, the
+# flatbuffer's builtin ops; TVM, the relax module's ops
+UNFOLDED = {"executorch_xnnpack": ("batch_norm",), "litert": LITE_FOLDED, "tvm_relax": ("batch_norm",)}
+
+
+def output(route, state, layer, training=False):
+    """The route on the state's model (equiv.routes.probes): ({"": y}, folded); ``training``: the model
+    given in training mode."""
+    made = globals()[route.function](build(state, layer).train(training))
+    y = run(made, state, layer)
+    return {"": y}, made.folded(UNFOLDED[route.function])

@@ -94,3 +94,16 @@ def run(converted, state, layer):
     half = converted.runner.get_inputs()[0].type == "tensor(float16)"
     x = tc.model_input(state, layer).astype("float16" if half else "float32")
     return tc._nchw(converted.runner.run(None, {"x": x})[0])
+
+
+def output(route, state, layer, training=False):
+    """The route on the state's Keras model (equiv.routes.probes): ({"": y}, folded); its training form:
+    tf2onnx_training (the model's call with training=True), at the route's onnxruntime level."""
+    model = tc.keras_model(state, layer)
+    if training:
+        made = tf2onnx_training(model)
+        if route.function.endswith("ort_all"):
+            made = Converted(*vars(onnx_fold.load(made.model, "all")).values())
+    else:
+        made = globals()[route.function](model)
+    return {"": run(made, state, layer)}, made.folded()

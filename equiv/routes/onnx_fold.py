@@ -50,8 +50,9 @@ class Made:
     runner: object       # the onnxruntime InferenceSession (CPU) that runs it
 
 
-def build(state):
-    """The ONNX graph (layer → BatchNormalization, inference) of a FoldState, in its dtype."""
+def build(state, training=False):
+    """The ONNX graph (layer → BatchNormalization, inference) of a FoldState, in its dtype; ``training``: the
+    node with training_mode=1 (its three outputs, y alone a graph output, as torch's exporter writes it)."""
     dtype = NP[state.dtype]
     init = lambda name, a: numpy_helper.from_array(np.asarray(a).astype(dtype), name)  # noqa: E731
     bn = [init(n, getattr(state, k)) for n, k in (("gamma", "gamma"), ("beta", "beta"), ("mean", "running_mean"),
@@ -61,7 +62,9 @@ def build(state):
         layer = helper.make_node("Conv", inputs, ["z"], strides=[state.stride] * 2, pads=[state.padding] * 4)
     else:
         layer = helper.make_node("Gemm", inputs, ["z"], transB=1)
-    norm = helper.make_node("BatchNormalization", ["z", "gamma", "beta", "mean", "var"], ["y"], epsilon=state.eps)
+    outputs = ["y", "new_mean", "new_var"] if training else ["y"]    # onnxruntime wants all three in training
+    norm = helper.make_node("BatchNormalization", ["z", "gamma", "beta", "mean", "var"], outputs, epsilon=state.eps,
+                            training_mode=int(training))
     out_shape = list(state.oracle().shape)
     graph = helper.make_graph(
         [layer, norm], "layer_bn", [helper.make_tensor_value_info("x", ELEM[state.dtype], list(state.x.shape))],
@@ -122,3 +125,9 @@ def onnxsim_simplify(model):
     simplified, ok = onnxsim.simplify(model)
     assert ok, "onnxsim's own check of the simplified model failed"
     return load(simplified)
+
+
+def output(route, state, layer, training=False):
+    """The route on the state's graph (equiv.routes.probes): ({"": y}, folded)."""
+    made = globals()[route.function](build(state, training))
+    return {"": run(made, state)}, not has_batch_norm(made)

@@ -108,12 +108,13 @@ def model_input(state, layer):
     return np.asarray(bn_input(state) if layer == "bn" else state.x).astype(NP[state.dtype])
 
 
-def onnx_model(state, layer):
-    """The ONNX graph of equiv.routes.onnx_fold; for "bn" its BatchNormalization node alone, on z."""
+def onnx_model(state, layer, training=False):
+    """The ONNX graph of equiv.routes.onnx_fold; for "bn" its BatchNormalization node alone, on z;
+    ``training``: the node with training_mode=1."""
     from onnx import helper
 
     from equiv.routes import onnx_fold as of
-    model = of.build(state)
+    model = of.build(state, training)
     if layer == "bn":
         g = model.graph
         g.node.remove(g.node[0])
@@ -158,11 +159,12 @@ def _from_torch(model, x, hint=None):
     return compile_model(ov.convert_model(model, example_input=torch.from_numpy(x)), hint)
 
 
-def _from_torch_onnx(model, x, hint=None):
+def _from_torch_onnx(model, x, hint=None, as_given=False):
+    """``as_given``: the model exported in the mode it is in, the exporter's default training argument."""
     import torch
 
     from equiv.paths.onnx_paths import export
-    return _from_onnx(export(model, torch.from_numpy(x), "infer", dynamo=False), hint)
+    return _from_onnx(export(model, torch.from_numpy(x), "default" if as_given else "infer", dynamo=False), hint)
 
 
 def onnx_default(model):
@@ -187,3 +189,17 @@ def torch_onnx_default(model, x):
 
 def torch_onnx_f32(model, x):
     return _from_torch_onnx(model, x, "f32")
+
+
+def output(route, state, layer, training=False):
+    """The route on the state's source (equiv.routes.probes): ({"": y}, folded); ``training``: the ONNX node
+    with training_mode=1, the torch module in training mode (exported as it is, for the ONNX export)."""
+    x = model_input(state, layer)
+    hint = "f32" if route.function.endswith("f32") else None
+    if route.function.startswith("onnx_"):
+        made = _from_onnx(onnx_model(state, layer, training), hint)
+    elif route.function.startswith("torch_onnx"):
+        made = _from_torch_onnx(torch_model(state, layer).train(training), x, hint, as_given=training)
+    else:
+        made = _from_torch(torch_model(state, layer).train(training), x, hint)
+    return {"": made(x)}, made.folded()

@@ -89,9 +89,14 @@ class Lite:
     """A Keras model converted by tf.lite.TFLiteConverter (float16: float16 weights), its flatbuffer
     and the builtin ops it holds (read without the default XNNPACK delegate, which would hide them)."""
 
-    def __init__(self, model, dtype="float32"):
+    def __init__(self, model, dtype="float32", training=False):
         import tensorflow as tf
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        if training:      # the model's training-mode call, as a concrete function
+            spec = tf.TensorSpec(model.inputs[0].shape, model.inputs[0].dtype)
+            fn = tf.function(lambda x: model(x, training=True)).get_concrete_function(spec)
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+        else:
+            converter = tf.lite.TFLiteConverter.from_keras_model(model)
         if dtype == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
@@ -207,3 +212,14 @@ def run_flax(fn, state):
     if isinstance(out, tuple):
         return (_nchw(np.asarray(out[0])),) + tuple(np.asarray(o, dtype=np.float64) for o in out[1:])
     return _nchw(np.asarray(out))
+
+
+def output(route, state, layer, training=False):
+    """The route on the state's model (equiv.routes.probes): ({"": y}, folded). TFLite's training form: the
+    Keras model's call with training=True, converted from its concrete function; jax2tf's: the Flax apply
+    with use_running_average=False."""
+    if route.function == "tflite":
+        lite = Lite(keras_model(state, layer), training=training)
+        return {"": run_lite(lite, state, layer)}, lite.folded()
+    return {"": run_flax(jax2tf(flax_apply(state, training=training)), state)[0]
+            if training else run_flax(jax2tf(flax_apply(state)), state)}, False

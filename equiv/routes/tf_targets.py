@@ -115,12 +115,13 @@ def onnx2tf(model):
     return convert(model)
 
 
-def torch_onnx(model, x):
+def torch_onnx(model, x, as_given=False):
     """torch.onnx.export of the eval-mode torch model on input ``x`` (the TorchScript exporter,
-    dynamo=False, as torch.builtin+onnx; its constant folding folds an eval BatchNorm2d into the Conv)."""
+    dynamo=False, as torch.builtin+onnx; its constant folding folds an eval BatchNorm2d into the Conv);
+    ``as_given``: the model in the mode it is in, the exporter's default training argument."""
     import onnx
     import torch
-    m = copy.deepcopy(model).eval()
+    m = copy.deepcopy(model) if as_given else copy.deepcopy(model).eval()
     f = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -130,3 +131,16 @@ def torch_onnx(model, x):
 
 def torch_onnx2tf(model, x):
     return convert(torch_onnx(model, x))
+
+
+def output(route, state, layer, training=False):
+    """The route on the state's source (equiv.routes.probes): ({target: y}, folded) for the three targets;
+    ``training``: the torch model in training mode exported as it is, or the ONNX node with training_mode=1."""
+    from equiv.routes import onnx_fold as of
+    x = np.asarray(bn_input(state) if layer == "bn" else state.x, np.float32)
+    if route.source_adapter == "torch.builtin":
+        from equiv.routes import torch_fold as tf
+        made = convert(torch_onnx(tf.build(state).train(training), x, as_given=True))
+    else:
+        made = convert(bn_graph(state, training) if layer == "bn" else of.build(state, training))
+    return {t: made.run(x, t)[0] for t in TARGETS}, made.folded()

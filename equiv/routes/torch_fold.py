@@ -104,3 +104,11 @@ class Frozen(torch.nn.Module):
 
 def inductor_freezing(model):
     return Frozen(model)
+
+
+def output(route, state, layer, training=False):
+    """The route on the state's model (equiv.routes.probes): ({"": y}, folded); ``training``: the model
+    given in training mode."""
+    made = globals()[route.function](build(state).train(training))
+    y = run(made, state)
+    return {"": y}, made.folded() if isinstance(made, Frozen) else not has_batch_norm(made)

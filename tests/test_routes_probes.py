@@ -1,0 +1,69 @@
+"""The route probes (equiv.routes.probes) on every route whose tools are installed here (the others skip
+with the install hint): measured after conversion, the eps given (PROBE_EPS, no framework's default)
+survives on every layer and artifact; a plain call of what the route makes is the inference layer; the
+layers with no BatchNorm left are the route's ``folds``; what it makes of the same source in training mode
+is its declared ``training``; and every silent change of a route's conventions is a documented finding
+that names it. Run by every env that installs a route's tools."""
+import numpy as np
+import pytest
+
+from equiv.known import ALL
+from equiv.routes import ROUTES
+from equiv.routes import probes as rp
+from tests.route_helpers import need
+
+# the finding that documents each route's silent change of a training-mode source
+TRAINING_FINDINGS = {
+    "tf.keras+tflite": "tflite-training-call-uninitialized-variables",
+    "onnx.node+onnx2tf": "onnx2tf-training-node-inference",
+    "torch.builtin+onnx2tf": "onnx-torchscript-export-default-eval",
+    "torch.builtin+openvino": "openvino-convert-model-sets-eval",
+    "torch.builtin+openvino_f32": "openvino-convert-model-sets-eval",
+    "torch.builtin+onnx_openvino": "onnx-torchscript-export-default-eval",
+    "torch.builtin+onnx_openvino_f32": "onnx-torchscript-export-default-eval",
+}
+SILENT = ("inference", "neither")
+
+
+@pytest.mark.parametrize("name", list(ROUTES))
+def test_route_conventions_after_conversion(name):
+    route = ROUTES[name]
+    need(route)
+    rec = rp.measure(route)
+    lost = {k: v for k, v in rec["eps"].items() if not rp.eps_kept(v)}
+    assert not lost, f"{name}: eps {rp.PROBE_EPS:g} given, measured {lost}"
+    assert set(rec["mode"].values()) == {"inference"}, f"{name}: a plain call is {rec['mode']}"
+    assert rec["folded"] == [layer for layer in route.layers if layer in route.folds], rec["folded"]
+    assert rec["training"].partition(":")[0] == route.training, \
+        f"{name}: a training-mode source measured {rec['training']!r}, declared {route.training!r}"
+    said = rp.changes(route, rec)
+    assert all(w.startswith("a training-mode source") for w in said), said
+
+
+def test_every_silent_training_change_is_a_finding_that_names_the_route():
+    by_id = {d.id: d for d in ALL}
+    silent = {n for n, r in ROUTES.items() if r.training in SILENT}
+    assert silent == set(TRAINING_FINDINGS)
+    for name, fid in TRAINING_FINDINGS.items():
+        assert name in by_id[fid].implementations, (name, fid)
+    assert all(r.training in SILENT + ("batch statistics", "refused") for r in ROUTES.values())
+
+
+@pytest.mark.parametrize("layer", ["conv", "linear", "bn"])
+def test_the_probes_read_the_oracle_as_what_it_is(layer):
+    """Meta-test: on the oracle's own outputs the probes measure eps PROBE_EPS and the right mode; a model
+    with eps 1e-5 or the running statistics of the batch is told apart."""
+    from reference.batch_norm import batch_norm_infer, batch_norm_train
+    state = rp.probe_state(layer)
+    z = rp._input(state, layer)
+    y_infer = batch_norm_infer(z, **state.bn, eps=state.eps)
+    y_train = batch_norm_train(z, state.gamma, state.beta, eps=state.eps)[0]
+    assert rp.mode_of(y_infer, state, layer) == "inference" and rp.eps_kept(rp.eps_of(y_infer, state, layer))
+    assert rp.mode_of(y_train, state, layer) == "training"
+    assert rp.mode_of(np.zeros_like(y_infer), state, layer) == "other"
+    other = batch_norm_infer(z, **state.bn, eps=1e-5)
+    assert rp.mode_of(other, state, layer) == "inference"        # eps decides the dead channel only
+    assert not rp.eps_kept(rp.eps_of(other, state, layer))
+    assert rp.eps_of(batch_norm_infer(z, **state.bn, eps=1e-3), state, layer) == pytest.approx(1e-3, rel=1e-3)
+    y32 = y_infer.astype(np.float32).astype(np.float64)
+    assert rp.eps_kept(rp.eps_of(y32, state, layer))                # float32 rounding resolves eps
