@@ -33,8 +33,14 @@ def fashion_mnist():
 
 
 def pytest_terminal_summary(terminalreporter):
-    """How many drawn states each route test left out, and by which finding (tests/route_helpers.py)."""
-    from tests.route_helpers import LEFT_OUT
+    """How many drawn states each route test left out, and by which finding (tests/route_helpers.py); the
+    largest error/bound ratio of each route test, as JSON to $EQUIV_ROUTE_RATIOS where it is set."""
+    from tests.route_helpers import LARGEST, LEFT_OUT
+    path = os.environ.get("EQUIV_ROUTE_RATIOS")
+    if path and LARGEST:
+        from equiv import io
+        io.write_json(path, {t: float(f"{r:.3g}") for t, r in sorted(LARGEST.items())})
+        terminalreporter.write_line(f"route ratios: {len(LARGEST)} tests, written to {path}")
     rows = {t: c for t, c in LEFT_OUT.items() if set(c) - {"ran"}}
     if rows:
         terminalreporter.section("route states left out of the properties (a finding's region, or not representable)")

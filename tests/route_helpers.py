@@ -1,4 +1,5 @@
 """Shared pieces of the folding-route tests (one test file per tool family: tests/test_routes_*.py)."""
+import math
 import os
 from collections import Counter
 
@@ -32,6 +33,17 @@ def route_cases(routes):
 # test id -> Counter of what left drawn states out: a finding's id, or "not representable" (the oracle's
 # output does not fit the dtype); printed at the end of the run (tests/conftest.py)
 LEFT_OUT: dict = {}
+# test id -> the largest error/bound ratio of the states that ran (over every check a state makes: the route
+# against the oracle, the source against it, the two against each other); written as JSON to
+# $EQUIV_ROUTE_RATIOS at the end of the run where it is set (tests/conftest.py)
+LARGEST: dict = {}
+
+
+def _ratios(value):
+    """The finite numbers in a check's result (a ratio, or a tuple or list of them)."""
+    if isinstance(value, (tuple, list)):
+        return [r for v in value for r in _ratios(v)]
+    return [float(value)] if isinstance(value, (int, float)) and math.isfinite(value) else []
 
 
 def within_bound(states, check, examples, default, skip=lambda state: None):
@@ -56,6 +68,10 @@ def within_bound(states, check, examples, default, skip=lambda state: None):
     run()
     tally["ran"] += len(seen)
     assert seen, "no state ran"
+    test_id = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
+    found = _ratios(seen)
+    if found:
+        LARGEST[test_id] = max(max(found), LARGEST.get(test_id, 0.0))
 
 
 def witness_params(known, routes):
