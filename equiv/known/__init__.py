@@ -74,6 +74,12 @@ ROUTE_KNOWN = list(findings(RouteDivergence.kind))
 OPTION_KNOWN = list(findings(OptionDivergence.kind))
 
 
+def net_findings_of(label, dtype="float32", data="fashion-mnist"):
+    """The ids of the whole-network findings (NET_FINDINGS) that make a BN-LeNet label's training differ from
+    the reference network's in ``dtype`` on ``data`` (a finding on "any" data applies to every data)."""
+    return [f.id for f in NET_FINDINGS if f.label == label and dtype in f.dtypes and f.data in ("any", data)]
+
+
 def by_id(finding_id, kind=None):
     """The first finding (of ``kind``) with this id; an id can name findings of two kinds (a layer's
     divergence and the whole network it shows in)."""

@@ -94,8 +94,10 @@ def band_group(runs, label=None):
     return key[0], key[1], [candidates[key][s] for s in sorted(candidates[key])]
 
 
-def summarize(runs, label=None):
-    """The band and one row per run of the band's setting (JSON-able)."""
+def summarize(runs, label=None, documented=lambda label: []):
+    """The band and one row per run of the band's setting (JSON-able); a run outside the band (accuracy or
+    loss curve) carries ``documented``: the ids of the findings that explain it (``documented(label)``,
+    equiv.known.net_findings_of), or none."""
     band_label, setting, group = band_group(runs, label)
     epochs = setting[2]
     acc = band([g["history"][-1]["test_acc"] for g in group])
@@ -116,6 +118,8 @@ def summarize(runs, label=None):
             worst_loss_epoch=max(range(epochs), key=lambda i: abs(h[i]["train_loss"] - loss[i][0])
                                  / max(loss[i][2] - loss[i][0], 1e-300)) + 1,
             median_epoch_seconds=secs[len(secs) // 2], in_band_group=r in group))
+        if not (rows[-1]["acc_in_band"] and rows[-1]["loss_in_band"]):
+            rows[-1]["documented"] = documented(r["label"])
     # the same seed as the band's first: identical initial weights and batch order, so what
     # remains between implementations is arithmetic (and convention) alone
     first = group[0]
@@ -143,9 +147,10 @@ def markdown(s):
              "| implementation | device | seed | test acc | in band | train loss | loss curve in band | s/epoch |",
              "|---|---|---|---|---|---|---|---|"]
     for r in sorted(s["runs"], key=lambda r: (not r["in_band_group"], r["label"], r["seed"])):
+        why = f" (documented: {', '.join(r['documented'])})" if r.get("documented") else ""
         lines.append(f"| {r['label']} | {r['device'].split(' ')[0]} | {r['seed']} | {r['final_test_acc']:.4f} | "
-                     f"{'yes' if r['acc_in_band'] else '**no**'} | {r['final_train_loss']:.4f} | "
-                     f"{'yes' if r['loss_in_band'] else '**no** (worst: epoch %d)' % r['worst_loss_epoch']} | "
+                     f"{'yes' if r['acc_in_band'] else '**no**' + why} | {r['final_train_loss']:.4f} | "
+                     f"{'yes' if r['loss_in_band'] else '**no** (worst: epoch %d)%s' % (r['worst_loss_epoch'], why)} | "
                      f"{r['median_epoch_seconds']:.2f} |")
     if s["same_seed"]:
         sp = s["seed_spread"]
