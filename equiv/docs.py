@@ -93,7 +93,8 @@ SECTIONS = (   # kind, heading, what the section's entries are, how one renders
      behaviour_entry),
     ("export", "Exporters and converters", "What an exporter or a converter makes of the layer beyond the numbers "
      "(the graph it writes, a training-mode module), pinned with its graph and versions by "
-     "`tests/test_onnx_findings.py`, `tests/test_routes_openvino.py` and `tests/test_routes_probes.py`.",
+     "`tests/test_onnx_findings.py`, `tests/test_routes_onnx_convert.py`, `tests/test_routes_openvino.py` and "
+     "`tests/test_routes_probes.py`.",
      lambda f: [f"- **{f.id}**: {f.reason}", ""]),
     ("doc", "Documentation", "Where the framework's documentation says what its code does not do; each pinned, "
      "with the source lines, by the test named.", behaviour_entry),

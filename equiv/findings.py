@@ -153,7 +153,8 @@ def render(conventions, known):
         out += route_entry(d)
     out += ["## Exporters and converters", "", "What an exporter or a converter makes of the layer beyond the numbers "
             "(the graph it writes, a training-mode module), pinned by `tests/test_onnx_findings.py`, "
-            "`tests/test_routes_openvino.py` and `tests/test_routes_probes.py`.", ""]
+            "`tests/test_routes_onnx_convert.py`, `tests/test_routes_openvino.py` and "
+            "`tests/test_routes_probes.py`.", ""]
     out += [f"- **{f.id}**: {f.reason}" for f in EXPORT_FINDINGS]
     out += [""]
     out += ["## Documentation (what the docs say and the code does not)", "",

@@ -112,6 +112,28 @@ def test_tf2onnx_training_trace_drops_the_running_statistics(kind):
     assert not np.allclose(oc.run(converted, state, "bn"), y_running, atol=1e-2), "ran the running statistics"
 
 
+def test_tf2onnx_removed_warning_names_the_next_op():
+    """tf2onnx-removed-warning-names-the-next-op: the warnings that report the dropped moving-statistics
+    updates name the removed AssignVariableOp nodes with another op's type (a fixed release turns it red)."""
+    import logging
+
+    from equiv.routes import onnx_convert as oc
+    from equiv.routes import tf_convert as tc
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("tf2onnx")
+    logger.addHandler(handler)
+    try:
+        oc.tf2onnx_training(tc.keras_model(FoldState(layer="conv", kind="ordinary", dtype="float32", seed=1,
+                                                     bias=False), "bn"))
+    finally:
+        logger.removeHandler(handler)
+    removed = [m.split() for m in messages if m.startswith("Removed ")]
+    assert len(removed) == 2 and all(name.rsplit("/", 1)[-1].startswith("AssignVariableOp") for _, _, name in removed)
+    assert [op for _, op, _ in removed] == ["Mul", "Mul"], removed
+
+
 @pytest.mark.parametrize("d,name", [pytest.param(d, n, id=f"{d.id}-{n}", marks=pytest.mark.xfail(
     strict=True, raises=ToleranceError, reason=d.id)) for d in KNOWN for n in d.implementations])
 def test_known_tf2onnx_witness(d, name):

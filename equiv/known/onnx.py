@@ -95,6 +95,19 @@ FINDINGS = [
                "holds a training node: onnx-torchscript-training-export), or call model.eval() yourself so the "
                "export says what it holds"),
     ExportFinding(
+        id="tf2onnx-removed-warning-names-the-next-op",
+        implementations=("tf.keras+tf2onnx", "tf.keras+tf2onnx+ort_all"),
+        reason=("tf2onnx 1.17.0 drops a training-mode Keras BatchNormalization's moving-statistics updates "
+                "(tf_loader.py fix_freezing_errors, :285-296) and says so in one warning per update, which names "
+                "the wrong op: it pops node i and then logs graph_def.node[i].op (:289-290), the op of the node "
+                "that moved into its place, beside the removed node's name. Measured on the training trace of a "
+                "BatchNormalization alone: \"Removed Mul functional_1/batch_normalization_1/AssignVariableOp_1\" "
+                "and \"Removed Mul .../AssignVariableOp\", where AssignVariableOp was removed; the one message "
+                "that tells a user the momentum and the running statistics are gone reads as a Mul removed. "
+                "Where the removed update is the graph's last node the same line would index past the end."),
+        advice="read the converted graph's outputs (one: y) rather than the log to see that the running statistics "
+               "were dropped; convert the inference call"),
+    ExportFinding(
         id="onnx-lenet-folding", implementations=("torch.builtin+onnx", "torch.builtin+onnx_dynamo"),
         reason=("BN-LeNet in inference mode: the TorchScript exporter folds bn1 and bn2 into the convolutions itself "
                 "(constant folding; without it onnxruntime's basic optimizations do), bn3 and bn4 stay nodes after "
