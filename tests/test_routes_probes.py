@@ -2,8 +2,10 @@
 with the install hint): measured after conversion, the eps given (PROBE_EPS, no framework's default)
 survives on every layer and artifact; a plain call of what the route makes is the inference layer; the
 layers with no BatchNorm left are the route's ``folds``; what it makes of the same source in training mode
-is its declared ``training``; and every silent change of a route's conventions is a documented finding
-that names it. Run by every env that installs a route's tools."""
+is its declared ``training``, and where it outputs the running statistics (the routes that keep the
+momentum), its training step's new-batch weight and running-variance estimator are the source's; every
+silent change of a route's conventions is a documented finding that names it. Run by every env that
+installs a route's tools."""
 import numpy as np
 import pytest
 
@@ -36,6 +38,9 @@ def test_route_conventions_after_conversion(name):
     assert rec["folded"] == [layer for layer in route.layers if layer in route.folds], rec["folded"]
     assert rec["training"].partition(":")[0] == route.training, \
         f"{name}: a training-mode source measured {rec['training']!r}, declared {route.training!r}"
+    kept = {"momentum", "running-variance estimator", "running statistics"} & set(route.keeps)
+    assert bool(rec["training_updates"]) == bool(kept), (rec["training_updates"], route.keeps)
+    assert "training mode" not in route.keeps or route.training == "batch statistics"
     said = rp.changes(route, rec)
     assert all(w.startswith("a training-mode source") for w in said), said
 

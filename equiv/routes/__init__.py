@@ -13,8 +13,8 @@ unfolded model under the sum of both bounds. Findings: equiv/known/torch.py, onn
 from dataclasses import dataclass
 
 # What a route can keep of a BatchNorm: its inference numbers (within the bound, findings aside), a training
-# mode (batch statistics and gradients), the eps and momentum it was built with, its running-variance
-# estimator, and its state (running statistics updated by training)
+# mode (the batch statistics' forward, and its gradients where the source has any), the eps and momentum it was
+# built with, its running-variance estimator, and its state (running statistics updated by training)
 SURVIVES = ("inference", "training mode", "eps", "momentum", "running-variance estimator", "running statistics")
 
 # what a route makes of a source given in training mode (Route.training), in words
@@ -39,7 +39,9 @@ class Route:
     lands: str = ""       # the runtime the model lands in, by its import name ("torch", "onnxruntime",
     #                       "tflite", "tensorflow"); "" = the source's own (a folder)
     # what survives, measured by the route's tests (SURVIVES): every route's tests draw dead channels (running
-    # variance ≈ 0, where eps decides the output), so a route within bound there keeps the eps it was given
+    # variance ≈ 0, where eps decides the output), so a route within bound there keeps the eps it was given;
+    # training mode, momentum, estimator and running statistics: measured by equiv.routes.probes on the route's
+    # training form (a training-mode source, or an ONNX training node)
     keeps: tuple = ("inference", "eps")
     nets: tuple = ()      # the BN-LeNets (equiv.lenet.NETS labels) it is run on whole (tests/test_lenet_routes.py)
     # what it makes of its source given in training mode, measured by equiv.routes.probes (TRAINING_FORMS):
@@ -110,26 +112,29 @@ _ORT = ("onnxruntime", "onnx")
 _LEVEL = ("onnxruntime.InferenceSession(model, SessionOptions(graph_optimization_level={}), "
           "CPUExecutionProvider); the model it saves to optimized_model_filepath")
 _ONNX_HALF = ("float32", "float16")
+# a training node (training_mode=1) is left as it is: its forward, ONNX's momentum and biased running variance
+# and the running-statistics outputs survive (equiv.routes.probes, measured on each folder)
+_ONNX_KEEPS = SURVIVES
 
 ROUTES.update({r.name: r for r in [
     Route("onnx.node+ort_basic", _ONNX_SOURCE, _LEVEL.format("ORT_ENABLE_BASIC"), _ORT_PIN, ("conv",), _ONNX,
           "ort_basic", _ONNX_HALF, runs=("linear",), requires=_ORT,
-          nets=("torch.builtin",)),
+          nets=("torch.builtin",), keeps=_ONNX_KEEPS),
     Route("onnx.node+ort_extended", _ONNX_SOURCE, _LEVEL.format("ORT_ENABLE_EXTENDED"), _ORT_PIN, ("conv",), _ONNX,
           "ort_extended", _ONNX_HALF, runs=("linear",), requires=_ORT,
-          nets=("torch.builtin",)),
+          nets=("torch.builtin",), keeps=_ONNX_KEEPS),
     Route("onnx.node+ort_all", _ONNX_SOURCE, _LEVEL.format("ORT_ENABLE_ALL"), _ORT_PIN, ("conv",), _ONNX,
           "ort_all", _ONNX_HALF, runs=("linear",), requires=_ORT,
-          nets=("torch.builtin",)),
+          nets=("torch.builtin",), keeps=_ONNX_KEEPS),
     Route("onnx.node+onnxoptimizer", _ONNX_SOURCE, "onnxoptimizer.optimize(model, ['fuse_bn_into_conv'])",
           "onnxoptimizer==0.4.2", ("conv",), _ONNX, "onnxoptimizer_fuse", _ONNX_HALF, runs=("linear",),
-          requires=_ORT + ("onnxoptimizer",), nets=("torch.builtin",)),
+          requires=_ORT + ("onnxoptimizer",), nets=("torch.builtin",), keeps=_ONNX_KEEPS),
     Route("onnx.node+onnxslim", _ONNX_SOURCE, "onnxslim.slim(model)", "onnxslim==0.1.98", ("conv",), _ONNX,
           "onnxslim_slim", _ONNX_HALF, runs=("linear",),
-          requires=_ORT + ("onnxslim",), nets=("torch.builtin",)),
+          requires=_ORT + ("onnxslim",), nets=("torch.builtin",), keeps=_ONNX_KEEPS),
     Route("onnx.node+onnxsim", _ONNX_SOURCE, "onnxsim.simplify(model)", "onnxsim==0.8.1", ("conv",), _ONNX,
           "onnxsim_simplify", _ONNX_HALF, runs=("linear",),
-          requires=_ORT + ("onnxsim",), nets=("torch.builtin",)),
+          requires=_ORT + ("onnxsim",), nets=("torch.builtin",), keeps=_ONNX_KEEPS),
 ]})
 
 # --- ONNX converters (equiv.routes.onnx_convert): tf2onnx's Keras conversion, run by onnxruntime; what it
@@ -231,7 +236,8 @@ ROUTES.update({r.name: r for r in [
     Route(name.format(suffix), source, tool + _OV_RUN.format(hint), _OV_PIN, ("conv", "linear"), _OV,
           f"{fn}_{suffix.strip('_') or 'default'}", dtypes, runs=("bn",), requires=("openvino",) + requires,
           lands="openvino", nets=("torch.builtin",) if fn.startswith("torch") else (),
-          training="inference" if fn.startswith("torch") else "batch statistics")
+          training="inference" if fn.startswith("torch") else "batch statistics",
+          keeps=SURVIVES if fn == "onnx" else ("inference", "eps"))
     for name, source, tool, fn, dtypes, requires in _OV_ROWS
     for suffix, hint in (("", _OV_DEFAULT), ("_f32", _OV_F32))]})
 

@@ -52,7 +52,7 @@ class Made:
 
 def build(state, training=False):
     """The ONNX graph (layer → BatchNormalization, inference) of a FoldState, in its dtype; ``training``: the
-    node with training_mode=1 (its three outputs, y alone a graph output, as torch's exporter writes it)."""
+    node with training_mode=1 (default momentum 0.9), its running mean and variance graph outputs too."""
     dtype = NP[state.dtype]
     init = lambda name, a: numpy_helper.from_array(np.asarray(a).astype(dtype), name)  # noqa: E731
     bn = [init(n, getattr(state, k)) for n, k in (("gamma", "gamma"), ("beta", "beta"), ("mean", "running_mean"),
@@ -66,9 +66,10 @@ def build(state, training=False):
     norm = helper.make_node("BatchNormalization", ["z", "gamma", "beta", "mean", "var"], outputs, epsilon=state.eps,
                             training_mode=int(training))
     out_shape = list(state.oracle().shape)
+    stats = [helper.make_tensor_value_info(n, ELEM[state.dtype], [out_shape[1]]) for n in outputs[1:]]
     graph = helper.make_graph(
         [layer, norm], "layer_bn", [helper.make_tensor_value_info("x", ELEM[state.dtype], list(state.x.shape))],
-        [helper.make_tensor_value_info("y", ELEM[state.dtype], out_shape)],
+        [helper.make_tensor_value_info("y", ELEM[state.dtype], out_shape)] + stats,
         [init("W", state.w)] + ([init("B", state.b)] if state.bias else []) + bn)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=10)
 
@@ -128,6 +129,8 @@ def onnxsim_simplify(model):
 
 
 def output(route, state, layer, training=False):
-    """The route on the state's graph (equiv.routes.probes): ({"": y}, folded)."""
+    """The route on the state's graph (equiv.routes.probes): ({"": y}, folded); in training, y and the running
+    mean and variance outputs ({"": (y, mean, var)}) where the made graph keeps them."""
     made = globals()[route.function](build(state, training))
-    return {"": run(made, state)}, not has_batch_norm(made)
+    out = [np.asarray(o, dtype=np.float64) for o in made.runner.run(None, {"x": state.x.astype(NP[state.dtype])})]
+    return {"": tuple(out) if len(out) == 3 else out[0]}, not has_batch_norm(made)

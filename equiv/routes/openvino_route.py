@@ -88,6 +88,11 @@ class Made:
     def __call__(self, x):
         return np.asarray(self.compiled(x)[0], dtype=np.float64)
 
+    def outputs(self, x):
+        """Every output of the compiled model, float64 (a training node's: y, running mean, running variance)."""
+        res = self.compiled(x)
+        return [np.asarray(res[o], dtype=np.float64) for o in self.compiled.outputs]
+
 
 def compile_model(model, hint=None):
     """Compile an ov.Model on the CPU plugin (``hint``: an INFERENCE_PRECISION_HINT, default none)."""
@@ -202,4 +207,5 @@ def output(route, state, layer, training=False):
         made = _from_torch_onnx(torch_model(state, layer).train(training), x, hint, as_given=training)
     else:
         made = _from_torch(torch_model(state, layer).train(training), x, hint)
-    return {"": made(x)}, made.folded()
+    out = made.outputs(x)
+    return {"": tuple(out) if len(out) == 3 else out[0]}, made.folded()

@@ -10,7 +10,10 @@ state built so that each convention is the only unknown,
 - ``folded``: whether no BatchNorm is left (the tool family's own inspection: modules, graph nodes, ops);
 - ``training``: what the route makes of the same source in training mode ("batch statistics": the
   training forward survives; "inference": it silently becomes the inference layer; "neither": the output
-  is neither forward; "refused: ...": the tool says no; "n/a: ..." where the source has no training mode).
+  is neither forward; "refused: ...": the tool says no; "n/a: ..." where the source has no training mode),
+  and where what it makes outputs the running statistics (an ONNX training node, jax2tf's mutable
+  batch statistics), the new-batch weight and the running-variance estimator of that training step,
+  ``training_updates``, against the source's own.
 
 Each tool family's module has ``output(route, state, layer, training=False) -> (outputs, folded)``:
 the route applied to the source it builds from a FoldState and run on the state's input; ``outputs``
@@ -97,8 +100,9 @@ def _first_line(e):
 
 def training_of(route):
     """What the route makes of its source in training mode, on the route's BatchNorm alone where it takes
-    one, else on its first layer: "batch statistics", "inference", "neither", "refused: <the error>" or
-    "n/a: <why>" (the family raises NotImplementedError where the source has no training mode)."""
+    one, else on its first layer: ("batch statistics", "inference" or "neither", {artifact: update_of}) for
+    the artifacts that output the running statistics), or "refused: <the error>", or "n/a: <why>" (the
+    family raises NotImplementedError where the source has no training mode)."""
     layer = "bn" if "bn" in route.layers else route.layers[0]
     state = probe_state(layer)
     try:
@@ -107,9 +111,26 @@ def training_of(route):
         return f"n/a: {e}"
     except Exception as e:   # the tool's refusal is the measurement
         return f"refused: {_first_line(e)}"
-    modes = {mode_of(y, state, layer) for y in outputs.values()}
+    modes = {mode_of(y[0] if isinstance(y, tuple) else y, state, layer) for y in outputs.values()}
     mode = modes.pop() if len(modes) == 1 else "differs: " + ", ".join(sorted(modes))
-    return {"training": "batch statistics", "other": "neither"}.get(mode, mode)
+    mode = {"training": "batch statistics", "other": "neither"}.get(mode, mode)
+    updates = {t: update_of(y[1:], state, layer) for t, y in outputs.items() if isinstance(y, tuple)}
+    return mode, updates
+
+
+def update_of(stats, state, layer):
+    """The new-batch weight w and the running-variance estimator of one training step, solved from the running
+    mean and variance it outputs: new mean = (1 − w)·mean + w·batch mean; new var = (1 − w)·var + w·v with v
+    the batch's biased variance or m/(m − 1) times it (m values per channel)."""
+    z = _input(state, layer)
+    red = _reduce(z)
+    m = z.size // z.shape[1]
+    batch_mean, batch_var = z.mean(axis=red), z.var(axis=red)
+    new_mean, new_var = (np.asarray(a, dtype=np.float64).ravel() for a in stats)
+    w = float(np.median((new_mean - state.running_mean) / (batch_mean - state.running_mean)))
+    v = np.median((new_var - (1 - w) * state.running_var) / (w * batch_var)) if w else float("nan")
+    return {"new_batch_weight": float(f"{w:.3g}"),
+            "running_var": "unbiased" if abs(v - m / (m - 1)) < abs(v - 1) else "biased"}
 
 
 def measure(route):
@@ -125,8 +146,17 @@ def measure(route):
             rec["eps"][key] = eps_of(y, state, layer) if rec["mode"][key] == "inference" else "n/a"
         if folded:
             rec["folded"].append(layer)
-    rec["training"] = training_of(route)
+    training = training_of(route)
+    rec["training"], rec["training_updates"] = (training, {}) if isinstance(training, str) else training
     return rec
+
+
+def source_update(route):
+    """What the source's own training step does to its running statistics (its declared conventions:
+    equiv.conventions.DECLARED), as update_of says it: the probes build the source with its default momentum."""
+    from equiv.conventions import DECLARED
+    conv = DECLARED[route.source_adapter]
+    return {"new_batch_weight": conv.default_new_batch_weight, "running_var": conv.running_var}
 
 
 def eps_kept(value):
@@ -140,6 +170,13 @@ def changes(route, rec):
            if value != "n/a" and not eps_kept(value)]
     out += [f"{key}: an eval-mode source became a {mode} call" for key, mode in rec["mode"].items()
             if mode != "inference"]
+    source = source_update(route)
+    for target, update in rec.get("training_updates", {}).items():
+        for key, value in update.items():
+            same = np.isclose(value, source[key], rtol=RTOL) if isinstance(value, float) else value == source[key]
+            if not same:
+                out.append(f"{target or 'the model'}: a training step's {key.replace('_', ' ')} {source[key]} "
+                           f"became {value}")
     training = rec["training"]
     if training == "inference":
         out.append("a training-mode source silently became the inference layer (running statistics)")

@@ -217,9 +217,8 @@ def run_flax(fn, state):
 def output(route, state, layer, training=False):
     """The route on the state's model (equiv.routes.probes): ({"": y}, folded). TFLite's training form: the
     Keras model's call with training=True, converted from its concrete function; jax2tf's: the Flax apply
-    with use_running_average=False."""
+    with use_running_average=False and mutable batch statistics ({"": (y, mean, var)})."""
     if route.function == "tflite":
         lite = Lite(keras_model(state, layer), training=training)
         return {"": run_lite(lite, state, layer)}, lite.folded()
-    return {"": run_flax(jax2tf(flax_apply(state, training=training)), state)[0]
-            if training else run_flax(jax2tf(flax_apply(state)), state)}, False
+    return {"": run_flax(jax2tf(flax_apply(state, training=training)), state)}, False
