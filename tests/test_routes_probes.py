@@ -72,3 +72,17 @@ def test_the_probes_read_the_oracle_as_what_it_is(layer):
     assert rp.eps_of(batch_norm_infer(z, **state.bn, eps=1e-3), state, layer) == pytest.approx(1e-3, rel=1e-3)
     y32 = y_infer.astype(np.float32).astype(np.float64)
     assert rp.eps_kept(rp.eps_of(y32, state, layer))                # float32 rounding resolves eps
+
+
+def test_committed_route_ratios_cover_every_route_and_stay_below_one():
+    """reference/data/routes/ratios_mutation.json (its README says how it was measured): a ratio for every
+    route (an OpenVINO route's f32 twin runs inside its default route's test), all below 1."""
+    import json
+    from pathlib import Path
+    data = json.loads((Path(__file__).parents[1] / "reference/data/routes/ratios_mutation.json").read_text())
+    ratios = {test: r for env in data.values() for test, r in env.items()}
+    by_file = {"tests/test_routes_tf.py": "tf.keras+tflite", "tests/test_routes_jax2tf.py": "flax.linen+jax2tf"}
+    covered = {by_file.get(test.split("::")[0]) or test.split("[")[1].split("-")[0] for test in ratios}
+    covered |= {f"{n}_f32" for n in covered if "openvino" in n}
+    assert covered == set(ROUTES), set(ROUTES) ^ covered
+    assert max(ratios.values()) < 1
