@@ -43,7 +43,8 @@ EXTRA = {"torch": "torch", "tensorflow": "tf", "jax": "jax", "flax": "jax", "equ
          "mindspore": "mindspore", "keras": "tf", "chainer": "chainer", "onnx2tf": "routes-tf",
          "tf_keras": "tf-keras2", "ai_edge_litert": "routes-tf",
          "tf2onnx": "routes-onnx", "openvino": "onnx",
-         "executorch": "edge", "litert_torch": "edge", "tvm": "tvm"}
+         "executorch": "edge", "litert_torch": "edge", "tvm": "tvm", "onnx2torch": "routes-torchvision",
+         "torchvision": "routes-torchvision", "nobuco": "routes-torchvision"}
 # what an extra needs beyond pip: tinygrad's CPU device compiles its kernels with clang
 SYSTEM = {"tinygrad": "apt-get install -y clang"}
 

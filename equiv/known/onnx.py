@@ -79,14 +79,16 @@ FINDINGS = [
                 "an inference node (documented divergence onnx-dynamo-training-exports-inference).")),
     ExportFinding(
         id="onnx-torchscript-export-default-eval",
-        implementations=("torch.builtin+onnx_openvino", "torch.builtin+onnx_openvino_f32", "torch.builtin+onnx2tf"),
+        implementations=("torch.builtin+onnx_openvino", "torch.builtin+onnx_openvino_f32", "torch.builtin+onnx2tf",
+                         "torch.builtin+onnx2torch"),
         reason=("torch.onnx.export(dynamo=False) without a training argument (torch 2.13.0) takes "
                 "training=TrainingMode.EVAL (torch/onnx/__init__.py:96, passed on at :346), although its docstring "
                 "calls the argument deprecated and says to \"set the training mode of the model before exporting\" "
                 "(:260, :271); the TorchScript exporter then calls model.train(False) for the trace "
                 "(torch/onnx/_internal/torchscript_exporter/utils.py:133), with no warning: a module given in "
                 "training mode is written as an inference BatchNormalization (training_mode=0, the running "
-                "statistics), and the routes that start from such a file (OpenVINO, onnx2tf) normalize with the "
+                "statistics), and the routes that start from such a file (OpenVINO, onnx2tf, onnx2torch) normalize "
+                "with the "
                 "running statistics. Measured by equiv.routes.probes on the probe state, relative to the largest "
                 "output: 7.7e-8 (OpenVINO, BatchNorm2d alone) and 1.5e-7 … 2.9e-7 (onnx2tf's tf_keras, SavedModel "
                 "and TFLite, Conv2d → BatchNorm2d) from the inference output, 1.01 from the training one (the path "
@@ -107,6 +109,28 @@ FINDINGS = [
                 "Where the removed update is the graph's last node the same line would index past the end."),
         advice="read the converted graph's outputs (one: y) rather than the log to see that the running statistics "
                "were dropped; convert the inference call"),
+    ExportFinding(
+        id="onnx2torch-returns-training-mode",
+        implementations=("onnx.node+onnx2torch", "torch.builtin+onnx2torch"),
+        reason=("onnx2torch 1.5.15 returns the torch.fx.GraphModule it builds (onnx2torch/converter.py:173) in "
+                "training mode, the default of a new torch module, although an ONNX inference BatchNormalization "
+                "(training_mode 0) normalizes with its running statistics: the converter makes it a trainable "
+                "torch BatchNorm (node_converters/batch_norm.py:77), so a plain call of the converted model "
+                "normalizes with the batch's statistics and moves the running ones. Measured on the probe state: "
+                "the plain call 1.0 … 1.02 (relative) from the inference output and 8.5e-8 … 1.6e-7 from the "
+                "training one; the running mean moved by 0.20 and 0.28 in one call. No warning. After .eval() "
+                "every layer is within the unfolded bound of the oracle, eps kept (the node's float32 epsilon)."),
+        advice="call .eval() on what onnx2torch.convert returns before using it for inference"),
+    ExportFinding(
+        id="onnx2torch-unbiased-running-variance", implementations=("onnx.node+onnx2torch",),
+        reason=("The torch BatchNorm onnx2torch makes of an ONNX BatchNormalization (node_converters/batch_norm.py:"
+                "77) trains as torch does: new-batch weight 1 − the node's momentum (:58, 0.1 for the default 0.9: "
+                "ONNX's, translated), and the unbiased batch variance in the running variance, where the ONNX "
+                "operator's training mode (the same node with training_mode=1, run by onnxruntime) updates it with "
+                "the biased one. Measured one training step on the probe state (m = 32 values per channel: 32/31 "
+                "apart); a training node itself does not convert (NotImplementedError, :94)."),
+        advice="fine-tuning a converted model continues with torch's estimator; where the ONNX model's own training "
+               "semantics matter, rescale the running variance by (m − 1)/m per step or train in the source"),
     ExportFinding(
         id="onnx-lenet-folding", implementations=("torch.builtin+onnx", "torch.builtin+onnx_dynamo"),
         reason=("BN-LeNet in inference mode: the TorchScript exporter folds bn1 and bn2 into the convolutions itself "

@@ -9,7 +9,7 @@ from equiv.known._regions import (
     fold_intermediates_overflow,
     under,
 )
-from equiv.known.base import Divergence, OptionDivergence, ParallelFinding, RouteDivergence
+from equiv.known.base import Divergence, ExportFinding, OptionDivergence, ParallelFinding, RouteDivergence
 from equiv.routes.states import FoldState
 from equiv.strategies import Case
 
@@ -217,4 +217,46 @@ OPTIONS = [
                 "layer.running_var = None, for batch statistics in evaluation")),
 ]
 
-FINDINGS += ROUTES + OPTIONS
+# --- nobuco: torch → Keras 2 (equiv.routes.tf_targets; tests/test_routes_torchvision.py) ------------------------
+_NOBUCO = ("torch.builtin+nobuco",)
+NOBUCO = [
+    ExportFinding(
+        id="nobuco-dense-batchnorm-biased-running-variance", implementations=_NOBUCO,
+        reason=("nobuco 0.17.0 makes a BatchNorm1d or BatchNorm2d keras.layers.BatchNormalization(momentum=1 − "
+                "momentum, epsilon=eps) (nobuco/node_converters/normalization.py:25; its comment at :15: \"tensorflow "
+                "and pytorch implementations of batchnorm behave differently in train mode\"). Keras 2.15 fuses a "
+                "4-D BatchNormalization only (keras/src/layers/normalization/batch_normalization.py:356-366), and its "
+                "fused kernel updates the moving variance with the unbiased batch variance, the non-fused one with "
+                "the biased (tf.nn.moments). Measured by training the converted model (training=True) one step on "
+                "the probe state: after Conv2d, new-batch weight 0.1 and unbiased, as torch; after Linear "
+                "(BatchNorm1d on (N, C)), 0.1 and biased, where torch's is unbiased (m/(m − 1) = 4/3 apart "
+                "for a batch of 4). Inference is unchanged."),
+        advice="fine-tune the converted model's Dense → BatchNormalization layers knowing their moving variance "
+               "is biased, or keep training in torch and convert the trained model"),
+    ExportFinding(
+        id="nobuco-training-module-traced", implementations=_NOBUCO,
+        reason=("nobuco.pytorch_to_keras traces the module by running its forward (nobuco/trace/trace.py) in the "
+                "mode it is given, and reads the BatchNorm's running statistics after that (normalization.py:20-23): "
+                "a module in training mode has moved them one step, 0.1·(batch − running), on the example input "
+                "(0.20 and 0.28 on the probe state's Conv2d and Linear), and the Keras layer starts from the moved "
+                "statistics. The converted model's inference call is then neither torch's inference output (0.050 "
+                "… 0.059 relative) nor its training one (0.96 … 1.04), and a first Keras training step reads as a "
+                "new-batch weight of 0.19 (two steps of 0.1). nobuco's own check prints the difference it sees "
+                "between torch and Keras (\"(!) Max diff 4.80182 (538.299%)\" for the Conv2d) beside its "
+                "conversion tree, and converts anyway; the caller's module is left with the moved statistics."),
+        advice="call model.eval() before nobuco.pytorch_to_keras"),
+    ExportFinding(
+        id="nobuco-import-patches-torch", implementations=_NOBUCO,
+        reason=("import nobuco runs Tracer.decorate_all() (nobuco/convert.py:41): it replaces torch.nn.Module.__new__ "
+                "so that every module built afterwards carries an instance forward wrapping its class's forward as "
+                "it was then (nobuco/trace/trace.py:377-398), and calls torch.jit._state.disable() (:404). For the "
+                "rest of the process a torch.fx GraphModule (torch.fx.symbolic_trace; onnx2torch's converted "
+                "model) is built before its class gets its forward, so calling it raises NotImplementedError "
+                "(\"missing the required 'forward' function\"), and TorchScript is off. Measured in a fresh "
+                "process (tests/test_routes_torchvision.py); the routes' tests run nobuco in a pytest process of "
+                "its own."),
+        advice="run nobuco in a process of its own, apart from torch.fx, onnx2torch, TorchScript and torch.onnx "
+               "exports"),
+]
+
+FINDINGS += ROUTES + OPTIONS + NOBUCO

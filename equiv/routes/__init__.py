@@ -49,6 +49,7 @@ class Route:
     # ``keeps`` says so), "inference" (silently the inference layer: a finding), "refused" (the tool raises),
     # "neither" (neither forward: a finding)
     training: str = "batch statistics"
+    call: str = "inference"   # what a plain call of what the route returns does, the source in eval mode (probed)
 
     @property
     def lost(self):
@@ -244,44 +245,20 @@ ROUTES.update({r.name: r for r in [
 
 _MEASURED = "2026-12-07, x86-64 Linux, Python 3.11.7"
 NOT_RUN.update({t.route: t for t in [
-    NotRun("nobuco 0.17.0", "torch.builtin+nobuco",
-           "pip install nobuco==0.17.0 next to torch==2.13.0 and tensorflow-cpu==2.21.0 (keras 3.15.1, tf-keras "
-           "2.21.0); then next to tensorflow-cpu==2.15.1, keras==2.15.0 (numpy 1.26.4) and torchvision==0.28.0",
-           "it installs but does not import. nobuco needs Keras 2 as `keras`: `from keras.src.engine.keras_tensor "
-           "import KerasTensor` (nobuco/commons.py:3) raises \"ModuleNotFoundError: No module named "
-           "'keras.src.engine'\" under Keras 3, and tf-keras is imported as `tf_keras`, not `keras`; Keras 2 means "
-           "tensorflow-cpu<=2.15 (\"tensorflow-cpu==2.21.0 depends on keras>=3.12.0\", uv's resolver). Under 2.15.1 "
-           "it imports torchvision (nobuco/trace/trace.py:11), whose release for torch 2.13.0 on PyPI, 0.28.0, is a "
-           "CUDA build: \"RuntimeError: operator torchvision::nms does not exist\" (docs/findings/notes/pytorch.md). "
-           "Read, not run: its BatchNorm1d/2d converter (nobuco/node_converters/normalization.py:16-25) makes "
-           "keras.layers.BatchNormalization(momentum=1 − momentum, epsilon=eps) with the module's weights and "
-           "statistics: a trainable layer, torch's momentum translated to Keras' (old statistics weighted by it), "
-           "eps as given, and Keras' biased running variance where torch's is unbiased",
-           _MEASURED),
     NotRun("onnx2tf 2.6.9", "onnx.node+onnx2tf",
            "pip install onnx2tf==2.6.9 next to tensorflow-cpu==2.21.0 and torch==2.13.0",
            "\"onnx2tf==2.6.9 depends on Python>=3.12\" (uv's resolver; unpinned, it picks 1.28.8, the last release for "
            "Python 3.11, which the routes run; the pinned CPU torch wheel is cp311)", _MEASURED),
 ]})
 
-_ONNX2TORCH = ("pip install onnx2torch==1.5.15 next to torch==2.13.0 (+cpu), onnx==1.23.2: it requires torchvision "
-               "(1.5.15, 1.5.4, 1.3.0, 1.2.5 read: each lists it and imports it in nms.py and roialign.py), "
-               "which resolves to PyPI's torchvision==0.28.0, a CUDA build")
-_WHY = ("import onnx2torch fails: onnx2torch/node_converters/nms.py:11 imports torchvision, whose ops library "
-        "does not load next to the CPU torch: 'RuntimeError: operator torchvision::nms does not exist' "
-        "(torchvision/_meta_registrations.py:163; tox -e torchvision pins the same error). ")
 NOT_RUN.update({n.route: n for n in [
-    NotRun("onnx2torch", "torch.builtin+onnx2torch", _ONNX2TORCH + "; the ONNX file of torch.onnx.export "
-           "(dynamo=False, opset 17), module.eval() and training=TRAINING",
-           _WHY + "With torchvision stubbed in sys.modules, for a measurement only: the inference node becomes "
-           "torch.nn.BatchNorm2d with eps 9.999999747378752e-06 (the float32 attribute, not 1e-5), momentum "
-           "0.10000002384185791 (1 − the float32 0.9, batch_norm.py:58), running statistics as buffers, the "
-           "GraphModule returned in training mode (a call without .eval() uses batch statistics); outputs equal "
-           "to torch's after .eval(); the training-mode node (three outputs) raises NotImplementedError('BatchNorm "
-           "operation with mean/var output is not implemented', batch_norm.py:94)", _MEASURED),
-    NotRun("onnx2torch", "tf.keras+tf2onnx+onnx2torch", _ONNX2TORCH + "; the ONNX file of tf.keras+tf2onnx",
-           _WHY + "tf2onnx's graph holds no BatchNormalization node (Mul and Add of constants, or folded into the "
-           "Conv: equiv.routes.onnx_convert), so there is no BatchNorm for onnx2torch to make trainable", _MEASURED),
+    NotRun("onnx2torch", "tf.keras+tf2onnx+onnx2torch",
+           "the ONNX file of tf.keras+tf2onnx into onnx2torch 1.5.15 (tox -e routes-torchvision runs onnx2torch)",
+           "not run: tf2onnx's graph holds no BatchNormalization node (Mul and Add of constants, or folded into the "
+           "Conv: equiv.routes.onnx_convert), so onnx2torch would translate arithmetic, not a BatchNorm; and "
+           "tf2onnx wants the Keras 3 TensorFlow (2.21) whose protobuf the onnx2torch env's TensorFlow 2.15 "
+           "(for nobuco) cannot share. What onnx2torch makes of a BatchNormalization node is measured on "
+           "onnx.node+onnx2torch and torch.builtin+onnx2torch", _MEASURED),
 ]})
 
 # Filled by the tool families' modules' authors as they measure; rendered in the docs' routes page
@@ -302,4 +279,31 @@ NOT_RUN.update({r.route: r for r in [
            "emits conv2d and linear with out_dtype=\"float32\" (tvm/relax/frontend/torch/"
            "base_fx_graph_translator.py:1251 and :1584); a float16 BatchNorm2d alone converts and runs",
            _MEASURED),
+]})
+
+
+# --- the tools that import torchvision (equiv.routes.onnx_convert: onnx2torch; equiv.routes.tf_targets: nobuco):
+# PyPI's torchvision for torch 2.13.0 does not load next to its CPU build; torch 2.14.1 and torchvision 0.29.1
+# (CUDA builds, on the CPU) do, in tox -e routes-torchvision, with tensorflow-cpu 2.15.1 and Keras 2 for nobuco
+_TV = "torch==2.14.1, torchvision==0.29.1 (CUDA builds, run on the CPU)"
+_O2T = ("onnx2torch.convert(model): a torch.fx.GraphModule, called as it is returned (training mode) and "
+        "after .eval()")
+ROUTES.update({r.name: r for r in [
+    Route("onnx.node+onnx2torch", _ONNX_SOURCE + "; BatchNormalization alone (training_mode 0, or 1 for the "
+          "training form)", _O2T, f"onnx2torch==1.5.15, onnx==1.16.2, {_TV}", (), "equiv.routes.onnx_convert",
+          "onnx2torch", runs=("conv", "linear", "bn"), requires=("onnx2torch", "torchvision"), lands="torch",
+          keeps=("inference", "eps", "momentum", "running statistics"), training="refused", call="training"),
+    Route("torch.builtin+onnx2torch", f"{_CONV}; {_LINEAR}", "torch.onnx.export(model, dynamo=False), the model as "
+          "it is given (its constant folding folds the Conv's BatchNorm), then " + _O2T,
+          f"onnx2torch==1.5.15, onnx==1.16.2, {_TV}", ("conv",), "equiv.routes.onnx_convert",
+          "torch_onnx2torch", runs=("linear",), requires=("onnx2torch", "torchvision"),
+          lands="torch", keeps=("inference", "eps", "momentum", "running-variance estimator", "running statistics"),
+          training="inference", call="training"),
+    Route("torch.builtin+nobuco", f"{_CONV}; {_LINEAR}; BatchNorm2d alone",
+          "nobuco.pytorch_to_keras(model, args=[x], inputs_channel_order=ChannelOrder.PYTORCH, "
+          "outputs_channel_order=ChannelOrder.PYTORCH): a Keras 2 model, called with training=False, and "
+          "training=True for the training form", f"nobuco==0.17.0, tensorflow-cpu==2.15.1, keras==2.15.0, {_TV}",
+          (), "equiv.routes.tf_targets", "nobuco_keras", runs=("conv", "linear", "bn"),
+          requires=("nobuco", "torchvision"), lands="tensorflow",
+          keeps=("inference", "training mode", "eps", "momentum", "running statistics")),
 ]})

@@ -38,10 +38,22 @@ the Mul and the Add that tf2onnx left after a Conv with a bias, and after a floa
 folded, as measured, and a float16 Conv runs in float32 between Casts. MatMul or Gemm, Mul, Add stay.
 Finding: tf2onnx-ort-fold-bias-cancels (equiv/known/onnx.py).
 
-onnx2torch does not import here (equiv.routes.NOT_RUN).
+onnx2torch (``onnx.node+onnx2torch``, ``torch.builtin+onnx2torch``): ``onnx2torch.convert(model)`` of an ONNX
+graph (the onnx.node graphs of equiv.routes.onnx_fold and tf_targets.bn_graph, or torch.onnx.export of the
+torch model as it is given) returns a torch.fx.GraphModule. onnx2torch 1.5.15 imports torchvision, which
+loads only next to torch 2.14.1 and torchvision 0.29.1 here (CUDA builds, run on the CPU: tox -e
+routes-torchvision). Its converter (onnx2torch/node_converters/batch_norm.py) makes an inference node
+with constant inputs a torch BatchNorm1d/2d/3d with eps = the node's float32 epsilon (:57) and momentum
+= 1 − the node's momentum (:58, default 0.9), the statistics as buffers (:77); a training node (three
+outputs) raises NotImplementedError (:94). The GraphModule is returned in training mode (converter.py:173
+builds it and calls nothing on it): a plain call normalizes with the batch's statistics and moves the
+running ones. ``eval`` is the module after ``.eval()``, as a user must call it.
 """
+import numpy as np
+
 from equiv.routes import onnx_fold
 from equiv.routes import tf_convert as tc
+from equiv.routes.states import bn_input
 
 OPSET = 17
 BN_OPS = ("Mul", "Add", "Sub", "Sqrt", "Reciprocal", "Div", "BatchNormalization")   # a BatchNorm left shows as
@@ -98,7 +110,10 @@ def run(converted, state, layer):
 
 def output(route, state, layer, training=False):
     """The route on the state's Keras model (equiv.routes.probes): ({"": y}, folded); its training form:
-    tf2onnx_training (the model's call with training=True), at the route's onnxruntime level."""
+    tf2onnx_training (the model's call with training=True), at the route's onnxruntime level. onnx2torch:
+    onnx2torch_output."""
+    if "onnx2torch" in route.function:
+        return onnx2torch_output(route, state, layer, training)
     model = tc.keras_model(state, layer)
     if training:
         made = tf2onnx_training(model)
@@ -107,3 +122,52 @@ def output(route, state, layer, training=False):
     else:
         made = globals()[route.function](model)
     return {"": run(made, state, layer)}, made.folded()
+
+
+# --- onnx2torch: ONNX → torch.fx.GraphModule -------------------------------------------------------------
+
+def onnx2torch(model):
+    """``onnx2torch.convert`` of an ONNX ModelProto: the GraphModule as the tool returns it."""
+    import onnx2torch as o2t
+    return o2t.convert(model)
+
+
+def torch_onnx2torch(model, x):
+    """torch.onnx.export (TorchScript, dynamo=False) of the torch model as it is given, then onnx2torch."""
+    from equiv.routes.tf_targets import torch_onnx
+    return onnx2torch(torch_onnx(model, x, as_given=True))
+
+
+def _bn_modules(module):
+    import torch
+    return [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def _call(module, x):
+    import torch
+    with torch.no_grad():
+        y = module(torch.as_tensor(np.asarray(x, dtype=np.float32)))
+    return np.asarray((y[0] if isinstance(y, (tuple, list)) else y).double().numpy())
+
+
+def onnx2torch_output(route, state, layer, training=False):
+    """The route on the state's source (equiv.routes.probes): {"": the plain call of the GraphModule as
+    returned, "eval": after .eval()}, folded (False: no BatchNorm module left is folded); in training, the
+    plain call with the running statistics it leaves ({"": (y, mean, var)})."""
+    from equiv.routes import onnx_fold as of
+    from equiv.routes import tf_targets as tt
+    x = np.asarray(bn_input(state) if layer == "bn" else state.x, dtype=np.float32)
+    if route.source_adapter == "torch.builtin":
+        from equiv.routes import torch_fold as tf
+        make = lambda: torch_onnx2torch(tf.build(state).train(training), x)  # noqa: E731
+    else:
+        make = lambda: onnx2torch(tt.bn_graph(state, training) if layer == "bn"  # noqa: E731
+                                  else of.build(state, training))
+    made = make()
+    folded = not _bn_modules(made)
+    y = _call(made, x)
+    if training:
+        bn = _bn_modules(made)
+        return {"": (y, bn[0].running_mean.double().numpy(), bn[0].running_var.double().numpy()) if bn else y}, folded
+    fresh = make().eval()           # a plain call moved the first one's running statistics
+    return {"": y, "eval": _call(fresh, x)}, folded

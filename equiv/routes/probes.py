@@ -10,7 +10,7 @@ state built so that each convention is the only unknown,
 - ``folded``: whether no BatchNorm is left (the tool family's own inspection: modules, graph nodes, ops);
 - ``training``: what the route makes of the same source in training mode ("batch statistics": the
   training forward survives; "inference": it silently becomes the inference layer; "neither": the output
-  is neither forward; "refused: ...": the tool says no; "n/a: ..." where the source has no training mode),
+  is neither forward; "refused: ...": the tool says no),
   and where what it makes outputs the running statistics (an ONNX training node, jax2tf's mutable
   batch statistics), the new-batch weight and the running-variance estimator of that training step,
   ``training_updates``, against the source's own.
@@ -101,14 +101,11 @@ def _first_line(e):
 def training_of(route):
     """What the route makes of its source in training mode, on the route's BatchNorm alone where it takes
     one, else on its first layer: ("batch statistics", "inference" or "neither", {artifact: update_of}) for
-    the artifacts that output the running statistics), or "refused: <the error>", or "n/a: <why>" (the
-    family raises NotImplementedError where the source has no training mode)."""
+    the artifacts that output the running statistics), or "refused: <the error>"."""
     layer = "bn" if "bn" in route.layers else route.layers[0]
     state = probe_state(layer)
     try:
         outputs, _ = _output(route, state, layer, training=True)
-    except NotImplementedError as e:
-        return f"n/a: {e}"
     except Exception as e:   # the tool's refusal is the measurement
         return f"refused: {_first_line(e)}"
     modes = {mode_of(y[0] if isinstance(y, tuple) else y, state, layer) for y in outputs.values()}

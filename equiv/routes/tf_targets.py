@@ -1,6 +1,6 @@
 """Routes into TensorFlow from other frameworks: onnx2tf (ONNX → a tf_keras model, its SavedModel and
 TFLite flatbuffers), from the ONNX graphs of equiv.routes.onnx_fold and from torch.builtin's ONNX
-export. nobuco (PyTorch → Keras) does not import here: equiv.routes.NOT_RUN says why.
+export; and nobuco (PyTorch → Keras 2).
 
 onnx2tf 1.28.8 (the last release for Python 3.11: 2.x requires Python >= 3.12), tensorflow-cpu 2.21.0,
 tf-keras 2.21.0, ai-edge-litert 2.3.0 (onnx2tf imports its Interpreter: onnx2tf/utils/common_functions.py:20).
@@ -135,7 +135,10 @@ def torch_onnx2tf(model, x):
 
 def output(route, state, layer, training=False):
     """The route on the state's source (equiv.routes.probes): ({target: y}, folded) for the three targets;
-    ``training``: the torch model in training mode exported as it is, or the ONNX node with training_mode=1."""
+    ``training``: the torch model in training mode exported as it is, or the ONNX node with training_mode=1.
+    nobuco: nobuco_output."""
+    if route.function == "nobuco_keras":
+        return nobuco_output(route, state, layer, training)
     from equiv.routes import onnx_fold as of
     x = np.asarray(bn_input(state) if layer == "bn" else state.x, np.float32)
     if route.source_adapter == "torch.builtin":
@@ -144,3 +147,38 @@ def output(route, state, layer, training=False):
     else:
         made = convert(bn_graph(state, training) if layer == "bn" else of.build(state, training))
     return {t: made.run(x, t)[0] for t in TARGETS}, made.folded()
+
+
+# --- nobuco: torch → Keras 2 (tox -e routes-torchvision: tensorflow-cpu 2.15.1, keras 2.15.0, torch 2.14.1 and
+# torchvision 0.29.1, CUDA builds run on the CPU; nobuco imports Keras 2 as `keras` and torchvision)
+
+def nobuco_keras(model, x):
+    """nobuco.pytorch_to_keras of the torch model as it is given, on the example input ``x`` (NCHW), the Keras
+    model taking and giving NCHW (ChannelOrder.PYTORCH). Its converter (nobuco/node_converters/
+    normalization.py:16-26) makes keras.layers.BatchNormalization(momentum=1 − momentum, epsilon=eps) with the
+    module's weights and statistics, read after nobuco's trace of the module's forward."""
+    import nobuco
+    import torch
+    from nobuco import ChannelOrder
+    with contextlib.redirect_stdout(io.StringIO()):      # its trace and its check print a tree per conversion
+        return nobuco.pytorch_to_keras(model, args=[torch.as_tensor(np.asarray(x, dtype=np.float32))],
+                                       inputs_channel_order=ChannelOrder.PYTORCH,
+                                       outputs_channel_order=ChannelOrder.PYTORCH)
+
+
+def keras_batch_norms(model):
+    return [layer for layer in model.layers if type(layer).__name__ == "BatchNormalization"]
+
+
+def nobuco_output(route, state, layer, training=False):
+    """The route on the state's torch model (equiv.routes.probes): ({"": y}, folded); ``training``: the torch
+    model given in training mode and the Keras model called with training=True, with the moving statistics
+    that call leaves ({"": (y, mean, var)})."""
+    from equiv.routes import edge
+    x = np.asarray(bn_input(state) if layer == "bn" else state.x, dtype=np.float32)
+    model = nobuco_keras(edge.build(state, layer).train(training), x)
+    bns = keras_batch_norms(model)
+    y = np.asarray(model(x, training=training), dtype=np.float64)
+    if training:
+        return {"": (y, bns[0].moving_mean.numpy(), bns[0].moving_variance.numpy())}, not bns
+    return {"": y}, not bns
