@@ -294,16 +294,17 @@ ROUTES.update({r.name: r for r in [
           "onnx2torch", runs=("conv", "linear", "bn"), requires=("onnx2torch", "torchvision"), lands="torch",
           keeps=("inference", "eps", "momentum", "running statistics"), training="refused", call="training"),
     Route("torch.builtin+onnx2torch", f"{_CONV}; {_LINEAR}", "torch.onnx.export(model, dynamo=False), the model as "
-          "it is given (its constant folding folds the Conv's BatchNorm), then " + _O2T,
+          "it is given (its constant folding folds the Conv's BatchNorm), then " + _O2T + " (BN-LeNet exported "
+          "at opset 17: the default opset writes AveragePool-19, which onnx2torch 1.5.15 does not convert)",
           f"onnx2torch==1.5.15, onnx==1.16.2, {_TV}", ("conv",), "equiv.routes.onnx_convert",
           "torch_onnx2torch", runs=("linear",), requires=("onnx2torch", "torchvision"),
           lands="torch", keeps=("inference", "eps", "momentum", "running-variance estimator", "running statistics"),
-          training="inference", call="training"),
+          training="inference", call="training", nets=("torch.builtin",)),
     Route("torch.builtin+nobuco", f"{_CONV}; {_LINEAR}; BatchNorm2d alone",
           "nobuco.pytorch_to_keras(model, args=[x], inputs_channel_order=ChannelOrder.PYTORCH, "
           "outputs_channel_order=ChannelOrder.PYTORCH): a Keras 2 model, called with training=False, and "
           "training=True for the training form", f"nobuco==0.17.0, tensorflow-cpu==2.15.1, keras==2.15.0, {_TV}",
           (), "equiv.routes.tf_targets", "nobuco_keras", runs=("conv", "linear", "bn"),
           requires=("nobuco", "torchvision"), lands="tensorflow",
-          keeps=("inference", "training mode", "eps", "momentum", "running statistics")),
+          keeps=("inference", "training mode", "eps", "momentum", "running statistics"), nets=("torch.builtin",)),
 ]})

@@ -115,17 +115,19 @@ def onnx2tf(model):
     return convert(model)
 
 
-def torch_onnx(model, x, as_given=False):
+def torch_onnx(model, x, as_given=False, opset=None):
     """torch.onnx.export of the eval-mode torch model on input ``x`` (the TorchScript exporter,
     dynamo=False, as torch.builtin+onnx; its constant folding folds an eval BatchNorm2d into the Conv);
-    ``as_given``: the model in the mode it is in, the exporter's default training argument."""
+    ``as_given``: the model in the mode it is in, the exporter's default training argument; ``opset``: an
+    opset_version other than the exporter's default."""
     import onnx
     import torch
     m = copy.deepcopy(model) if as_given else copy.deepcopy(model).eval()
     f = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(m, (torch.as_tensor(x),), f, dynamo=False, input_names=["x"])
+        torch.onnx.export(m, (torch.as_tensor(x),), f, dynamo=False, input_names=["x"],
+                          **({} if opset is None else {"opset_version": opset}))
     return onnx.load_from_string(f.getvalue())
 
 
