@@ -273,6 +273,7 @@ def test_torch_bn_lenet_through_a_torchvision_route_within_the_lockstep_bound(na
         assert made.training
         out = run(made.eval())
     else:
+        made = registry.load_route(name)(net, x32)
         out = np.asarray(made(x32, training=False), dtype=np.float64)
     err = lockstep.rel_error(out, logits)
     assert lockstep.rel_error(eager, logits) <= _bound()
