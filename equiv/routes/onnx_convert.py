@@ -60,7 +60,7 @@ BN_OPS = ("Mul", "Add", "Sub", "Sqrt", "Reciprocal", "Div", "BatchNormalization"
 
 
 class Converted(onnx_fold.Made):
-    """tf2onnx's ModelProto and the onnxruntime session (ORT_DISABLE_ALL) that runs it."""
+    """tf2onnx's ModelProto and the onnxruntime InferenceSession (ORT_DISABLE_ALL) that runs it."""
 
     @property
     def ops(self):
@@ -90,7 +90,7 @@ def tf2onnx_keras(model):
 
 
 def tf2onnx_keras_ort_all(model):
-    """The same graph in an InferenceSession at ORT_ENABLE_ALL, as onnxruntime's default session options build it."""
+    """The same graph in an InferenceSession at ORT_ENABLE_ALL, as onnxruntime's default SessionOptions build it."""
     made = onnx_fold.load(tf2onnx_keras(model).model, "all")
     return Converted(made.model, made.runner)
 
