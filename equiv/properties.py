@@ -56,7 +56,7 @@ def prop(name, doc, *, needs_gradients=False, max_steps=1, needs_running_stats=F
 
 
 def strategy_for(p, adapter_cls):
-    return cases(dtypes=adapter_cls.dtypes, ndims=getattr(adapter_cls, "ndims", (2, 4)), max_steps=p.max_steps,
+    return cases(dtypes=adapter_cls.dtypes, ndims=adapter_cls.ndims, max_steps=p.max_steps,
                  min_count=min_count(adapter_cls.conventions))
 
 
@@ -336,7 +336,7 @@ def run(p, adapter_cls, device="cpu", profile=None, seed=None, options=None):
         return dict(stats, everywhere=whole[0])
     failing = {}
     if p.name == "batch_stats":   # needs new-batch weight 1: measured once, not shrunk by Hypothesis
-        probe = adapter_cls(1, getattr(adapter_cls, "ndims", (2,))[0], dtype=adapter_cls.dtypes[0], device=device,
+        probe = adapter_cls(1, adapter_cls.ndims[0], dtype=adapter_cls.dtypes[0], device=device,
                             new_batch_weight=1.0)
         if probe.new_batch_weight != 1.0:
             raise Unconfigurable()
@@ -365,7 +365,7 @@ def run(p, adapter_cls, device="cpu", profile=None, seed=None, options=None):
 
     test.__name__ = test.__qualname__ = p.name
     test = given(case=strategy_for(p, adapter_cls))(test)
-    for case in edge_cases(adapter_cls.dtypes, adapter_cls.conventions, getattr(adapter_cls, "ndims", (2, 4))):
+    for case in edge_cases(adapter_cls.dtypes, adapter_cls.conventions, adapter_cls.ndims):
         test = example(case=case)(test)
     if profile is not None or getattr(adapter_cls, "example_budget", None) or options:
         from equiv.strategies import profile_for

@@ -11,6 +11,7 @@ import pytest
 import reference as ref
 from equiv import tolerance as tol
 from equiv import tolerance_renorm as tr
+from reference.options import batch_norm_train_plain
 from reference.renorm import batch_renorm_train, update_renorm_stats
 
 tf = pytest.importorskip("tensorflow", reason="install it with: pip install tensorflow")
@@ -25,8 +26,7 @@ def _x(shape, seed=0, scale=3.0, offset=2.0):
 
 def _bn(x, eps=EPS):
     """x̂ per channel (the last axis), biased batch variance."""
-    red = tuple(range(x.ndim - 1))
-    return (x - x.mean(axis=red)) / np.sqrt(x.var(axis=red) + eps)
+    return batch_norm_train_plain(x, eps=eps, axis=-1)[0]
 
 
 # --- fused -------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ from equiv import Setting, port_state, remaining_differences, setting_of, transl
 from equiv.conventions import ARGUMENTS, DECLARED
 from equiv.porting import NotConfigurable
 
+# in neither list: the configurable layers without a momentum argument to translate (tf.nn.moments and
+# tf.nn.weighted_moments: the decay is the user's own moving average; jax.stax keeps no running statistics)
 CONFIGURABLE = [n for n in DECLARED if ARGUMENTS[n]["momentum"]]
 FIXED = [n for n in DECLARED if not DECLARED[n].configurable and DECLARED[n].running_var != "none"]
 

@@ -30,11 +30,8 @@ import tensorflow as tf
 from equiv.backends.tf import setup, tensor, to_nchw, to_nhwc
 from equiv.conventions import DECLARED
 from equiv.core import Adapter, MomentumRequired
+from equiv.core import to_numpy as numpy
 from equiv.dtypes import round_to
-
-
-def numpy(t):
-    return tf.cast(t, tf.float64).numpy()
 
 
 class _TFOps(Adapter):
@@ -75,13 +72,10 @@ class _TFOps(Adapter):
 
     def train_step(self, x, dy):
         x = self._t(to_nhwc(x))
-        gamma, beta = tf.Variable(self.gamma), tf.Variable(self.beta)
-        self.gamma, self.beta = gamma, beta   # the parameters the tape watches
         with tf.GradientTape() as tape:
-            tape.watch(x)
+            tape.watch([x, self.gamma, self.beta])
             y = self._call(x, training=True)
-        dx, dgamma, dbeta = tape.gradient(y, [x, gamma, beta], output_gradients=self._t(to_nhwc(dy)))
-        self.gamma, self.beta = tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta)
+        dx, dgamma, dbeta = tape.gradient(y, [x, self.gamma, self.beta], output_gradients=self._t(to_nhwc(dy)))
         return to_nchw(numpy(y)), to_nchw(numpy(dx)), numpy(dgamma), numpy(dbeta)
 
 

@@ -49,11 +49,10 @@ outputs) raises NotImplementedError (:94). The GraphModule is returned in traini
 builds it and calls nothing on it): a plain call normalizes with the batch's statistics and moves the
 running ones. ``eval`` is the module after ``.eval()``, as a user must call it.
 """
-import numpy as np
 
 from equiv.routes import onnx_fold
 from equiv.routes import tf_convert as tc
-from equiv.routes.states import bn_input
+from equiv.routes.states import model_input
 
 OPSET = 17
 BN_OPS = ("Mul", "Add", "Sub", "Sqrt", "Reciprocal", "Div", "BatchNormalization")   # a BatchNorm left shows as
@@ -138,36 +137,24 @@ def torch_onnx2torch(model, x):
     return onnx2torch(torch_onnx(model, x, as_given=True))
 
 
-def _bn_modules(module):
-    import torch
-    return [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-
-
-def _call(module, x):
-    import torch
-    with torch.no_grad():
-        y = module(torch.as_tensor(np.asarray(x, dtype=np.float32)))
-    return np.asarray((y[0] if isinstance(y, (tuple, list)) else y).double().numpy())
-
-
 def onnx2torch_output(route, state, layer, training=False):
     """The route on the state's source (equiv.routes.probes): {"": the plain call of the GraphModule as
     returned, "eval": after .eval()}, folded (False: no BatchNorm module left is folded); in training, the
     plain call with the running statistics it leaves ({"": (y, mean, var)})."""
+    from equiv.routes import edge
     from equiv.routes import onnx_fold as of
     from equiv.routes import tf_targets as tt
-    x = np.asarray(bn_input(state) if layer == "bn" else state.x, dtype=np.float32)
+    from equiv.routes import torch_fold as tf
     if route.source_adapter == "torch.builtin":
-        from equiv.routes import torch_fold as tf
-        make = lambda: torch_onnx2torch(tf.build(state).train(training), x)  # noqa: E731
+        make = lambda: torch_onnx2torch(tf.build(state).train(training), model_input(state, layer))  # noqa: E731
     else:
         make = lambda: onnx2torch(tt.bn_graph(state, training) if layer == "bn"  # noqa: E731
                                   else of.build(state, training))
     made = make()
-    folded = not _bn_modules(made)
-    y = _call(made, x)
+    bns = tf.batch_norms(made)
+    y = edge.run(made, state, layer)
     if training:
-        bn = _bn_modules(made)
-        return {"": (y, bn[0].running_mean.double().numpy(), bn[0].running_var.double().numpy()) if bn else y}, folded
+        return {"": (y, bns[0].running_mean.double().numpy(), bns[0].running_var.double().numpy()) if bns else y}, \
+            not bns
     fresh = make().eval()           # a plain call moved the first one's running statistics
-    return {"": y, "eval": _call(fresh, x)}, folded
+    return {"": y, "eval": edge.run(fresh, state, layer)}, not bns

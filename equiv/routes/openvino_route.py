@@ -48,11 +48,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from equiv.dtypes import UNIT_ROUNDOFF
-from equiv.routes.states import bn_input  # noqa: F401 (tests read it here)
+from equiv.routes.states import model_input
 
 PRECISION = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}   # ov element type -> dtype
 BATCH_NORM_OPS = ("BatchNormInference", "Sqrt", "Divide", "Subtract")    # BatchNorm not folded to constants
-NP = {"float32": np.float32, "float16": np.float16}
 
 
 @dataclass
@@ -107,10 +106,6 @@ def bound_dtype(state_dtype, precision):
 
 
 # --- sources: the layer's model of a FoldState, "bn" for the BatchNorm alone -------------------------
-
-
-def model_input(state, layer):
-    return np.asarray(bn_input(state) if layer == "bn" else state.x).astype(NP[state.dtype])
 
 
 def onnx_model(state, layer, training=False):

@@ -113,3 +113,8 @@ def fold_states(draw, layer, kind, dtypes=("float32",)):
 def bn_input(state):
     """The input of a BatchNorm alone (the routes' "bn" layer): the state's layer output z, rounded to its dtype."""
     return round_to(state.layer_out(state.x, state.w, state.b), state.dtype)
+
+
+def model_input(state, layer):
+    """The NCHW (or N, C) input of the model of ``layer`` ("conv", "linear", or "bn": bn_input) in the state's dtype."""
+    return np.asarray(bn_input(state) if layer == "bn" else state.x).astype(state.dtype)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from equiv.routes.states import model_input
 from equiv.routes.tf_convert import LITE_FOLDED, _nchw, _nhwc, bn_input
 from equiv.routes.tf_convert import litert_interpreter as _interpreter
 
@@ -142,7 +143,7 @@ def output(route, state, layer, training=False):
     if route.function == "nobuco_keras":
         return nobuco_output(route, state, layer, training)
     from equiv.routes import onnx_fold as of
-    x = np.asarray(bn_input(state) if layer == "bn" else state.x, np.float32)
+    x = model_input(state, layer)
     if route.source_adapter == "torch.builtin":
         from equiv.routes import torch_fold as tf
         made = convert(torch_onnx(tf.build(state).train(training), x, as_given=True))
@@ -177,7 +178,7 @@ def nobuco_output(route, state, layer, training=False):
     model given in training mode and the Keras model called with training=True, with the moving statistics
     that call leaves ({"": (y, mean, var)})."""
     from equiv.routes import edge
-    x = np.asarray(bn_input(state) if layer == "bn" else state.x, dtype=np.float32)
+    x = model_input(state, layer)
     model = nobuco_keras(edge.build(state, layer).train(training), x)
     bns = keras_batch_norms(model)
     y = np.asarray(model(x, training=training), dtype=np.float64)

@@ -74,9 +74,14 @@ def fx_fuse(model):
     return fuse(model)
 
 
+def batch_norms(model):
+    """The BatchNorm modules left in a (folded or converted) model."""
+    return [m for m in model.modules() if isinstance(m, _BN)]
+
+
 def has_batch_norm(model):
     """Whether a BatchNorm module is left in the (folded) model."""
-    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return bool(batch_norms(model))
 
 
 class Frozen(torch.nn.Module):
