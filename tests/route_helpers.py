@@ -53,7 +53,8 @@ def within_bound(states, check, examples, default, skip=lambda state: None):
     are counted in ``LEFT_OUT`` under the running test's id, with those that ran."""
     profile = default_profile()
     seen = []
-    tally = LEFT_OUT.setdefault(os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0], Counter())
+    test_id = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
+    tally = LEFT_OUT.setdefault(test_id, Counter())
 
     @settings(settings.get_profile(profile), max_examples=examples.get(profile, default))
     @given(state=states)
@@ -68,7 +69,6 @@ def within_bound(states, check, examples, default, skip=lambda state: None):
     run()
     tally["ran"] += len(seen)
     assert seen, "no state ran"
-    test_id = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
     found = _ratios(seen)
     if found:
         LARGEST[test_id] = max(max(found), LARGEST.get(test_id, 0.0))

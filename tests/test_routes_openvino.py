@@ -35,7 +35,8 @@ def convert(name, state, layer):
         model = ovr.onnx_model(state, layer)
         return route(model), ovr.run_onnx(model, state, layer)
     model = ovr.torch_model(state, layer)
-    return route(model, ovr.model_input(state, layer)), ovr.run_torch(model, state, layer)
+    from equiv.routes import edge
+    return route(model, ovr.model_input(state, layer)), edge.run(model, state, layer)
 
 
 def check_made(name, made, y_source, state, layer, at_state_dtype=False):

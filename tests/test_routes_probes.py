@@ -58,8 +58,7 @@ def test_route_conventions_after_conversion(name):
     assert not rec["training_updates"] or kept, (rec["training_updates"], route.keeps)
     assert "training mode" not in route.keeps or route.training == "batch statistics"
     said = rp.changes(route, rec)
-    documented = ("a training-mode source",) + (("a training step", "the model: a training step")
-                                                 if name in UPDATE_FINDINGS else ()) \
+    documented = ("a training-mode source",) + (("the model: a training step",) if name in UPDATE_FINDINGS else ()) \
         + (tuple(f"{layer}: an eval-mode source became a {route.call} call" for layer in route.layers)
            if name in CALL_FINDINGS else ())
     assert all(w.startswith(documented) for w in said), said

@@ -77,7 +77,7 @@ OPTION_KNOWN = list(findings(OptionDivergence.kind))
 def net_findings_of(label, dtype="float32", data="fashion-mnist"):
     """The ids of the whole-network findings (NET_FINDINGS) that make a BN-LeNet label's training differ from
     the reference network's in ``dtype`` on ``data`` (a finding on "any" data applies to every data)."""
-    return [f.id for f in NET_FINDINGS if f.label == label and dtype in f.dtypes and f.data in ("any", data)]
+    return [f.id for f in net_findings(label, dtype, data)]
 
 
 def by_id(finding_id, kind=None):

@@ -114,28 +114,27 @@ _LEVEL = ("onnxruntime.InferenceSession(model, SessionOptions(graph_optimization
           "CPUExecutionProvider); the model it saves to optimized_model_filepath")
 _ONNX_HALF = ("float32", "float16")
 # a training node (training_mode=1) is left as it is: its forward, ONNX's momentum and biased running variance
-# and the running-statistics outputs survive (equiv.routes.probes, measured on each folder)
-_ONNX_KEEPS = SURVIVES
+# and the running-statistics outputs survive (equiv.routes.probes, measured on each folder): keeps=SURVIVES
 
 ROUTES.update({r.name: r for r in [
     Route("onnx.node+ort_basic", _ONNX_SOURCE, _LEVEL.format("ORT_ENABLE_BASIC"), _ORT_PIN, ("conv",), _ONNX,
           "ort_basic", _ONNX_HALF, runs=("linear",), requires=_ORT,
-          nets=("torch.builtin",), keeps=_ONNX_KEEPS),
+          nets=("torch.builtin",), keeps=SURVIVES),
     Route("onnx.node+ort_extended", _ONNX_SOURCE, _LEVEL.format("ORT_ENABLE_EXTENDED"), _ORT_PIN, ("conv",), _ONNX,
           "ort_extended", _ONNX_HALF, runs=("linear",), requires=_ORT,
-          nets=("torch.builtin",), keeps=_ONNX_KEEPS),
+          nets=("torch.builtin",), keeps=SURVIVES),
     Route("onnx.node+ort_all", _ONNX_SOURCE, _LEVEL.format("ORT_ENABLE_ALL"), _ORT_PIN, ("conv",), _ONNX,
           "ort_all", _ONNX_HALF, runs=("linear",), requires=_ORT,
-          nets=("torch.builtin",), keeps=_ONNX_KEEPS),
+          nets=("torch.builtin",), keeps=SURVIVES),
     Route("onnx.node+onnxoptimizer", _ONNX_SOURCE, "onnxoptimizer.optimize(model, ['fuse_bn_into_conv'])",
           "onnxoptimizer==0.4.2", ("conv",), _ONNX, "onnxoptimizer_fuse", _ONNX_HALF, runs=("linear",),
-          requires=_ORT + ("onnxoptimizer",), nets=("torch.builtin",), keeps=_ONNX_KEEPS),
+          requires=_ORT + ("onnxoptimizer",), nets=("torch.builtin",), keeps=SURVIVES),
     Route("onnx.node+onnxslim", _ONNX_SOURCE, "onnxslim.slim(model)", "onnxslim==0.1.98", ("conv",), _ONNX,
           "onnxslim_slim", _ONNX_HALF, runs=("linear",),
-          requires=_ORT + ("onnxslim",), nets=("torch.builtin",), keeps=_ONNX_KEEPS),
+          requires=_ORT + ("onnxslim",), nets=("torch.builtin",), keeps=SURVIVES),
     Route("onnx.node+onnxsim", _ONNX_SOURCE, "onnxsim.simplify(model)", "onnxsim==0.8.1", ("conv",), _ONNX,
           "onnxsim_simplify", _ONNX_HALF, runs=("linear",),
-          requires=_ORT + ("onnxsim",), nets=("torch.builtin",), keeps=_ONNX_KEEPS),
+          requires=_ORT + ("onnxsim",), nets=("torch.builtin",), keeps=SURVIVES),
 ]})
 
 # --- ONNX converters (equiv.routes.onnx_convert): tf2onnx's Keras conversion, run by onnxruntime; what it
@@ -165,17 +164,17 @@ _ONNX2TF_PIN = "onnx2tf==1.28.8, tensorflow-cpu==2.21.0, tf-keras==2.21.0, ai-ed
 _ONNX2TF = ("onnx2tf", "tensorflow", "tf_keras", "ai_edge_litert", "onnx", "onnxruntime")
 _ONNX2TF_CALL = ("onnx2tf.convert(onnx_graph=model, not_use_onnxsim=True), offline: the tf_keras model, its SavedModel "
                  "(tf.saved_model.load) and model_float32.tflite / model_float16.tflite (ai_edge_litert's Interpreter)")
-# a training node becomes an inference one (onnx2tf-training-node-inference): no training mode, momentum or state
-_ONNX2TF_KEEPS = ("inference", "eps")
+# keeps the default (inference, eps) only: a training node becomes an inference one
+# (onnx2tf-training-node-inference), so no training mode, momentum or state
 
 ROUTES.update({r.name: r for r in [
     Route("onnx.node+onnx2tf", _ONNX_SOURCE + "; BatchNormalization alone", _ONNX2TF_CALL, _ONNX2TF_PIN,
           ("conv", "linear"), _TARGETS, "onnx2tf", _ONNX_HALF, runs=("bn",), requires=_ONNX2TF, lands="tensorflow",
-          keeps=_ONNX2TF_KEEPS, training="inference"),
+          training="inference"),
     Route("torch.builtin+onnx2tf", f"{_CONV}; {_LINEAR}",
           "torch.onnx.export(model.eval(), dynamo=False), then " + _ONNX2TF_CALL, f"{_PIN}, {_ONNX2TF_PIN}",
           ("conv", "linear"), _TARGETS, "torch_onnx2tf", requires=_ONNX2TF + ("torch",), lands="tensorflow",
-          keeps=_ONNX2TF_KEEPS, nets=("torch.builtin",), training="inference"),
+          nets=("torch.builtin",), training="inference"),
 ]})
 
 
@@ -184,22 +183,21 @@ ROUTES.update({r.name: r for r in [
 # routes-tvm: Apache TVM, whose apache-tvm-ffi wants typing-extensions>=4.13 where litert-torch's xdsl pins <4.13)
 _EDGE = "equiv.routes.edge"
 _EDGE_SOURCE = f"{_CONV}; {_LINEAR}; BatchNorm2d alone on the conv layer's output"
-_TORCH_PIN = "torch==2.13.0"
 
 ROUTES.update({r.name: r for r in [
     Route("torch.builtin+executorch_xnnpack", _EDGE_SOURCE,
           "to_edge_transform_and_lower(torch.export.export(model, (x,)), partitioner=[XnnpackPartitioner()])"
-          ".to_executorch(), run by executorch.runtime.Runtime", f"executorch==1.5.1, {_TORCH_PIN}",
+          ".to_executorch(), run by executorch.runtime.Runtime", f"executorch==1.5.1, {_PIN}",
           ("conv", "linear", "bn"), _EDGE, "executorch_xnnpack", ("float32", "float16"),
           requires=("torch", "executorch"), lands="executorch", nets=("torch.builtin",), training="refused"),
     Route("torch.builtin+litert_torch", _EDGE_SOURCE,
           "litert_torch.convert(model, (x,)), run by ai_edge_litert's Interpreter (default XNNPACK delegate)",
-          f"litert-torch==0.10.0, ai-edge-litert==2.3.0, {_TORCH_PIN}", ("conv", "linear"), _EDGE, "litert",
+          f"litert-torch==0.10.0, ai-edge-litert==2.3.0, {_PIN}", ("conv", "linear"), _EDGE, "litert",
           runs=("bn",), requires=("torch", "litert_torch", "ai_edge_litert"), lands="litert",
           nets=("torch.builtin",)),
     Route("torch.builtin+tvm_relax", _EDGE_SOURCE,
           "relax.frontend.torch.from_exported_program(torch.export.export(model, (x,))), tvm.compile(mod, "
-          "target='llvm'), run by relax.VirtualMachine on tvm.cpu()", f"apache-tvm==0.27.0.post1, {_TORCH_PIN}",
+          "target='llvm'), run by relax.VirtualMachine on tvm.cpu()", f"apache-tvm==0.27.0.post1, {_PIN}",
           (), _EDGE, "tvm_relax", runs=("conv", "linear", "bn"), requires=("torch", "tvm"), lands="tvm",
           nets=("torch.builtin",)),
 ]})
@@ -215,7 +213,8 @@ class NotRun:
     measured: str     # the date and machine: "2026-12-07, x86-64 Linux, Python 3.11"
 
 
-# Filled by the tool families' modules' authors as they measure; rendered in the docs' routes page.
+# Rendered in the docs' routes page (docs/routes.md); a row names the tool and, where only part of a route
+# fails, the part.
 NOT_RUN: dict = {}
 
 # --- OpenVINO (equiv.routes.openvino_route): openvino.convert_model, compiled on the CPU plugin at its default
@@ -261,8 +260,6 @@ NOT_RUN.update({n.route: n for n in [
            "onnx.node+onnx2torch and torch.builtin+onnx2torch", _MEASURED),
 ]})
 
-# Filled by the tool families' modules' authors as they measure; rendered in the docs' routes page
-# (docs/paths.md); a row names the tool and, where only part of a route fails, the part.
 NOT_RUN.update({r.route: r for r in [
     NotRun("litert-torch (float16 model)", "torch.builtin+litert_torch",
            "litert_torch.convert(model.half(), (x.half(),)) with litert-torch 0.10.0, torch 2.13.0",

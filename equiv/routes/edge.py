@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from equiv.routes import torch_fold as tf
-from equiv.routes.tf_convert import LITE_FOLDED, bn_input
+from equiv.routes.states import bn_input
+from equiv.routes.tf_convert import LITE_FOLDED
 from equiv.routes.tf_convert import litert_interpreter as _interpreter
 
 
@@ -92,7 +93,6 @@ def executorch_xnnpack(model):
 
 
 # --- litert-torch: LiteRT flatbuffer --------------------------------------------------------------
-
 
 
 def _litert(model, x):

@@ -139,12 +139,6 @@ def run_onnx(model, state, layer):
     return np.asarray(sess.run(None, {"x": model_input(state, layer)})[0], dtype=np.float64)
 
 
-def run_torch(model, state, layer):
-    import torch
-    with torch.no_grad():
-        return model(torch.from_numpy(model_input(state, layer))).to(torch.float64).numpy()
-
-
 # --- the routes ----------------------------------------------------------------------------------------
 
 

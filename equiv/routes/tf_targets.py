@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from equiv.routes.states import model_input
-from equiv.routes.tf_convert import LITE_FOLDED, _nchw, _nhwc, bn_input
+from equiv.routes.states import bn_input, model_input
+from equiv.routes.tf_convert import LITE_FOLDED, _nchw, _nhwc
 from equiv.routes.tf_convert import litert_interpreter as _interpreter
 
 CALIBRATION = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -62,8 +62,6 @@ def run_onnx(model, x):
     from equiv.routes import onnx_fold as of
     sess = of.load(model).runner
     return np.asarray(sess.run(None, {sess.get_inputs()[0].name: np.asarray(x, np.float32)})[0], np.float64)
-
-
 
 
 @dataclass
